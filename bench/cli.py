@@ -1,0 +1,182 @@
+"""The `bench` command line: run, datasets (list, info, generate, pack)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Offline-RL benchmark suite: does SFT on curated data (SFT, SFT(Q), iw-SFT(Q)) compete with offline RL "
+         "(AWAC, TD3+BC, CQL, IQL)? Every command takes --help.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="List, inspect, generate and pack offline datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
+
+
+def _parse_sets(items: list[str]) -> dict:
+    from bench.run import parse_value
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            _fail(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-4")
+        key, value = item.split("=", 1)
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+@app.command()
+def run(
+    env: Annotated[str, typer.Option(help="Dataset name (see `bench datasets list`) or minari:<dataset id>.")],
+    algo: Annotated[str, typer.Option(help="Algorithm: bc (more arrive with the SFT family and baselines).")],
+    seed: Annotated[int, typer.Option(help="Seed for torch, numpy, data order and evaluation.")] = 0,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a preset field, key=value; repeatable "
+                                            "(e.g. --set steps=2000 --set eval_episodes=5).")] = [],  # noqa: B006
+    out: Annotated[Path, typer.Option(help="Folder for the run record (and checkpoints while running).")]
+        = Path("results"),
+    data: Annotated[Path | None, typer.Option(help="Read the dataset from this file or folder instead of the "
+                                              "cache (a D4RL .hdf5 file or a Minari dataset folder).")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Run again even if a complete record exists.")] = False,
+) -> None:
+    """Train ALGO on dataset ENV with SEED, evaluate it, and write a JSON run record under --out."""
+    from bench.algorithms import TrainingError
+    from bench.datasets.trajectories import DatasetError
+    from bench.run import resolve_config
+    from bench.run import run as run_one
+
+    try:
+        overrides = _parse_sets(set_)
+        overrides.update(device=device)
+        if data is not None:
+            overrides["data_path"] = str(data)
+        cfg = resolve_config(env, algo, seed, overrides)
+        record = run_one(cfg, out, force=force)
+    except (KeyError, ValueError, DatasetError, TrainingError) as e:
+        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+    typer.echo(str(Path(out) / record.filename))
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Registered datasets: name, source, evaluation environment, whether on disk, size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.datasets.sources import is_on_disk
+    from bench.specs import REGISTRY
+
+    table = Table("source", "eval env", "family", "on disk", "size")
+    table.add_column("name", no_wrap=True)
+    for name, spec in REGISTRY.items():
+        present, where = is_on_disk(spec)
+        size = "-"
+        if present:
+            nbytes = where.stat().st_size if where.is_file() else sum(
+                p.stat().st_size for p in where.rglob("*") if p.is_file())
+            size = f"{nbytes / 2**20:.1f} MB"
+        table.add_row(name, spec.source, spec.env_id or "(from data)", spec.family, "yes" if present else "no",
+                      size)
+    Console().print(table)
+    typer.echo("Any Minari dataset: minari:<dataset id>, e.g. minari:D4RL/antmaze/umaze-v1.")
+
+
+@datasets_app.command("info")
+def datasets_info(
+    name: Annotated[str, typer.Argument(help="Dataset name or minari:<dataset id>.")],
+    data: Annotated[Path | None, typer.Option(help="Read from this file or folder instead of the cache.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Episodes, transitions, return quantiles, evaluation environment and reference scores of a dataset."""
+    from bench.datasets.sources import load_dataset
+    from bench.datasets.trajectories import DatasetError
+    from bench.specs import get_spec
+
+    try:
+        spec = get_spec(name)
+        traj = load_dataset(spec, data)
+    except KeyError as e:
+        _fail(e.args[0])
+    except DatasetError as e:
+        _fail(str(e))
+    spec = spec.with_dataset_metadata(traj.metadata)
+    info = {**traj.summary(), "source": spec.source, "eval_env": spec.env_id,
+            "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score, "sha256": traj.fingerprint()}
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            value = "  ".join(f"{k} {v:.1f}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.3f}"
+        typer.echo(f"{key:>20}: {value}")
+
+
+@datasets_app.command("generate")
+def datasets_generate(
+    env: Annotated[str, typer.Option(help="gymnasium MuJoCo environment id.")] = "Hopper-v5",
+    kind: Annotated[str, typer.Option(help="random | medium | medium-replay | expert (the D4RL recipe).")]
+        = "medium-replay",
+    name: Annotated[str | None, typer.Option(help="Dataset id becomes bench/<name>/<kind>-v0 (default: the env "
+                                             "name lower-cased).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for SAC, exploration and env resets.")] = 0,
+    max_env_steps: Annotated[int, typer.Option(help="Online SAC budget in env steps (expert trains all of it).")]
+        = 1_000_000,
+    target_return: Annotated[float | None, typer.Option(help="medium / medium-replay: stop when the evaluated "
+                                                        "return reaches this.")] = None,
+    random_steps: Annotated[int, typer.Option(help="Uniform-random steps before SAC acts.")] = 10_000,
+    eval_every: Annotated[int, typer.Option(help="Env steps between evaluations.")] = 5_000,
+    eval_episodes: Annotated[int, typer.Option(help="Episodes per evaluation.")] = 5,
+    dataset_size: Annotated[int, typer.Option(help="Transitions rolled out for random / medium / expert.")]
+        = 1_000_000,
+    ref_max_score: Annotated[float | None, typer.Option(help="Return that scores 100 (default: the expert's, "
+                                                        "else D4RL's for the same body).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Minari datasets root to write into (default: "
+                                             "$MINARI_DATASETS_PATH or ~/.minari/datasets).")] = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder; a run started again resumes from it "
+                                                  "(default ~/.cache/bench/generate/<id>).")] = None,
+    device: Annotated[str, typer.Option(help="Device for SAC.")] = "cpu",
+) -> None:
+    """Make a D4RL-style dataset with online SAC and write it as a Minari dataset (use it as minari:<id>)."""
+    from bench.datasets.generate import GenerateConfig, generate
+    from bench.datasets.trajectories import DatasetError
+
+    cfg = GenerateConfig(env_id=env, kind=kind, name=name, seed=seed, max_env_steps=max_env_steps,
+                         target_return=target_return, random_steps=random_steps, eval_every=eval_every,
+                         eval_episodes=eval_episodes, dataset_size=dataset_size, ref_max_score=ref_max_score)
+    try:
+        path = generate(cfg, out, work_dir, device, command="bench " + shlex.join(sys.argv[1:]))
+    except DatasetError as e:
+        _fail(str(e))
+    typer.echo(f"wrote {path}; use it as --env minari:{cfg.dataset_id()}"
+               + (f" with MINARI_DATASETS_PATH={out}" if out else ""))
+
+
+@datasets_app.command("pack")
+def datasets_pack(
+    minari_folder: Annotated[Path, typer.Argument(help="A Minari dataset folder (the one holding data/).")],
+    out: Annotated[Path, typer.Option(help="Folder to write episodes.npz and metadata.json into.")],
+) -> None:
+    """Pack a Minari dataset into the compact embedded format (flat compressed arrays; ~20x smaller)."""
+    from bench.datasets.sources import pack_minari
+    from bench.datasets.trajectories import DatasetError
+
+    try:
+        pack_minari(minari_folder, out)
+    except DatasetError as e:
+        _fail(str(e))
+    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    typer.echo(f"wrote {out} ({size:.1f} MB)")
+

@@ -1,0 +1,244 @@
+"""Dataset sources: D4RL v2 HDF5 files, Minari datasets (local store, path or hub) and the embedded dataset.
+
+Each loader returns `Trajectories`; metadata carries ``env_id`` and the reference scores where the data has them.
+Downloads go to a temporary file and are renamed into place, so an interrupted download never leaves a half file.
+Offline, a missing dataset fails at once with what is missing, where we looked and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from bench.datasets.trajectories import DatasetError, Trajectories
+from bench.specs import D4RL_V2_URL, DatasetSpec
+
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+NETWORK_TIMEOUT_S = 5.0
+
+
+def cache_dir() -> Path:
+    """Where downloaded D4RL files live: $BENCH_DATA_DIR, else ~/.cache/bench/d4rl."""
+    return Path(os.environ.get("BENCH_DATA_DIR", Path.home() / ".cache" / "bench" / "d4rl"))
+
+
+def minari_root() -> Path:
+    from minari.storage import get_dataset_path
+
+    return Path(get_dataset_path())
+
+
+def offline_reason(url: str) -> str | None:
+    """Why ``url`` cannot be reached right now (None if it can), decided within a few seconds."""
+    if os.environ.get("BENCH_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "offline mode is set (BENCH_OFFLINE=1 or HF_HUB_OFFLINE=1)"
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=NETWORK_TIMEOUT_S).close()
+    except OSError as e:
+        return f"cannot reach {parsed.hostname}: {e}"
+    return None
+
+
+# -- D4RL HDF5 ----------------------------------------------------------------------------------------------------
+def read_d4rl_hdf5(path: Path, name: str = "unnamed", metadata: dict | None = None) -> Trajectories:
+    """Read a file in D4RL's layout: observations, actions, rewards, terminals, timeouts [, next_observations]."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("observations", "actions", "rewards", "terminals") if k not in f]
+            if missing:
+                raise DatasetError(f"{path} is not a D4RL dataset file: keys {missing} are missing "
+                                   f"(found {sorted(f.keys())})")
+            n = f["rewards"].shape[0]
+            timeouts = f["timeouts"][:] if "timeouts" in f else np.zeros(n, bool)
+            return Trajectories.from_flat(
+                observations=f["observations"][:], actions=f["actions"][:], rewards=f["rewards"][:],
+                terminals=f["terminals"][:], timeouts=timeouts,
+                next_observations=f["next_observations"][:] if "next_observations" in f else None,
+                name=name, metadata={"path": str(path), **(metadata or {})},
+            )
+    except OSError as e:
+        raise DatasetError(f"cannot read {path} as HDF5 ({e}); the file is corrupt or incomplete: delete it and "
+                           "load again to re-download, or pass --data with a good copy") from e
+
+
+def download(url: str, dest: Path) -> None:
+    """Download ``url`` to ``dest`` atomically (temporary file, then rename)."""
+    reason = offline_reason(url)
+    if reason:
+        raise DatasetError(f"cannot download {url}: {reason}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length", 0))
+            done = 0
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                done += len(chunk)
+            if total and done != total:
+                raise DatasetError(f"download of {url} stopped at {done} of {total} bytes; try again")
+        os.replace(tmp, dest)
+    except (OSError, urllib.error.URLError) as e:
+        raise DatasetError(f"download of {url} failed: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_d4rl(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
+    meta = {"source": "d4rl", "env_id": spec.env_id,
+            "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score}
+    if data_path is not None:
+        if not Path(data_path).exists():
+            raise DatasetError(f"--data {data_path} does not exist")
+        return read_d4rl_hdf5(Path(data_path), spec.name, meta)
+    path = cache_dir() / spec.location
+    if not path.exists():
+        url = D4RL_V2_URL.format(file=spec.location)
+        try:
+            download(url, path)
+        except DatasetError as e:
+            raise DatasetError(
+                f"dataset {spec.name} is not in the cache ({path}) and the download failed: {e}. "
+                f"Copy {spec.location} into {cache_dir()} (or set BENCH_DATA_DIR), pass --data PATH, "
+                "or use --env hopper-mini-replay, which ships with the suite."
+            ) from e
+    return read_d4rl_hdf5(path, spec.name, meta)
+
+
+# -- Minari -------------------------------------------------------------------------------------------------------
+def _minari_metadata(dataset) -> dict:
+    meta = dict(dataset.storage.metadata)
+    env_spec = meta.get("eval_env_spec") or meta.get("env_spec")
+    env_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else None
+    return {"source": "minari", "minari_id": meta.get("dataset_id"), "env_id": env_id,
+            "ref_min_score": meta.get("ref_min_score"), "ref_max_score": meta.get("ref_max_score")}
+
+
+def read_minari(dataset, name: str) -> Trajectories:
+    """Minari episodes (T+1 observations each) -> aligned Trajectories."""
+    episodes = ({"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
+                 "terminations": ep.terminations, "truncations": ep.truncations}
+                for ep in dataset.iterate_episodes())
+    return Trajectories.from_episodes(list(episodes), name=name, metadata=_minari_metadata(dataset))
+
+
+def load_minari(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
+    import minari
+
+    if data_path is not None:
+        path = Path(data_path)
+        path = path / "data" if (path / "data").is_dir() else path
+        if not (path / "metadata.json").exists():
+            raise DatasetError(f"--data {data_path} is not a Minari dataset folder (no metadata.json in it or in "
+                               "its data/ sub-folder)")
+        return read_minari(minari.MinariDataset(path), spec.name)
+    dataset_id = spec.location
+    local = minari_root() / dataset_id
+    if not (local / "data").is_dir():
+        url = "https://huggingface.co"
+        reason = offline_reason(url)
+        if reason:
+            raise DatasetError(
+                f"Minari dataset {dataset_id} is not in the local store ({local}) and cannot be downloaded: "
+                f"{reason}. Download it where there is a network (`minari download {dataset_id}`) and copy it "
+                f"there (or set MINARI_DATASETS_PATH), pass --data PATH, or use --env hopper-mini-replay."
+            )
+        try:
+            minari.download_dataset(dataset_id)
+        except (ImportError, ModuleNotFoundError) as e:
+            raise DatasetError(f"downloading Minari datasets needs the hub extra: pip install 'minari[hf]' ({e})")
+        except Exception as e:  # the hub client raises many kinds; all mean the same to the user
+            raise DatasetError(f"download of Minari dataset {dataset_id} failed: {e}") from e
+    return read_minari(minari.load_dataset(dataset_id), spec.name)
+
+
+# -- embedded -----------------------------------------------------------------------------------------------------
+def load_embedded(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
+    """Package data: ``episodes.npz`` (concatenated Minari-style episodes) and ``metadata.json``."""
+    folder = Path(data_path) if data_path is not None else EMBEDDED_DIR / spec.location
+    npz, meta_file = folder / "episodes.npz", folder / "metadata.json"
+    if not npz.exists() or not meta_file.exists():
+        raise DatasetError(f"embedded dataset {spec.name} is missing from {folder}; reinstall the package "
+                           "(pip install -e .) or regenerate it with bench/datasets/embedded/make.sh")
+    meta = json.loads(meta_file.read_text())
+    with np.load(npz) as z:
+        episodes = unpack_episodes({k: z[k] for k in z.files})
+    return Trajectories.from_episodes(episodes, name=spec.name, metadata={"source": "embedded", **meta})
+
+
+def pack_episodes(episodes: list[dict]) -> dict[str, np.ndarray]:
+    """Concatenate episodes into a few flat arrays (one HDF5 group per episode would be 20x bigger)."""
+    return {
+        "observations": np.concatenate([e["observations"] for e in episodes]).astype(np.float32),
+        "actions": np.concatenate([e["actions"] for e in episodes]).astype(np.float32),
+        "rewards": np.concatenate([e["rewards"] for e in episodes]).astype(np.float32),
+        "terminations": np.concatenate([e["terminations"] for e in episodes]).astype(bool),
+        "truncations": np.concatenate([e["truncations"] for e in episodes]).astype(bool),
+        "lengths": np.array([len(e["actions"]) for e in episodes], np.int64),
+    }
+
+
+def unpack_episodes(packed: dict[str, np.ndarray]) -> list[dict]:
+    ends = np.cumsum(packed["lengths"])
+    starts = ends - packed["lengths"]
+    return [{
+        # each episode keeps its T+1 observations: episode i's observations start at starts[i] + i
+        "observations": packed["observations"][s + i: e + i + 1],
+        "actions": packed["actions"][s:e], "rewards": packed["rewards"][s:e],
+        "terminations": packed["terminations"][s:e], "truncations": packed["truncations"][s:e],
+    } for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
+
+
+def pack_minari(minari_folder: Path, out: Path) -> None:
+    """Write a Minari dataset as ``episodes.npz`` + ``metadata.json`` (the embedded format)."""
+    import minari
+
+    folder = Path(minari_folder)
+    folder = folder / "data" if (folder / "data").is_dir() else folder
+    if not (folder / "metadata.json").exists():
+        raise DatasetError(f"{minari_folder} is not a Minari dataset folder (no metadata.json)")
+    dataset = minari.MinariDataset(folder)
+    episodes = [{"observations": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
+                 "terminations": ep.terminations, "truncations": ep.truncations}
+                for ep in dataset.iterate_episodes()]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "episodes.npz", **pack_episodes(episodes))
+    raw = dict(dataset.storage.metadata)
+    meta = {**_minari_metadata(dataset), "source": "embedded",
+            "minari_metadata": {k: raw[k] for k in ("dataset_id", "description", "requirements", "bench",
+                                                    "total_episodes", "total_steps") if k in raw}}
+    (out / "metadata.json").write_text(json.dumps(meta, indent=1, default=str))
+
+
+LOADERS = {"d4rl": load_d4rl, "minari": load_minari, "embedded": load_embedded}
+
+
+def load_dataset(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
+    """Load the dataset a spec names; ``data_path`` overrides where the file is read from."""
+    return LOADERS[spec.source](spec, data_path)
+
+
+def is_on_disk(spec: DatasetSpec) -> tuple[bool, Path]:
+    """(present, where) without loading anything."""
+    if spec.source == "d4rl":
+        p = cache_dir() / spec.location
+        return p.exists(), p
+    if spec.source == "minari":
+        p = minari_root() / spec.location
+        return (p / "data").is_dir(), p
+    p = EMBEDDED_DIR / spec.location
+    return (p / "episodes.npz").exists(), p

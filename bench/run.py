@@ -1,0 +1,184 @@
+"""One run end to end: RunConfig -> load -> curate -> fit -> evaluate -> RunRecord on disk.
+
+The record is written when the run starts (status "running"), and again when it completes or fails; a run started
+again with the same config skips a complete record and resumes from the checkpoint of an unfinished one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from bench.algorithms import RunContext, get_algorithm
+from bench.configs import load_preset
+from bench.datasets.sources import load_dataset
+from bench.evaluation import evaluate
+from bench.results.store import RunRecord, config_hash, read_record, record_filename, save_record
+from bench.specs import get_spec
+
+# Eval seeds are kept apart from training seeds so evaluation never replays training randomness.
+EVAL_SEED_OFFSET = 1_000_000
+
+
+@dataclass
+class RunConfig:
+    env: str  # dataset name (bench datasets list)
+    algo: str  # algorithm name
+    seed: int = 0  # fixes torch, numpy, data order and evaluation seeds
+    eval_every: int = 2000  # gradient steps between evaluations
+    eval_episodes: int = 10  # episodes per evaluation during training
+    final_eval_episodes: int = 100  # episodes of the final evaluation (the reported score)
+    eval_envs: int = 10  # environments stepped side by side during evaluation
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    threads: int = 1  # torch threads; one per process is fastest when processes share the cores
+    data_path: str | None = None  # read the dataset from this file/folder instead of the cache
+    algo_config: dict = field(default_factory=dict)  # the algorithm's config fields, resolved
+
+    def hashed_part(self) -> dict:
+        """What makes two runs the same experiment (device, threads and file locations do not)."""
+        d = dataclasses.asdict(self)
+        for k in ("seed", "device", "threads", "data_path"):
+            d.pop(k)
+        return d
+
+
+_RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)
+               if f.name not in ("env", "algo", "seed", "algo_config")}
+
+
+def parse_value(text: str) -> Any:
+    """'1e-4' -> 1e-4, 'true' -> True, '[90, 95]' -> [90, 95], 'abc' -> 'abc'."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            return value
+    return value
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool) or default is None:
+        return value
+    if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, (int, float, str)) and not isinstance(value, type(default)):
+        raise ValueError(f"--set {name}={value!r}: expected {type(default).__name__}")
+    return value
+
+
+def resolve_config(env: str, algo: str, seed: int = 0, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Preset for (algo, env), then ``overrides`` (``--set``) on algorithm or run fields."""
+    algo_cls = get_algorithm(algo)
+    get_spec(env)  # fail early on an unknown dataset
+    algo_fields, run_fields = load_preset(algo, env)
+    defaults = algo_cls.Config()
+    algo_names = {f.name for f in dataclasses.fields(defaults)}
+    for key, value in (overrides or {}).items():
+        if key in algo_names:
+            algo_fields[key] = value
+        elif key in _RUN_FIELDS:
+            run_fields[key] = value
+        else:
+            raise KeyError(f"--set {key}: not a field of {algo} ({', '.join(sorted(algo_names))}) nor of the run "
+                           f"({', '.join(_RUN_FIELDS)})")
+    for key in list(algo_fields):
+        if key not in algo_names:
+            raise KeyError(f"preset for {algo} names unknown field {key!r}")
+        algo_fields[key] = _coerce(key, algo_fields[key], getattr(defaults, key))
+    for key in list(run_fields):
+        run_fields[key] = _coerce(key, run_fields[key], _RUN_FIELDS[key].default)
+    resolved = dataclasses.asdict(algo_cls.Config(**algo_fields))
+    return RunConfig(env=env, algo=algo, seed=seed, algo_config=resolved, **run_fields)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def set_seed(seed: int) -> None:
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> RunRecord:
+    """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete)."""
+    chash = config_hash(cfg.hashed_part())
+    path = Path(out) / record_filename(cfg.env, cfg.algo, cfg.seed, chash)
+    if path.exists() and not force:
+        existing = read_record(path)
+        if existing.status == "complete":
+            log(f"{path} is complete; skipping (pass --force to run again)")
+            return existing
+    ckpt = Path(out) / "checkpoints" / (path.stem + ".pt")
+    if force and ckpt.exists():
+        ckpt.unlink()
+
+    torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    spec = get_spec(cfg.env)
+    record = RunRecord(env=cfg.env, algo=cfg.algo, seed=cfg.seed, config=dataclasses.asdict(cfg),
+                       config_hash=chash)
+    t_start = time.time()
+    try:
+        traj = load_dataset(spec, Path(cfg.data_path) if cfg.data_path else None)
+        spec = spec.with_dataset_metadata(traj.metadata)
+        if spec.env_id is None:
+            raise ValueError(f"dataset {cfg.env} names no evaluation environment; it cannot be evaluated")
+        record.dataset = {"name": cfg.env, "source": spec.source, "sha256": traj.fingerprint(),
+                          "episodes": traj.num_episodes, "transitions": traj.num_transitions,
+                          "obs_dim": traj.obs_dim, "act_dim": traj.act_dim, "eval_env": spec.env_id,
+                          "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
+                          "paper_comparable": spec.paper_comparable}
+        record.timings["load"] = time.time() - t_start
+        save_record(record, out)
+
+        algo = get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config))
+        device = resolve_device(cfg.device)
+
+        def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
+            return evaluate(policy, spec.env_id, episodes, cfg.seed + EVAL_SEED_OFFSET,
+                            spec.ref_min_score, spec.ref_max_score, cfg.eval_envs)
+
+        ctx = RunContext(seed=cfg.seed, device=device, total_steps=cfg.algo_config.get("steps", 0),
+                         evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,
+                         log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"))
+        curated = algo.curate(traj)
+        t0 = time.time()
+        policy = algo.fit(traj, curated, ctx)
+        record.timings["train"] = time.time() - t0
+        record.curve = ctx.curve
+        record.train_info = {"curation": curated.description, **ctx.info}
+        t0 = time.time()
+        final = evaluate_policy(policy, cfg.final_eval_episodes)
+        record.timings["final_eval"] = time.time() - t0
+        record.final = final.to_dict()
+        record.status = "complete"
+        score = f"{final.normalized_mean:.1f} ± {final.normalized_std:.1f}" if final.normalized_mean is not None \
+            else "n/a"
+        log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] final: return {final.return_mean:.1f} ± "
+            f"{final.return_std:.1f}, normalised score {score} over {cfg.final_eval_episodes} episodes")
+    except BaseException as e:
+        record.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        record.error = "".join(traceback.format_exception(e))
+        raise
+    finally:
+        record.timings["total"] = time.time() - t_start
+        save_record(record, out)
+        if record.status == "complete" and ckpt.exists():
+            ckpt.unlink()
+    return record

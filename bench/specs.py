@@ -1,0 +1,87 @@
+"""Dataset registry: a name a user types -> where the data comes from, how it is evaluated and scored.
+
+Adding a dataset is one entry in ``REGISTRY``. ``minari:<dataset id>`` names any Minari dataset; its evaluation
+environment and reference scores are read from the dataset's own metadata when it is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, replace
+
+# D4RL reference returns (D4RL infos.py; REFERENCE.md §2): body -> (random policy return, expert return).
+D4RL_REFERENCE_BY_BODY: dict[str, tuple[float, float]] = {
+    "Hopper": (-20.272305, 3234.3),
+    "HalfCheetah": (-280.178953, 12135.0),
+    "Walker2d": (1.629008, 4592.3),
+    "Ant": (-325.6, 3879.7),
+}
+
+D4RL_V2_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{file}"
+
+# D4RL level -> the family a report groups it under (the paper's Table 2 rows).
+_FAMILIES = {"medium-replay": "Medium Replay", "expert": "Expert", "medium": "Medium",
+             "medium-expert": "Medium Expert", "random": "Random"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str  # what users type: "hopper-medium-replay", "minari:D4RL/antmaze/umaze-v1", ...
+    source: str  # "d4rl" (v2 HDF5 file), "minari" (Minari store / hub) or "embedded" (package data)
+    env_id: str | None  # gymnasium id the policy is evaluated in; None = read from the dataset
+    ref_min_score: float | None  # return that scores 0; None = read from the dataset
+    ref_max_score: float | None  # return that scores 100
+    family: str = "Other"  # row group in reports
+    location: str | None = None  # d4rl: file name; minari: dataset id; embedded: folder in the package
+    paper_comparable: bool = False  # same data as the paper's tables (only the real D4RL/Minari datasets)
+
+    def with_dataset_metadata(self, metadata: dict) -> DatasetSpec:
+        """Fill what the registry left open (Minari datasets) from the loaded dataset's metadata."""
+        return replace(
+            self,
+            env_id=self.env_id or metadata.get("env_id"),
+            ref_min_score=self.ref_min_score if self.ref_min_score is not None else metadata.get("ref_min_score"),
+            ref_max_score=self.ref_max_score if self.ref_max_score is not None else metadata.get("ref_max_score"),
+        )
+
+
+def _d4rl_locomotion() -> dict[str, DatasetSpec]:
+    specs = {}
+    for body, prefix in (("Hopper", "hopper"), ("HalfCheetah", "halfcheetah"), ("Walker2d", "walker2d")):
+        lo, hi = D4RL_REFERENCE_BY_BODY[body]
+        for level, family in _FAMILIES.items():
+            name = f"{prefix}-{level}"
+            specs[name] = DatasetSpec(
+                name=name, source="d4rl",
+                # v4: gymnasium's closest match to the v3 dynamics D4RL v2 data was collected and scored in
+                env_id=f"{body}-v4", ref_min_score=lo, ref_max_score=hi, family=family,
+                location=f"{prefix}_{level.replace('-', '_')}-v2.hdf5", paper_comparable=True,
+            )
+    return specs
+
+
+REGISTRY: dict[str, DatasetSpec] = {
+    **_d4rl_locomotion(),
+    # Made by `bench datasets generate` (see bench/datasets/embedded/README.md); scores are its own, not D4RL's.
+    "hopper-mini-replay": DatasetSpec(
+        name="hopper-mini-replay", source="embedded", env_id=None, ref_min_score=None, ref_max_score=None,
+        family="Medium Replay", location="hopper-mini-replay",
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec for a dataset name; unknown names fail with the closest registered names."""
+    if name.startswith("minari:"):
+        dataset_id = name.removeprefix("minari:")
+        if not dataset_id:
+            raise KeyError("empty Minari id: use minari:<namespace>/<name>-v<version>, e.g. "
+                           "minari:D4RL/antmaze/umaze-v1")
+        return DatasetSpec(name=name, source="minari", env_id=None, ref_min_score=None, ref_max_score=None,
+                           location=dataset_id, paper_comparable=dataset_id.startswith("D4RL/"))
+    if name in REGISTRY:
+        return REGISTRY[name]
+    close = difflib.get_close_matches(name, REGISTRY, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"unknown dataset {name!r}.{hint} Registered: {', '.join(sorted(REGISTRY))}; "
+                   "or minari:<dataset id> for any Minari dataset.")
