@@ -134,19 +134,19 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
     record = RunRecord(env=cfg.env, algo=cfg.algo, seed=cfg.seed, config=dataclasses.asdict(cfg),
                        config_hash=chash)
     t_start = time.time()
+    # A dataset that cannot be loaded is an input error, not a failed run: it leaves no record behind.
+    traj = load_dataset(spec, Path(cfg.data_path) if cfg.data_path else None)
+    spec = spec.with_dataset_metadata(traj.metadata)
+    if spec.env_id is None:
+        raise ValueError(f"dataset {cfg.env} names no evaluation environment; it cannot be evaluated")
+    record.dataset = {"name": cfg.env, "source": spec.source, "sha256": traj.fingerprint(),
+                      "episodes": traj.num_episodes, "transitions": traj.num_transitions,
+                      "obs_dim": traj.obs_dim, "act_dim": traj.act_dim, "eval_env": spec.env_id,
+                      "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
+                      "paper_comparable": spec.paper_comparable}
+    record.timings["load"] = time.time() - t_start
     try:
-        traj = load_dataset(spec, Path(cfg.data_path) if cfg.data_path else None)
-        spec = spec.with_dataset_metadata(traj.metadata)
-        if spec.env_id is None:
-            raise ValueError(f"dataset {cfg.env} names no evaluation environment; it cannot be evaluated")
-        record.dataset = {"name": cfg.env, "source": spec.source, "sha256": traj.fingerprint(),
-                          "episodes": traj.num_episodes, "transitions": traj.num_transitions,
-                          "obs_dim": traj.obs_dim, "act_dim": traj.act_dim, "eval_env": spec.env_id,
-                          "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
-                          "paper_comparable": spec.paper_comparable}
-        record.timings["load"] = time.time() - t_start
         save_record(record, out)
-
         algo = get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config))
         device = resolve_device(cfg.device)
 
@@ -181,4 +181,6 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
         save_record(record, out)
         if record.status == "complete" and ckpt.exists():
             ckpt.unlink()
+            if not any(ckpt.parent.iterdir()):
+                ckpt.parent.rmdir()
     return record

@@ -21,7 +21,9 @@ import pickle
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -338,12 +340,12 @@ def write_minari(episodes: list[dict], dataset_id: str, env_id: str, ref_min: fl
                                env.observation_space.high.astype(np.float32), dtype=np.float32)
     buffers = [EpisodeBuffer(observations=e["observations"], actions=e["actions"], rewards=e["rewards"],
                              terminations=e["terminations"], truncations=e["truncations"]) for e in episodes]
-    from importlib.metadata import version
-
-    ds = minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=env_id, algorithm_name="SAC (d3rlpy)", author="bench",
-        observation_space=obs_space, action_space=env.action_space,
-        ref_min_score=ref_min, ref_max_score=ref_max, description=description,
-        requirements=[f"mujoco=={version('mujoco')}", f"gymnasium=={version('gymnasium')}"],
-    )
+    with warnings.catch_warnings():  # Minari nags about author e-mail and code links we do not have
+        warnings.simplefilter("ignore", UserWarning)
+        ds = minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name="SAC (d3rlpy)", author="bench",
+            observation_space=obs_space, action_space=env.action_space,
+            ref_min_score=ref_min, ref_max_score=ref_max, description=description,
+            requirements=[f"mujoco=={version('mujoco')}", f"gymnasium=={version('gymnasium')}"],
+        )
     ds.storage.update_metadata({"bench": json.dumps(extra, default=float)})

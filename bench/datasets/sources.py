@@ -159,7 +159,7 @@ def load_minari(spec: DatasetSpec, data_path: Path | None = None) -> Trajectorie
         try:
             minari.download_dataset(dataset_id)
         except (ImportError, ModuleNotFoundError) as e:
-            raise DatasetError(f"downloading Minari datasets needs the hub extra: pip install 'minari[hf]' ({e})")
+            raise DatasetError(f"downloading Minari datasets needs: pip install 'minari[hf]' ({e})") from e
         except Exception as e:  # the hub client raises many kinds; all mean the same to the user
             raise DatasetError(f"download of Minari dataset {dataset_id} failed: {e}") from e
     return read_minari(minari.load_dataset(dataset_id), spec.name)

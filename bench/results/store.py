@@ -83,6 +83,7 @@ def write_json_atomic(path: Path, obj: dict) -> None:
             json.dump(obj, f, indent=1, default=_json_default, allow_nan=True)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,53 @@
+"""Shared fixtures: an offline, isolated environment and tiny datasets made in the real MuJoCo Hopper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def offline_and_isolated(tmp_path, monkeypatch):
+    """No network, and every store (Minari, D4RL cache, generator work dirs) inside the test's tmp folder."""
+    monkeypatch.setenv("BENCH_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "d4rl"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+def marked_episodes(lengths, obs_dim=3, act_dim=2, terminal_last=None):
+    """Episodes whose values encode (episode, step) so any misalignment shows.
+
+    observation t of episode e = [e, t, e*1000 + t, ...]; action t = [e, t]; reward t = e*1000 + t.
+    """
+    eps = []
+    for e, n in enumerate(lengths):
+        obs = np.zeros((n + 1, obs_dim), np.float32)
+        obs[:, 0] = e
+        obs[:, 1] = np.arange(n + 1)
+        obs[:, 2] = e * 1000 + np.arange(n + 1)
+        act = np.stack([np.full(n, e), np.arange(n)], 1).astype(np.float32)[:, :act_dim]
+        term = np.zeros(n, bool)
+        trunc = np.zeros(n, bool)
+        is_terminal = terminal_last[e] if terminal_last is not None else e % 2 == 0
+        (term if is_terminal else trunc)[-1] = True
+        eps.append({"observations": obs, "actions": act, "rewards": (e * 1000 + np.arange(n)).astype(np.float32),
+                    "terminations": term, "truncations": trunc})
+    return eps
+
+
+@pytest.fixture
+def hopper_minari_dataset():
+    """A small real Hopper-v5 dataset (random actions) written in Minari format; returns its id."""
+    import gymnasium as gym
+
+    from bench.datasets.generate import _rollout, write_minari
+
+    space = gym.make("Hopper-v5").action_space
+    space.seed(0)
+    episodes = _rollout("Hopper-v5", lambda _o: space.sample(), seed=0, n_episodes=30)
+    write_minari(episodes, "bench/test-hopper/random-v0", "Hopper-v5", ref_min=-20.0, ref_max=3000.0,
+                 description="test data", extra={"bench_command": "pytest"})
+    return "bench/test-hopper/random-v0", episodes

@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+
+from bench.algorithms import TrainingError
+from bench.algorithms.base import RunContext
+from bench.results.store import read_record
+from bench.run import resolve_config, run
+
+FAST = {"steps": 200, "eval_every": 100, "eval_episodes": 2, "final_eval_episodes": 3, "batch_size": 64}
+
+
+@pytest.fixture
+def fast_cfg(hopper_minari_dataset):
+    dataset_id, _ = hopper_minari_dataset
+    return resolve_config(f"minari:{dataset_id}", "bc", seed=1, overrides=FAST)
+
+
+def test_run_writes_a_complete_record(fast_cfg, tmp_path):
+    rec = run(fast_cfg, tmp_path / "out", log=lambda m: None)
+    on_disk = read_record(tmp_path / "out" / rec.filename)
+    assert on_disk.status == "complete" and on_disk.error is None
+    assert isinstance(on_disk.final["normalized_mean"], float) and len(on_disk.final["returns"]) == 3
+    assert [p["step"] for p in on_disk.curve] == [100, 200]
+    assert on_disk.dataset["sha256"] and on_disk.dataset["eval_env"] == "Hopper-v5"
+    assert on_disk.config["algo_config"]["steps"] == 200 and on_disk.versions["d3rlpy"] == "2.8.1"
+    assert on_disk.train_info["curation"]["selection"] == "all"
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(fast_cfg, tmp_path):
+    a = run(fast_cfg, tmp_path / "a", log=lambda m: None)
+    b = run(fast_cfg, tmp_path / "b", log=lambda m: None)
+    assert [p["loss"] for p in a.curve] == [p["loss"] for p in b.curve]
+    assert a.final["returns"] == b.final["returns"]
+    fast_cfg.seed = 2
+    c = run(fast_cfg, tmp_path / "c", log=lambda m: None)
+    assert [p["loss"] for p in a.curve] != [p["loss"] for p in c.curve]
+
+
+def test_a_complete_run_is_skipped(fast_cfg, tmp_path):
+    run(fast_cfg, tmp_path, log=lambda m: None)
+    messages = []
+    run(fast_cfg, tmp_path, log=messages.append)
+    assert any("skipping" in m for m in messages)
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(fast_cfg, tmp_path, monkeypatch):
+    reference = run(fast_cfg, tmp_path / "ref", log=lambda m: None)
+    original_save = RunContext._save
+
+    def save_then_die(self, state):
+        original_save(self, state)
+        raise KeyboardInterrupt  # the process is killed right after its first checkpoint
+
+    monkeypatch.setattr(RunContext, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(fast_cfg, tmp_path / "out", log=lambda m: None)
+    path = tmp_path / "out" / reference.filename
+    assert read_record(path).status == "interrupted"
+    assert (tmp_path / "out" / "checkpoints" / (path.stem + ".pt")).exists()
+    monkeypatch.setattr(RunContext, "_save", original_save)
+    messages = []
+    resumed = run(fast_cfg, tmp_path / "out", log=messages.append)
+    assert any("resumed from" in m and "step 100" in m for m in messages)
+    assert resumed.status == "complete"
+    assert [p["loss"] for p in resumed.curve] == [p["loss"] for p in reference.curve]
+    assert resumed.final["returns"] == reference.final["returns"]
+
+
+def test_set_overrides_and_their_errors(hopper_minari_dataset):
+    dataset_id, _ = hopper_minari_dataset
+    cfg = resolve_config(f"minari:{dataset_id}", "bc", overrides={"learning_rate": 1e-4, "eval_every": 7.0})
+    assert cfg.algo_config["learning_rate"] == 1e-4 and cfg.eval_every == 7
+    with pytest.raises(KeyError, match="learning_rate"):
+        resolve_config(f"minari:{dataset_id}", "bc", overrides={"lr": 1e-4})
+    with pytest.raises(KeyError, match="unknown algorithm 'bcc'.*Did you mean bc"):
+        resolve_config(f"minari:{dataset_id}", "bcc")
+    with pytest.raises(KeyError, match="unknown dataset 'hopper-medium-replayy'.*hopper-medium-replay"):
+        resolve_config("hopper-medium-replayy", "bc")
+
+
+def test_nan_loss_stops_with_advice_and_keeps_the_record(fast_cfg, tmp_path):
+    fast_cfg.algo_config["learning_rate"] = 1e30
+    with pytest.raises(TrainingError, match="learning rate"):
+        run(fast_cfg, tmp_path, log=lambda m: None)
+    (path,) = tmp_path.glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "failed" and "TrainingError" in rec["error"]
+
+
+def test_preset_for_the_embedded_dataset():
+    cfg = resolve_config("hopper-mini-replay", "bc")
+    assert cfg.algo_config["steps"] == 5000 and cfg.algo_config["learning_rate"] == 1e-3
+    assert np.isclose(cfg.final_eval_episodes, 100)
