@@ -188,6 +188,16 @@ class _Progress:
               f"{' | ' + extra if extra else ''}", file=sys.stderr, flush=True)
 
 
+def _save_checkpoint(work_dir: Path, sac, state: dict) -> None:
+    """SAC weights and the loop's state, each written to a temporary file and renamed into place."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    sac.save_model(str(work_dir / "sac.d3.tmp"))
+    os.replace(work_dir / "sac.d3.tmp", work_dir / "sac.d3")
+    with open(work_dir / "checkpoint.tmp", "wb") as f:
+        pickle.dump(state, f)
+    os.replace(work_dir / "checkpoint.tmp", work_dir / "checkpoint.pkl")
+
+
 def train_sac(cfg: GenerateConfig, work_dir: Path, device: str = "cpu"):
     """Online SAC with a checkpoint at episode boundaries. Returns (sac, replay, eval history, stop reason)."""
     import d3rlpy
@@ -219,15 +229,10 @@ def train_sac(cfg: GenerateConfig, work_dir: Path, device: str = "cpu"):
         print(f"[generate] resumed from {ckpt} at {replay.size} env steps", file=sys.stderr, flush=True)
 
     def save_checkpoint() -> None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        sac.save_model(str(work_dir / "sac.d3.tmp"))
-        os.replace(work_dir / "sac.d3.tmp", work_dir / "sac.d3")
         state = {"config": dataclasses.asdict(cfg), "episodes": replay.episodes, "rng": rng.bit_generator.state,
                  "torch_rng": torch.get_rng_state(), "history": history,
                  "action_rng": env.action_space.np_random.bit_generator.state}
-        with open(ckpt.with_suffix(".tmp"), "wb") as f:
-            pickle.dump(state, f)
-        os.replace(ckpt.with_suffix(".tmp"), ckpt)
+        _save_checkpoint(work_dir, sac, state)
 
     progress = _Progress(cfg.max_env_steps, f"SAC {cfg.env_id}")
     stop = "step budget reached"
