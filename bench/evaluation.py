@@ -7,6 +7,7 @@ many environments ran side by side.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -46,7 +47,9 @@ def evaluate(policy: Policy, env_id: str, episodes: int, seed: int, ref_min: flo
     """Run ``episodes`` deterministic episodes of ``policy`` in ``env_id``, ``num_envs`` at a time."""
     import gymnasium as gym
 
-    envs = [gym.make(env_id) for _ in range(min(num_envs, episodes))]
+    with warnings.catch_warnings():  # v4 is chosen on purpose for D4RL data (closest to its v3 dynamics)
+        warnings.filterwarnings("ignore", message=".*out of date.*")
+        envs = [gym.make(env_id) for _ in range(min(num_envs, episodes))]
     space = envs[0].action_space
     if not (np.all(space.low == -1) and np.all(space.high == 1)):
         raise ValueError(f"{env_id} has actions in [{space.low}, {space.high}]; the suite's policies act in "
