@@ -68,6 +68,24 @@ def run(
     typer.echo(str(Path(out) / record.filename))
 
 
+@app.command()
+def toy(
+    out: Annotated[Path, typer.Option(help="Folder for toy_bandit.json and toy_bandit.png/.pdf.")]
+        = Path("reports/toy"),
+    seed: Annotated[int, typer.Option(help="Seed of the bandit draws.")] = 0,
+    samples: Annotated[int, typer.Option(help="Draws from the uniform reference policy.")] = 10_000,
+    steps: Annotated[int, typer.Option(help="Gradient steps.")] = 2_000,
+) -> None:
+    """The two-armed bandit of the paper's §3.5: SFT on successes -> P(right) = 2/3, iw-SFT -> 1."""
+    from bench.toy import ToyConfig, run_toy
+
+    result = run_toy(ToyConfig(samples=samples, steps=steps, seed=seed), out)
+    for name in ("sft", "iw_sft"):
+        typer.echo(f"{name:>7}: P(right) = {result[name]['p_right']:.4f}, "
+                   f"expected reward = {result[name]['expected_reward']:.4f}")
+    typer.echo(f"theory : SFT P(right) = 2/3 (reward 5/6), iw-SFT -> 1; figure: {out}/toy_bandit.png/.pdf")
+
+
 @datasets_app.command("list")
 def datasets_list() -> None:
     """Registered datasets: name, source, evaluation environment, whether on disk, size."""
@@ -96,9 +114,13 @@ def datasets_list() -> None:
 def datasets_info(
     name: Annotated[str, typer.Argument(help="Dataset name or minari:<dataset id>.")],
     data: Annotated[Path | None, typer.Option(help="Read from this file or folder instead of the cache.")] = None,
+    percentiles: Annotated[str, typer.Option(help="Quality-bin cutoffs to show (paper Algorithm 2).")]
+        = "90,95,98",
+    ties: Annotated[str, typer.Option(help="inclusive (return >= cutoff) or strict (>).")] = "inclusive",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Episodes, transitions, return quantiles, evaluation environment and reference scores of a dataset."""
+    """Episodes, transitions, return quantiles, reference scores and quality bins of a dataset."""
+    from bench.datasets.curation import quality_bins
     from bench.datasets.sources import load_dataset
     from bench.datasets.trajectories import DatasetError
     from bench.specs import get_spec
@@ -113,15 +135,28 @@ def datasets_info(
     spec = spec.with_dataset_metadata(traj.metadata)
     info = {**traj.summary(), "source": spec.source, "eval_env": spec.env_id,
             "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score, "sha256": traj.fingerprint()}
+    try:
+        bins = quality_bins(traj, [float(p) for p in percentiles.split(",")], ties).description
+    except ValueError as e:
+        _fail(f"--percentiles/--ties: {e}")
+    info["quality_bins"] = bins
     if as_json:
         typer.echo(json.dumps(info, indent=1))
         return
     for key, value in info.items():
+        if key == "quality_bins":
+            continue
         if isinstance(value, dict):
             value = "  ".join(f"{k} {v:.1f}" for k, v in value.items())
         elif isinstance(value, float):
             value = f"{value:.3f}"
         typer.echo(f"{key:>20}: {value}")
+    typer.echo(f"\nquality bins (return {'>=' if ties == 'inclusive' else '>'} cutoff):")
+    typer.echo(f"{'percentile':>12} {'cutoff return':>14} {'episodes':>9} {'transitions':>12}")
+    for b in bins["bins"]:
+        typer.echo(f"{b['percentile']:>12.1f} {b['cutoff_return']:>14.2f} {b['episodes']:>9} {b['transitions']:>12}")
+    typer.echo(f"{'union':>12} {'':>14} {bins['episodes']:>9} {bins['transitions']:>12}   "
+               f"(multiset: {bins['multiset_episodes']} episode draws)")
 
 
 @datasets_app.command("generate")

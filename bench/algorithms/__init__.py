@@ -5,10 +5,16 @@ from __future__ import annotations
 import difflib
 
 from bench.algorithms.base import Algorithm, RunContext, TrainingError
-from bench.algorithms.bc import BC
+from bench.algorithms.bc import BC, BC10
+from bench.algorithms.sft import IWSFT, IWSFTQ, SFT, SFTQ
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "bc": BC,
+    "bc_10": BC10,
+    "sft": SFT,
+    "sft_q": SFTQ,
+    "iw_sft": IWSFT,
+    "iw_sft_q": IWSFTQ,
 }
 
 # How tables print each name (DESIGN.md "Names users type").

@@ -35,7 +35,7 @@ class RunContext:
     seed: int
     device: torch.device
     total_steps: int
-    evaluate: Callable[[Policy], EvalResult]  # the run's evaluator (episodes and seeds fixed by the run)
+    evaluate: Callable[[Policy], EvalResult] | None  # the run's evaluator; None = progress only, no curve
     eval_every: int
     checkpoint_path: Path | None = None
     log: Callable[[str], None] = print
@@ -45,7 +45,11 @@ class RunContext:
     _first_step: int = 0
 
     def resume(self) -> dict[str, Any] | None:
-        """The algorithm's state from the last checkpoint, or None; restores the learning curve too."""
+        """The algorithm's state from the last checkpoint, or None; restores the learning curve too.
+
+        Algorithms call it right before their update loop, which also starts the steps/s clock.
+        """
+        self._t0 = time.time()
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return None
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
@@ -61,15 +65,17 @@ class RunContext:
                                 "(--set learning_rate=...) and run again — it resumes from the last checkpoint")
         if step % self.eval_every != 0 and step != self.total_steps:
             return
-        result = self.evaluate(policy)
         elapsed = time.time() - self._t0
         rate = (step - self._first_step) / max(elapsed, 1e-9)
-        self.curve.append({"step": step, "loss": loss, "return_mean": result.return_mean,
-                           "normalized_mean": result.normalized_mean, "time": elapsed})
-        score = f"{result.normalized_mean:.1f}" if result.normalized_mean is not None else "n/a"
         eta = (self.total_steps - step) / max(rate, 1e-9)
-        self.log(f"step {step}/{self.total_steps} | {rate:.0f} steps/s | loss {loss:.3f} | "
-                 f"return {result.return_mean:.1f} | score {score} | ETA {eta:.0f}s")
+        line = f"step {step}/{self.total_steps} | {rate:.1f} steps/s | loss {loss:.3f}"
+        if self.evaluate is not None:
+            result = self.evaluate(policy)
+            self.curve.append({"step": step, "loss": loss, "return_mean": result.return_mean,
+                               "normalized_mean": result.normalized_mean, "time": elapsed})
+            score = f"{result.normalized_mean:.1f}" if result.normalized_mean is not None else "n/a"
+            line += f" | return {result.return_mean:.1f} | score {score}"
+        self.log(f"{line} | ETA {eta:.0f}s")
         if self.checkpoint_path is not None and step != self.total_steps:
             self._save({**state(), "step": step, "_curve": self.curve})
 

@@ -1,32 +1,88 @@
-"""Behaviour cloning with the Gaussian MLP policy.
+"""Behaviour cloning with the Gaussian MLP policy: ``bc`` (all data) and ``bc_10`` (the top 10%, from scratch).
 
-Objective (maximum likelihood of the data's actions; Pomerleau 1989, the paper's Eq. 1 with D+ = all data):
+Objective (maximum likelihood of the data's actions; Pomerleau 1989; the paper's Eq. 1 with D+ = the selection):
 
-    J_BC(theta) = E_{(s, a) ~ D} [ log pi_theta(a | s) ]
+    J_BC(theta) = E_{(s, a) ~ D+} [ log pi_theta(a | s) ]
 
-Transitions are sampled uniformly (weighted by the curation's multiplicity) in batches; Adam at a constant rate.
+Batches are either transitions sampled uniformly (the peers' BC) or whole trajectories (the paper's reference
+policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant rate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from bench.algorithms.base import Algorithm, RunContext
 from bench.algorithms.policy import GaussianMLPPolicy
-from bench.datasets.curation import Curated, all_episodes
+from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
+from bench.datasets.curation import Curated, all_episodes, quality_bins
 from bench.datasets.trajectories import Trajectories
 
 
 @dataclass
 class BCConfig:
     steps: int = 10_000  # gradient steps (REFERENCE §2: 10,000 for the BC reference policy)
-    batch_size: int = 256  # transitions per step
+    batch_size: int = 256  # transitions, or trajectories when batch_unit = "trajectories"
+    batch_unit: str = "transitions"  # "transitions" or "trajectories" (paper: 32, authors' code: 128 trajectories)
+    loss_normalization: str = "trajectory_mean"  # with trajectory batches: "trajectory_mean" (code) or "sum" (Eq. 5)
     learning_rate: float = 1e-3  # Adam (REFERENCE §2)
     hidden: int = 256  # units per hidden layer
     layers: int = 3  # hidden layers
+
+
+@dataclass
+class BC10Config(BCConfig):
+    top_percentile: float = 90.0  # keep episodes with return >= this percentile of returns (top 10%)
+
+
+def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: RunContext) -> GaussianMLPPolicy:
+    """Maximum likelihood on the curated episodes from a fresh policy; resumable through ``ctx``."""
+    if cfg.batch_unit not in ("transitions", "trajectories"):
+        raise ValueError(f"batch_unit must be 'transitions' or 'trajectories', got {cfg.batch_unit!r}")
+    torch.manual_seed(ctx.seed)
+    policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers).to(ctx.device)
+    optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+    gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
+    obs = torch.as_tensor(trajectories.observations, device=ctx.device)
+    act = torch.as_tensor(trajectories.actions, device=ctx.device)
+    table = EpisodeTable.from_curated(trajectories, curated, ctx.device)
+    if cfg.batch_unit == "transitions":
+        idx, weights = curated.transition_indices(trajectories)
+        idx = torch.as_tensor(idx, device=ctx.device)
+        probs = torch.as_tensor(weights / weights.sum())
+        uniform = bool((weights == weights[0]).all())
+
+    start = 0
+    if (state := ctx.resume()) is not None:
+        policy.load_state_dict(state["policy"])
+        optim.load_state_dict(state["optim"])
+        gen.set_state(state["generator"])
+        start = state["step"]
+
+    def checkpoint() -> dict:
+        return {"policy": policy.state_dict(), "optim": optim.state_dict(), "generator": gen.get_state()}
+
+    policy.train()
+    for step in range(start + 1, cfg.steps + 1):
+        if cfg.batch_unit == "transitions":
+            if uniform:
+                pick = torch.randint(len(idx), (cfg.batch_size,), generator=gen)
+            else:
+                pick = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=gen)
+            rows = idx[pick.to(ctx.device)]
+            loss = -policy.log_prob(obs[rows], act[rows]).mean()
+        else:
+            rows, seg, lengths = table.sample(cfg.batch_size, gen)
+            logp = policy.log_prob(obs[rows], act[rows])
+            loss = -trajectory_log_likelihood(logp, seg, lengths, cfg.loss_normalization, table.mean_length).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        ctx.step(step, policy, loss.item(), checkpoint)
+    policy.eval()
+    return policy
 
 
 class BC(Algorithm):
@@ -37,39 +93,14 @@ class BC(Algorithm):
         return all_episodes(trajectories)
 
     def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> GaussianMLPPolicy:
-        cfg: BCConfig = self.config
-        torch.manual_seed(ctx.seed)
-        policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers).to(ctx.device)
-        optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
-        gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
+        return train_bc(trajectories, curated, self.config, ctx)
 
-        idx, weights = curated.transition_indices(trajectories)
-        obs = torch.as_tensor(trajectories.observations[idx], device=ctx.device)
-        act = torch.as_tensor(trajectories.actions[idx], device=ctx.device)
-        uniform = bool(np.all(weights == weights[0]))
-        probs = torch.as_tensor(weights / weights.sum())
 
-        start = 0
-        if (state := ctx.resume()) is not None:
-            policy.load_state_dict(state["policy"])
-            optim.load_state_dict(state["optim"])
-            gen.set_state(state["generator"])
-            start = state["step"]
+class BC10(BC):
+    """BC from a random initialisation on the top 10% of episodes by return (the peers' "10% BC")."""
 
-        def checkpoint() -> dict:
-            return {"policy": policy.state_dict(), "optim": optim.state_dict(), "generator": gen.get_state()}
+    name = "bc_10"
+    Config = BC10Config
 
-        policy.train()
-        for step in range(start + 1, cfg.steps + 1):
-            if uniform:
-                batch = torch.randint(len(idx), (cfg.batch_size,), generator=gen)
-            else:
-                batch = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=gen)
-            batch = batch.to(ctx.device)
-            loss = -policy.log_prob(obs[batch], act[batch]).mean()
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            ctx.step(step, policy, loss.item(), checkpoint)
-        policy.eval()
-        return policy
+    def curate(self, trajectories: Trajectories) -> Curated:
+        return quality_bins(trajectories, [self.config.top_percentile])

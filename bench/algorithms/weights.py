@@ -1,0 +1,82 @@
+"""Importance weights of iw-SFT as pure functions (the paper §3; REFERENCE §1).
+
+For a trajectory tau with per-step log-ratios rho_t = log pi_q(a_t|s_t) - log pi_ref(a_t|s_t):
+
+    w(tau) = q(tau) / pi_ref(tau) = exp( sum_t g(rho_t) )     (dynamics cancel: only policy factors remain)
+
+Named weight functions:
+- ``temperature`` (the control default, the authors' code): log w = T * mean_t rho_t, w = clamp(exp(log w), 0, w_max);
+- ``smoothing`` (paper, g(rho) = alpha * rho): log w = alpha * sum_t rho_t, w = clamp(exp(log w), 0, w_max);
+- ``clip`` (paper, g = log of a clipped ratio): w = clamp( prod_t clamp(exp(rho_t), a_min, a_max), b_min, b_max ).
+Optionally the weights of a batch are normalised to sum to 1. All work in log space so nothing overflows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+WEIGHT_FUNCTIONS = ("temperature", "smoothing", "clip")
+
+
+def segment_sum(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Sum ``values`` (N,) into ``num_segments`` bins given each value's segment id (N,)."""
+    return torch.zeros(num_segments, dtype=values.dtype, device=values.device).index_add_(0, segment_ids, values)
+
+
+def temperature_weights(rho_sum: torch.Tensor, lengths: torch.Tensor, temperature: float,
+                        max_weight: float) -> torch.Tensor:
+    """w = clamp(exp(T * sum_t rho_t / |tau|), 0, max_weight)."""
+    log_w = temperature * rho_sum / lengths
+    return torch.exp(torch.clamp(log_w, max=math.log(max_weight)))
+
+
+def smoothing_weights(rho_sum: torch.Tensor, alpha: float, max_weight: float) -> torch.Tensor:
+    """w = clamp(exp(alpha * sum_t rho_t), 0, max_weight)."""
+    return torch.exp(torch.clamp(alpha * rho_sum, max=math.log(max_weight)))
+
+
+def clipped_weights(rho: torch.Tensor, segment_ids: torch.Tensor, num_segments: int, ratio_min: float,
+                    ratio_max: float, weight_min: float, weight_max: float) -> torch.Tensor:
+    """w = clamp(prod_t clamp(exp(rho_t), ratio_min, ratio_max), weight_min, weight_max)."""
+    log_ratio = torch.clamp(rho, math.log(ratio_min), math.log(ratio_max))
+    log_w = segment_sum(log_ratio, segment_ids, num_segments)
+    return torch.exp(torch.clamp(log_w, math.log(weight_min), math.log(weight_max)))
+
+
+def trajectory_weights(rho: torch.Tensor, segment_ids: torch.Tensor, lengths: torch.Tensor, fn: str, *,
+                       temperature: float = 1.0, alpha: float = 1.0, max_weight: float = 1000.0,
+                       ratio_min: float = 0.2, ratio_max: float = 1.8, weight_min: float = 0.0,
+                       normalize: bool = False) -> torch.Tensor:
+    """One weight per trajectory from per-step log-ratios ``rho`` (N,) grouped by ``segment_ids``."""
+    b = len(lengths)
+    if fn == "temperature":
+        w = temperature_weights(segment_sum(rho, segment_ids, b), lengths.to(rho.dtype), temperature, max_weight)
+    elif fn == "smoothing":
+        w = smoothing_weights(segment_sum(rho, segment_ids, b), alpha, max_weight)
+    elif fn == "clip":
+        w = clipped_weights(rho, segment_ids, b, ratio_min, ratio_max, max(weight_min, 1e-30), max_weight)
+    else:
+        raise ValueError(f"unknown weight function {fn!r}; choose one of {', '.join(WEIGHT_FUNCTIONS)}")
+    return w / w.sum() if normalize else w
+
+
+def effective_sample_size(w: torch.Tensor) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2: B for equal weights, 1 when one weight dominates."""
+    return float(w.sum() ** 2 / (w.pow(2).sum() + 1e-30))
+
+
+@torch.no_grad()
+def ema_update(target: torch.nn.Module, source: torch.nn.Module, decay: float) -> None:
+    """theta_q <- decay * theta_q + (1 - decay) * theta (the paper's time-lagged q for control)."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.mul_(decay).add_(s, alpha=1.0 - decay)
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier for update ``step`` (0-based): linear warm-up to 1, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
