@@ -1,0 +1,125 @@
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench.algorithms.policy import GaussianMLPPolicy
+from bench.algorithms.sft import SFTConfig, iw_sft_loss
+from bench.algorithms.trajectory_batch import gather, trajectory_log_likelihood
+from bench.algorithms.weights import (
+    effective_sample_size,
+    ema_update,
+    segment_sum,
+    trajectory_weights,
+    warmup_cosine,
+)
+
+SEG = torch.tensor([0, 0, 1, 1, 1, 1])
+LEN = torch.tensor([2, 4])
+RHO = torch.tensor([1.5, 0.5, -1.0, -1.0, -1.0, -1.0], dtype=torch.float64)  # sums: 2 and -4; means: 1 and -1
+
+
+def test_temperature_weights_by_hand():
+    w = trajectory_weights(RHO, SEG, LEN, "temperature", temperature=0.5, max_weight=1000.0)
+    np.testing.assert_allclose(w, [math.exp(0.5), math.exp(-0.5)])
+    w = trajectory_weights(RHO, SEG, LEN, "temperature", temperature=0.5, max_weight=1.5)
+    np.testing.assert_allclose(w, [1.5, math.exp(-0.5)])  # clamped at the maximum
+    huge = trajectory_weights(torch.full((6,), 1e4, dtype=torch.float64), SEG, LEN, "temperature",
+                              temperature=1.0, max_weight=1000.0)
+    np.testing.assert_allclose(huge, [1000.0, 1000.0])  # no overflow
+
+
+def test_smoothing_weights_by_hand():
+    w = trajectory_weights(RHO, SEG, LEN, "smoothing", alpha=0.1)
+    np.testing.assert_allclose(w, [math.exp(0.2), math.exp(-0.4)])
+
+
+def test_clipped_weights_by_hand():
+    rho = torch.log(torch.tensor([3.0, 0.1, 1.5, 1.0, 1.0, 1.0], dtype=torch.float64))
+    w = trajectory_weights(rho, SEG, LEN, "clip", ratio_min=0.2, ratio_max=1.8, weight_min=0.0, max_weight=10.0)
+    np.testing.assert_allclose(w, [1.8 * 0.2, 1.5])  # per-step ratios clipped to [0.2, 1.8], then multiplied
+    w = trajectory_weights(rho, SEG, LEN, "clip", ratio_min=0.2, ratio_max=1.8, weight_min=0.5, max_weight=1.2)
+    np.testing.assert_allclose(w, [0.5, 1.2])  # trajectory weight clipped to [0.5, 1.2]
+
+
+def test_normalised_weights_sum_to_one_and_keep_ratios():
+    w = trajectory_weights(RHO, SEG, LEN, "temperature", temperature=1.0, normalize=True)
+    assert float(w.sum()) == pytest.approx(1.0)
+    assert float(w[0] / w[1]) == pytest.approx(math.exp(2.0))
+    with pytest.raises(ValueError, match="unknown weight function"):
+        trajectory_weights(RHO, SEG, LEN, "softmax")
+
+
+def test_effective_sample_size():
+    assert effective_sample_size(torch.ones(4)) == pytest.approx(4.0)
+    assert effective_sample_size(torch.tensor([1.0, 0, 0, 0])) == pytest.approx(1.0)
+    assert effective_sample_size(torch.tensor([1.0, 1.0, 2.0])) == pytest.approx(16 / 6)
+
+
+def test_ema_update_by_hand():
+    target, source = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    for p in target.parameters():
+        p.data.fill_(1.0)
+    for p in source.parameters():
+        p.data.fill_(3.0)
+    ema_update(target, source, 0.9)
+    for p in target.parameters():
+        assert float(p.detach()) == pytest.approx(0.9 * 1.0 + 0.1 * 3.0)
+
+
+def test_warmup_cosine_by_hand():
+    assert warmup_cosine(0, 10, 110) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 110) == pytest.approx(1.0)
+    assert warmup_cosine(10, 10, 110) == pytest.approx(1.0)
+    assert warmup_cosine(60, 10, 110) == pytest.approx(0.5)
+    assert warmup_cosine(110, 10, 110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gather_and_segment_sums_match_a_plain_loop():
+    starts, lengths = torch.tensor([5, 0, 5]), torch.tensor([3, 2, 3])  # episode at 5 drawn twice
+    idx, seg, _ = gather(starts, lengths)
+    assert idx.tolist() == [5, 6, 7, 0, 1, 5, 6, 7] and seg.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    logp = torch.arange(8, dtype=torch.float64)
+    assert segment_sum(logp, seg, 3).tolist() == [0 + 1 + 2, 3 + 4, 5 + 6 + 7]
+    mean = trajectory_log_likelihood(logp, seg, lengths, "trajectory_mean", 2.5)
+    np.testing.assert_allclose(mean, [1.0, 3.5, 6.0])
+    summed = trajectory_log_likelihood(logp, seg, lengths, "sum", 2.5)
+    np.testing.assert_allclose(summed, [3 / 2.5, 7 / 2.5, 18 / 2.5])
+
+
+@pytest.mark.parametrize("weight_fn", ["temperature", "smoothing", "clip"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_iw_sft_gradient_equals_sft_gradient_when_q_is_pi_ref(weight_fn, normalize):
+    torch.manual_seed(0)
+    reference = GaussianMLPPolicy(4, 2, hidden=16)
+    obs, act = torch.randn(9, 4), torch.rand(9, 2) * 2 - 1
+    _, seg, lengths = gather(torch.tensor([0, 2, 2]), torch.tensor([2, 3, 3]))
+    rows = torch.tensor([0, 1, 2, 3, 4, 2, 3, 4])
+    cfg = SFTConfig(weight_fn=weight_fn, normalize_weights=normalize, min_weight=0.0, max_weight=10.0)
+    grads = []
+    for iw in (False, True):
+        theta = copy.deepcopy(reference)
+        q = copy.deepcopy(reference) if iw else None
+        logp_ref = reference.log_prob(obs[rows], act[rows]).detach() if iw else None
+        loss, w = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref, seg, lengths, cfg, 8 / 3)
+        np.testing.assert_allclose(w.detach(), np.ones(3))  # q = pi_ref: every weight is 1
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in theta.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_iw_weights_follow_q_when_q_moves():
+    torch.manual_seed(0)
+    reference = GaussianMLPPolicy(4, 2, hidden=16)
+    q = copy.deepcopy(reference)
+    with torch.no_grad():
+        q.log_std.fill_(-1.0)  # q now differs from pi_ref
+    obs, act = torch.randn(5, 4), torch.rand(5, 2) * 2 - 1
+    _, seg, lengths = gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
+    logp_ref = reference.log_prob(obs, act).detach()
+    _, w = iw_sft_loss(copy.deepcopy(reference), q, obs, act, logp_ref, seg, lengths, SFTConfig(), 2.5)
+    rho = (q.log_prob(obs, act) - logp_ref).detach()
+    expected = torch.exp(torch.stack([rho[:2].mean(), rho[2:].mean()]))  # temperature 1: exp(mean rho)
+    torch.testing.assert_close(w, expected)
