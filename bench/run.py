@@ -81,8 +81,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 def resolve_config(env: str, algo: str, seed: int = 0, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Preset for (algo, env), then ``overrides`` (``--set``) on algorithm or run fields."""
     algo_cls = get_algorithm(algo)
-    get_spec(env)  # fail early on an unknown dataset
-    algo_fields, run_fields = load_preset(algo, env)
+    spec = get_spec(env)  # fails early on an unknown dataset
+    algo_fields, run_fields = load_preset(algo, env, spec.family)
     defaults = algo_cls.Config()
     algo_names = {f.name for f in dataclasses.fields(defaults)}
     for key, value in (overrides or {}).items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 
 from bench.algorithms.base import Algorithm, RunContext, TrainingError
+from bench.algorithms.baselines import AWAC, CQL, IQL, TD3BC
 from bench.algorithms.bc import BC, BC10
 from bench.algorithms.sft import IWSFT, IWSFTQ, SFT, SFTQ
 
@@ -15,6 +16,10 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "sft_q": SFTQ,
     "iw_sft": IWSFT,
     "iw_sft_q": IWSFTQ,
+    "awac": AWAC,
+    "td3_bc": TD3BC,
+    "cql": CQL,
+    "iql": IQL,
 }
 
 # How tables print each name (DESIGN.md "Names users type").

@@ -10,14 +10,17 @@ import yaml
 PRESET_DIR = Path(__file__).parent
 
 
-def load_preset(algo: str, dataset: str) -> tuple[dict, dict]:
-    """(algorithm fields, run fields) for ``algo`` on ``dataset``: the default section, then the dataset's."""
+def load_preset(algo: str, dataset: str, family: str | None = None) -> tuple[dict, dict]:
+    """(algorithm fields, run fields) for ``algo`` on ``dataset``: ``default``, then ``families.<family>``
+    (the dataset's row group, e.g. "Ant-maze"), then ``datasets.<dataset>``."""
     path = PRESET_DIR / f"{algo}.yaml"
     if not path.exists():
         return {}, {}
     doc = yaml.safe_load(path.read_text()) or {}
     algo_fields, run_fields = {}, {}
-    for section in (doc.get("default") or {}, (doc.get("datasets") or {}).get(dataset) or {}):
+    sections = (doc.get("default") or {}, (doc.get("families") or {}).get(family) or {},
+                (doc.get("datasets") or {}).get(dataset) or {})
+    for section in sections:
         algo_fields.update(section.get("algo") or {})
         run_fields.update(section.get("run") or {})
     return algo_fields, run_fields

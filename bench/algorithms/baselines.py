@@ -1,0 +1,246 @@
+"""Offline-RL baselines through d3rlpy 2.8.1 — AWAC, TD3+BC, CQL, IQL — behind the suite's Algorithm interface.
+
+The suite keeps control of everything around d3rlpy's update rule: it builds the d3rlpy dataset from
+`Trajectories` (never d3rlpy's Minari loader, which misaligns observations), trains exactly the requested number of
+gradient steps with its own loop (d3rlpy's ``fit`` rounds down to whole epochs), evaluates with its own seeded
+evaluator, checkpoints and resumes through the run context, and writes nothing to ./d3rlpy_logs.
+
+Objectives (see each config class for the paper):
+- AWAC:   max_pi E[ exp(A(s, a) / lambda) log pi(a|s) ],  Q by TD learning            (Nair et al. 2020)
+- TD3+BC: max_pi E[ lambda Q(s, pi(s)) - (pi(s) - a)^2 ],  lambda = alpha / mean|Q|   (Fujimoto & Gu 2021)
+- CQL:    min_Q alpha E_s[ log sum_a exp Q(s, a) - E_{a~D} Q(s, a) ] + TD error,  SAC actor   (Kumar et al. 2020)
+- IQL:    expectile regression of V on Q (tau), Q by TD on V, actor by exp(beta (Q - V)) log pi
+          (Kostrikov et al. 2022)
+
+A truncated episode's last transition is not used for TD learning (d3rlpy keeps no next observation for it), as in
+d3rlpy's own D4RL loader; terminal transitions are kept with terminal = 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from bench.algorithms.base import Algorithm, RunContext
+from bench.datasets.curation import Curated, all_episodes
+from bench.datasets.trajectories import Trajectories
+
+
+def import_d3rlpy():
+    """Import d3rlpy without its import-time chatter (the legacy `gym` banner) and with its logs at WARNING."""
+    import structlog
+
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        import d3rlpy
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    return d3rlpy
+
+
+def to_d3rlpy_dataset(trajectories: Trajectories, curated: Curated):
+    """A d3rlpy ReplayBuffer with one Episode per curated episode, built from our aligned arrays."""
+    d3rlpy = import_d3rlpy()
+    from d3rlpy.dataset import Episode, InfiniteBuffer, ReplayBuffer
+
+    episodes = []
+    for i in curated.episode_indices:
+        s = trajectories.episode_slice(int(i))
+        episodes.append(Episode(
+            observations=trajectories.observations[s], actions=trajectories.actions[s],
+            rewards=trajectories.rewards[s][:, None], terminated=bool(trajectories.terminals[s][-1]),
+        ))
+    return ReplayBuffer(InfiniteBuffer(), episodes=episodes, action_space=d3rlpy.ActionSpace.CONTINUOUS,
+                        action_size=trajectories.act_dim)
+
+
+@dataclass
+class D3rlpyConfig:
+    steps: int = 1_000_000  # gradient steps, trained exactly (peers: 1M; d3rlpy's scripts: 500k)
+    batch_size: int = 256  # transitions per step
+    gamma: float = 0.99  # discount
+    hidden_units: list[int] = field(default_factory=lambda: [256, 256])  # actor and critic MLPs
+    observation_scaling: str = "none"  # "none" or "standard" (per-dimension mean/std of the dataset)
+    reward_scaling: str = "none"  # "none", "return_range" (r * multiplier / (max R - min R)) or "shift" (r + shift)
+    reward_multiplier: float = 1000.0  # for return_range (IQL locomotion: 1000)
+    reward_shift: float = -1.0  # for shift (IQL antmaze: r - 1)
+
+    def _common(self, d3rlpy) -> dict:
+        pre = d3rlpy.preprocessing
+        obs = {"none": None, "standard": pre.StandardObservationScaler()}
+        rew = {"none": None, "return_range": pre.ReturnBasedRewardScaler(multiplier=self.reward_multiplier),
+               "shift": pre.ConstantShiftRewardScaler(shift=self.reward_shift)}
+        for name, value, options in (("observation_scaling", self.observation_scaling, obs),
+                                     ("reward_scaling", self.reward_scaling, rew)):
+            if value not in options:
+                raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(self.hidden_units))
+        return {"batch_size": self.batch_size, "gamma": self.gamma, "actor_encoder_factory": encoder,
+                "critic_encoder_factory": encoder, "observation_scaler": obs[self.observation_scaling],
+                "reward_scaler": rew[self.reward_scaling]}
+
+
+@dataclass
+class TD3BCConfig(D3rlpyConfig):
+    """TD3+BC, Fujimoto & Gu 2021, "A Minimalist Approach to Offline Reinforcement Learning" (CORL defaults)."""
+
+    actor_learning_rate: float = 3e-4
+    critic_learning_rate: float = 3e-4
+    alpha: float = 2.5  # BC regulariser: lambda = alpha / mean |Q|
+    target_smoothing_sigma: float = 0.2  # policy noise
+    target_smoothing_clip: float = 0.5  # noise clip
+    update_actor_interval: int = 2  # actor every 2 critic steps
+    tau: float = 0.005  # target network averaging
+    observation_scaling: str = "standard"  # the paper standardises observations
+
+    def d3rlpy_config(self, d3rlpy):
+        return d3rlpy.algos.TD3PlusBCConfig(
+            **self._common(d3rlpy), actor_learning_rate=self.actor_learning_rate,
+            critic_learning_rate=self.critic_learning_rate, alpha=self.alpha,
+            target_smoothing_sigma=self.target_smoothing_sigma, target_smoothing_clip=self.target_smoothing_clip,
+            update_actor_interval=self.update_actor_interval, tau=self.tau)
+
+
+@dataclass
+class IQLConfig(D3rlpyConfig):
+    """IQL, Kostrikov et al. 2022, "Offline Reinforcement Learning with Implicit Q-Learning" (locomotion)."""
+
+    actor_learning_rate: float = 3e-4
+    critic_learning_rate: float = 3e-4
+    expectile: float = 0.7  # tau of the expectile regression (antmaze: 0.9)
+    weight_temp: float = 3.0  # inverse temperature beta (antmaze: 10)
+    max_weight: float = 100.0  # clamp of exp(beta A)
+    tau: float = 0.005
+    actor_cosine_schedule: bool = True  # cosine decay of the actor learning rate over `steps`
+    reward_scaling: str = "return_range"  # r * 1000 / (max return - min return)
+
+    def d3rlpy_config(self, d3rlpy):
+        schedule = d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=self.steps) if self.actor_cosine_schedule \
+            else None
+        common = self._common(d3rlpy)
+        return d3rlpy.algos.IQLConfig(
+            **common, value_encoder_factory=common["critic_encoder_factory"],
+            actor_learning_rate=self.actor_learning_rate, critic_learning_rate=self.critic_learning_rate,
+            actor_optim_factory=d3rlpy.optimizers.AdamFactory(lr_scheduler_factory=schedule),
+            expectile=self.expectile, weight_temp=self.weight_temp, max_weight=self.max_weight, tau=self.tau)
+
+
+@dataclass
+class CQLConfig(D3rlpyConfig):
+    """CQL, Kumar et al. 2020, "Conservative Q-Learning for Offline RL" (d3rlpy's reproduction settings)."""
+
+    actor_learning_rate: float = 1e-4  # CORL: 3e-5
+    critic_learning_rate: float = 3e-4
+    temp_learning_rate: float = 1e-4  # SAC entropy temperature
+    alpha_learning_rate: float = 0.0  # 0 = fixed conservative weight (locomotion); > 0 = Lagrange (antmaze)
+    conservative_weight: float = 5.0  # d3rlpy's scripts: 10 on the medium datasets, 5 elsewhere
+    alpha_threshold: float = 10.0  # Lagrange target gap (antmaze, CORL: 0.8)
+    n_action_samples: int = 10
+    tau: float = 0.005
+    hidden_units: list[int] = field(default_factory=lambda: [256, 256, 256])
+
+    def d3rlpy_config(self, d3rlpy):
+        return d3rlpy.algos.CQLConfig(
+            **self._common(d3rlpy), actor_learning_rate=self.actor_learning_rate,
+            critic_learning_rate=self.critic_learning_rate, temp_learning_rate=self.temp_learning_rate,
+            alpha_learning_rate=self.alpha_learning_rate, conservative_weight=self.conservative_weight,
+            alpha_threshold=self.alpha_threshold, n_action_samples=self.n_action_samples, tau=self.tau)
+
+
+@dataclass
+class AWACConfig(D3rlpyConfig):
+    """AWAC, Nair et al. 2020, "Accelerating Online RL with Offline Datasets" (d3rlpy's reproduction settings)."""
+
+    actor_learning_rate: float = 3e-4
+    critic_learning_rate: float = 3e-4
+    lam: float = 1.0  # advantage temperature lambda (CORL: 1/3)
+    actor_weight_decay: float = 1e-4
+    n_action_samples: int = 1
+    tau: float = 0.005
+    batch_size: int = 1024  # d3rlpy's default and reproduction script
+    hidden_units: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+
+    def d3rlpy_config(self, d3rlpy):
+        return d3rlpy.algos.AWACConfig(
+            **self._common(d3rlpy), actor_learning_rate=self.actor_learning_rate,
+            critic_learning_rate=self.critic_learning_rate, lam=self.lam, n_action_samples=self.n_action_samples,
+            actor_optim_factory=d3rlpy.optimizers.AdamFactory(weight_decay=self.actor_weight_decay), tau=self.tau)
+
+
+class D3rlpyPolicy:
+    """A trained d3rlpy algorithm seen as a `Policy` (deterministic actions)."""
+
+    def __init__(self, algo: Any):
+        self.algo = algo
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return self.algo.predict(np.asarray(observations, dtype=np.float32))
+
+
+class D3rlpyAlgorithm(Algorithm):
+    """Trains a d3rlpy algorithm with the suite's loop; subclasses only name their config."""
+
+    Config: ClassVar[type]
+
+    def curate(self, trajectories: Trajectories) -> Curated:
+        return all_episodes(trajectories)
+
+    def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> D3rlpyPolicy:
+        d3rlpy = import_d3rlpy()
+        from d3rlpy.algos.utility import build_scalers_with_transition_picker
+
+        cfg = self.config
+        d3rlpy.seed(ctx.seed)
+        np.random.seed(ctx.seed % 2**32)  # d3rlpy samples batches with numpy's global generator
+        dataset = to_d3rlpy_dataset(trajectories, curated)
+        algo = cfg.d3rlpy_config(d3rlpy).create(device=str(ctx.device))
+        build_scalers_with_transition_picker(algo, dataset)
+        algo.build_with_dataset(dataset)
+        ctx.info["d3rlpy"] = {"version": d3rlpy.__version__, "algorithm": type(algo).__name__,
+                              "transitions": dataset.transition_count}
+
+        start = 0
+        if (state := ctx.resume()) is not None:
+            algo.impl.load_model(io.BytesIO(state["d3rlpy"]))
+            algo._grad_step = state["step"]  # TD3+BC's delayed actor updates count from it
+            np.random.set_state(state["numpy_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            start = state["step"]
+
+        def checkpoint() -> dict:
+            buf = io.BytesIO()
+            algo.impl.save_model(buf)
+            return {"d3rlpy": buf.getvalue(), "numpy_rng": np.random.get_state(),
+                    "torch_rng": torch.get_rng_state()}
+
+        policy = D3rlpyPolicy(algo)
+        for step in range(start + 1, cfg.steps + 1):
+            metrics = algo.update(dataset.sample_transition_batch(cfg.batch_size))
+            ctx.step(step, policy, float(metrics.get("critic_loss", next(iter(metrics.values())))), checkpoint)
+        ctx.info["d3rlpy"]["grad_steps"] = algo.grad_step
+        return policy
+
+
+class TD3BC(D3rlpyAlgorithm):
+    name = "td3_bc"
+    Config = TD3BCConfig
+
+
+class IQL(D3rlpyAlgorithm):
+    name = "iql"
+    Config = IQLConfig
+
+
+class CQL(D3rlpyAlgorithm):
+    name = "cql"
+    Config = CQLConfig
+
+
+class AWAC(D3rlpyAlgorithm):
+    name = "awac"
+    Config = AWACConfig
+

@@ -1,0 +1,82 @@
+"""The d3rlpy baselines on the suite's data, loop, evaluator and records."""
+
+import numpy as np
+import pytest
+from conftest import marked_episodes
+
+from bench.algorithms.baselines import to_d3rlpy_dataset
+from bench.datasets.curation import all_episodes
+from bench.datasets.trajectories import Trajectories
+from bench.run import resolve_config, run
+
+
+def test_d3rlpy_dataset_built_from_trajectories_is_aligned():
+    eps = marked_episodes([6, 4, 5], terminal_last=[True, False, True])
+    traj = Trajectories.from_episodes(eps)
+    dataset = to_d3rlpy_dataset(traj, all_episodes(traj))
+    assert dataset.transition_count == 6 + (4 - 1) + 5  # a truncated episode's last step has no next observation
+    np.random.seed(0)
+    batch = dataset.sample_transition_batch(200)
+    obs, nxt = batch.observations, batch.next_observations
+    terminal = batch.terminals[:, 0] == 1
+    # same episode, next step; reward and action belong to the observation's step
+    np.testing.assert_array_equal(nxt[~terminal, 0], obs[~terminal, 0])
+    np.testing.assert_array_equal(nxt[~terminal, 1], obs[~terminal, 1] + 1)
+    np.testing.assert_array_equal(batch.rewards[:, 0], obs[:, 2])
+    np.testing.assert_array_equal(batch.actions[:, 1], obs[:, 1])
+    # terminal only at the true last step of terminating episodes (0 and 2)
+    assert set(map(tuple, obs[terminal, :2].astype(int))) <= {(0, 5), (2, 4)}
+    assert dataset.episodes[1].terminated is False and dataset.episodes[0].terminated is True
+
+
+def test_continuous_actions_even_when_they_look_discrete():
+    traj = Trajectories.from_episodes(marked_episodes([3, 3]))  # integer-valued actions
+    import d3rlpy
+
+    assert to_d3rlpy_dataset(traj, all_episodes(traj)).dataset_info.action_space == d3rlpy.ActionSpace.CONTINUOUS
+
+
+@pytest.mark.parametrize("algo,steps", [("td3_bc", 300), ("iql", 300), ("awac", 200), ("cql", 120)])
+def test_baseline_trains_exactly_the_steps_asked_and_is_evaluated_in_mujoco(algo, steps, hopper_minari_dataset,
+                                                                             tmp_path):
+    overrides = {"steps": steps, "eval_every": 100, "eval_episodes": 1, "final_eval_episodes": 2,
+                 "batch_size": 64}
+    cfg = resolve_config(f"minari:{hopper_minari_dataset[0]}", algo, 0, overrides)
+    rec = run(cfg, tmp_path / "out", log=lambda m: None)
+    assert rec.status == "complete"
+    assert rec.train_info["d3rlpy"]["grad_steps"] == steps  # not rounded down to whole epochs
+    assert [p["step"] for p in rec.curve] == sorted({*range(100, steps + 1, 100), steps})
+    assert len(rec.final["returns"]) == 2 and all(n >= 1 for n in rec.final["lengths"])
+    assert isinstance(rec.final["normalized_mean"], float)
+    assert not (tmp_path / "d3rlpy_logs").exists()  # cwd is tmp_path (conftest)
+
+
+def test_a_killed_baseline_resumes_to_the_same_result(hopper_minari_dataset, tmp_path, monkeypatch):
+    from bench.algorithms.base import RunContext
+
+    overrides = {"steps": 200, "eval_every": 100, "eval_episodes": 1, "final_eval_episodes": 2, "batch_size": 32}
+    cfg = resolve_config(f"minari:{hopper_minari_dataset[0]}", "td3_bc", 0, overrides)
+    reference = run(cfg, tmp_path / "ref", log=lambda m: None)
+    original = RunContext._save
+
+    def save_then_die(self, state):
+        original(self, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunContext, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "out", log=lambda m: None)
+    monkeypatch.setattr(RunContext, "_save", original)
+    resumed = run(cfg, tmp_path / "out", log=lambda m: None)
+    assert [p["loss"] for p in resumed.curve] == [p["loss"] for p in reference.curve]
+    assert resumed.final["returns"] == reference.final["returns"]
+
+
+def test_presets_cite_peer_settings():
+    td3 = resolve_config("hopper-medium-replay", "td3_bc")
+    assert td3.algo_config["alpha"] == 2.5 and td3.algo_config["observation_scaling"] == "standard"
+    iql = resolve_config("hopper-medium-replay", "iql")
+    assert iql.algo_config["expectile"] == 0.7 and iql.algo_config["reward_scaling"] == "return_range"
+    assert resolve_config("hopper-medium", "cql").algo_config["conservative_weight"] == 10.0
+    assert resolve_config("hopper-medium-replay", "cql").algo_config["conservative_weight"] == 5.0
+    assert resolve_config("hopper-medium-replay", "awac").algo_config["hidden_units"] == [256] * 4
