@@ -69,6 +69,27 @@ def run(
 
 
 @app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Folders (or files) of run records; searched recursively.")]
+        = None,  # noqa: B008
+    out: Annotated[Path, typer.Option(help="Folder for tables, figures and report.md.")] = Path("reports"),
+    alpha: Annotated[float, typer.Option(help="Significance level of the one-sided Welch test for bold.")] = 0.05,
+    holm: Annotated[bool, typer.Option(help="Holm-correct the p-values of each row.")] = False,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the aggregate intervals.")] = 2000,
+) -> None:
+    """Tables (LaTeX, Markdown, CSV), aggregate statistics, figures and report.md from run records."""
+    from bench.reports.report import build_report
+
+    try:
+        written = build_report(results or [Path("results")], out, alpha, holm, resamples)
+    except ValueError as e:
+        _fail(str(e))
+    for path, why in written["unreadable"]:
+        typer.secho(f"skipped unreadable record {path}: {why}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(f"{written['records']} records, {written['cells']} cells -> {out}/report.md")
+
+
+@app.command()
 def toy(
     out: Annotated[Path, typer.Option(help="Folder for toy_bandit.json and toy_bandit.png/.pdf.")]
         = Path("reports/toy"),

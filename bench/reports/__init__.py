@@ -1,0 +1,1 @@
+"""Statistics, LaTeX/Markdown/CSV tables and figures from run records."""
