@@ -69,6 +69,43 @@ def run(
 
 
 @app.command()
+def sweep(
+    envs: Annotated[str | None, typer.Option(help="Comma-separated dataset names.")] = None,
+    algos: Annotated[str | None, typer.Option(help="Comma-separated algorithm names.")] = None,
+    seeds: Annotated[str, typer.Option(help="N (seeds 0..N-1) or a comma-separated list of seeds.")] = "5",
+    set_: Annotated[list[str], typer.Option("--set", help="key=value for every run whose algorithm has the "
+                                            "field; repeatable.")] = [],  # noqa: B006
+    grid: Annotated[Path | None, typer.Option(help="YAML file with envs, algos, seeds and optional set "
+                                              "(instead of the flags).")] = None,
+    executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray (a Ray cluster).")]
+        = "local",
+    workers: Annotated[int | None, typer.Option(help="Parallel runs (default: one per CPU core).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")]
+        = None,
+    gpus_per_run: Annotated[float, typer.Option(help="GPU fraction per run with the ray executor.")] = 0.0,
+    out: Annotated[Path, typer.Option(help="Folder for the run records (shared by all workers).")]
+        = Path("results"),
+) -> None:
+    """Run a grid of (dataset, algorithm, seed): skips complete records, resumes checkpoints, runs the rest."""
+    from bench.sweep import Grid, run_sweep
+
+    try:
+        if grid is not None:
+            spec = Grid.from_yaml(grid)
+        else:
+            if not envs or not algos:
+                _fail("give --envs and --algos, or --grid FILE")
+            seed_list = list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
+            spec = Grid(envs.split(","), algos.split(","), seed_list, _parse_sets(set_))
+        configs = spec.expand()
+        summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run)
+    except (KeyError, ValueError) as e:
+        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+    typer.echo(summary.text())
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command()
 def report(
     results: Annotated[list[Path], typer.Argument(help="Folders (or files) of run records; searched recursively.")]
         = None,  # noqa: B008

@@ -55,6 +55,15 @@ _RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)
                if f.name not in ("env", "algo", "seed", "algo_config")}
 
 
+def run_field_names() -> set[str]:
+    """Fields of RunConfig that --set may change."""
+    return set(_RUN_FIELDS)
+
+
+def algorithm_field_names(algo: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(get_algorithm(algo).Config)}
+
+
 def parse_value(text: str) -> Any:
     """'1e-4' -> 1e-4, 'true' -> True, '[90, 95]' -> [90, 95], 'abc' -> 'abc'."""
     value = yaml.safe_load(text)
@@ -84,7 +93,7 @@ def resolve_config(env: str, algo: str, seed: int = 0, overrides: dict[str, Any]
     spec = get_spec(env)  # fails early on an unknown dataset
     algo_fields, run_fields = load_preset(algo, env, spec.family)
     defaults = algo_cls.Config()
-    algo_names = {f.name for f in dataclasses.fields(defaults)}
+    algo_names = algorithm_field_names(algo)
     for key, value in (overrides or {}).items():
         if key in algo_names:
             algo_fields[key] = value
@@ -101,6 +110,19 @@ def resolve_config(env: str, algo: str, seed: int = 0, overrides: dict[str, Any]
         run_fields[key] = _coerce(key, run_fields[key], _RUN_FIELDS[key].default)
     resolved = dataclasses.asdict(algo_cls.Config(**algo_fields))
     return RunConfig(env=env, algo=algo, seed=seed, algo_config=resolved, **run_fields)
+
+
+_DATASETS: dict[tuple[str, str | None], Any] = {}
+
+
+def _load_cached(spec, data_path: str | None):
+    """Load a dataset once per process: a sweep worker runs many configs on the same data."""
+    key = (spec.name, data_path)
+    if key not in _DATASETS:
+        if len(_DATASETS) >= 2:  # bound memory: keep the two most recent datasets
+            _DATASETS.pop(next(iter(_DATASETS)))
+        _DATASETS[key] = load_dataset(spec, Path(data_path) if data_path else None)
+    return _DATASETS[key]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -135,7 +157,7 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
                        config_hash=chash)
     t_start = time.time()
     # A dataset that cannot be loaded is an input error, not a failed run: it leaves no record behind.
-    traj = load_dataset(spec, Path(cfg.data_path) if cfg.data_path else None)
+    traj = _load_cached(spec, cfg.data_path)
     spec = spec.with_dataset_metadata(traj.metadata)
     if spec.env_id is None:
         raise ValueError(f"dataset {cfg.env} names no evaluation environment; it cannot be evaluated")

@@ -8,6 +8,7 @@ config or dataset never reuses a stale policy. Writes are atomic; an interrupted
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -41,11 +42,23 @@ def reference_policy(trajectories: Trajectories, bc: BCConfig, seed: int, device
     key = reference_key(trajectories.fingerprint(), bc, seed)
     path = reference_cache_dir() / f"{key}.pt"
     info = {"key": key, "path": str(path), "bc_config": dataclasses.asdict(bc)}
-    policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers).to(device)
-    if path.exists():
-        policy.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        log(f"reference BC policy from cache {path}")
-        return policy.eval(), {**info, "cached": True}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One process trains, concurrent runs that need the same policy wait here and then load it.
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
+                policy.to(device).load_state_dict(torch.load(path, map_location=device, weights_only=True))
+                log(f"reference BC policy from cache {path}")
+                return policy.eval(), {**info, "cached": True}
+            return _train_and_store(trajectories, bc, seed, device, log, path), {**info, "cached": False}
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _train_and_store(trajectories: Trajectories, bc: BCConfig, seed: int, device: torch.device,
+                     log: Callable[[str], None], path: Path) -> GaussianMLPPolicy:
     ctx = RunContext(seed=seed, device=device, total_steps=bc.steps, evaluate=None,
                      eval_every=max(bc.steps // 5, 1), checkpoint_path=path.with_suffix(".ckpt"),
                      log=lambda m: log(f"reference BC: {m}"))
@@ -54,4 +67,4 @@ def reference_policy(trajectories: Trajectories, bc: BCConfig, seed: int, device
     torch.save(policy.state_dict(), tmp)
     os.replace(tmp, path)
     path.with_suffix(".ckpt").unlink(missing_ok=True)
-    return policy.eval(), {**info, "cached": False}
+    return policy.eval()

@@ -1,0 +1,170 @@
+"""`bench sweep`: a grid of runs on local processes or a Ray cluster — resumable, nothing lost, nothing twice.
+
+Every run writes its own record atomically, named by (dataset, algorithm, seed, config hash), so a sweep started
+again skips complete records, resumes runs that left a checkpoint, and runs the rest. A failed run records its
+error and does not stop the others; the summary lists done, skipped and failed runs, and the exit code says
+whether all succeeded. Workers use one torch thread each (one process per core is fastest here). The BC reference
+policy a dataset and seed need is trained once: the first run that needs it takes a file lock, the others wait and
+load it from the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+
+from bench.results.store import config_hash, read_record, record_filename
+from bench.run import RunConfig, algorithm_field_names, resolve_config, run_field_names
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class Grid:
+    envs: list[str]
+    algos: list[str]
+    seeds: list[int]
+    overrides: dict = field(default_factory=dict)  # --set key=value, applied to every run that has the field
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> Grid:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+        missing = [k for k in ("envs", "algos", "seeds") if k not in doc]
+        if missing:
+            raise ValueError(f"{path}: missing {', '.join(missing)} (a grid needs envs, algos, seeds; set optional)")
+        seeds = doc["seeds"]
+        seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+        return cls(list(doc["envs"]), list(doc["algos"]), seed_list, dict(doc.get("set") or {}))
+
+    def expand(self) -> list[RunConfig]:
+        """One RunConfig per (env, algo, seed); an override applies to the runs whose algorithm has that field."""
+        fields = {algo: algorithm_field_names(algo) | run_field_names() for algo in self.algos}
+        unknown = [k for k in self.overrides if not any(k in f for f in fields.values())]
+        if unknown:
+            raise KeyError(f"--set {', '.join(unknown)}: not a field of any of {', '.join(self.algos)} nor of the run")
+        return [resolve_config(env, algo, seed, {k: v for k, v in self.overrides.items() if k in fields[algo]})
+                for env in self.envs for algo in self.algos for seed in self.seeds]
+
+
+def record_path(cfg: RunConfig, out: Path) -> Path:
+    return Path(out) / record_filename(cfg.env, cfg.algo, cfg.seed, config_hash(cfg.hashed_part()))
+
+
+def is_complete(cfg: RunConfig, out: Path) -> bool:
+    path = record_path(cfg, out)
+    try:
+        return path.exists() and read_record(path).status == "complete"
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def execute(cfg_dict: dict, out: str) -> dict:
+    """Run one config in this process; never raises (the error goes to the record and the summary)."""
+    from bench.run import run
+
+    cfg = RunConfig(**cfg_dict)
+    label = f"{cfg.env} {cfg.algo} seed {cfg.seed}"
+    t0 = time.time()
+    try:
+        record = run(cfg, Path(out))
+        return {"label": label, "status": record.status, "seconds": time.time() - t0,
+                "score": record.final.get("normalized_mean")}
+    except BaseException as e:  # noqa: BLE001 - a sweep outlives any one run
+        return {"label": label, "status": "failed", "seconds": time.time() - t0,
+                "error": f"{type(e).__name__}: {e}"}
+
+
+@dataclass
+class Summary:
+    done: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def text(self) -> str:
+        lines = [f"sweep: {len(self.done)} done, {len(self.skipped)} skipped (complete), {len(self.failed)} failed"]
+        lines += [f"  failed: {f['label']}: {f['error']}" for f in self.failed]
+        return "\n".join(lines)
+
+
+class _Progress:
+    def __init__(self, total: int, log):
+        self.total, self.finished, self.t0, self.log = total, 0, time.time(), log
+
+    def tick(self, result: dict) -> None:
+        self.finished += 1
+        elapsed = time.time() - self.t0
+        eta = elapsed / self.finished * (self.total - self.finished)
+        score = f", score {result['score']:.1f}" if result.get("score") is not None else ""
+        self.log(f"[sweep] {self.finished}/{self.total} | {result['label']}: {result['status']} "
+                 f"in {result['seconds']:.0f}s{score} | elapsed {elapsed:.0f}s | ETA {eta:.0f}s")
+
+
+def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", workers: int | None = None,
+              ray_address: str | None = None, gpus_per_run: float = 0.0,
+              log=lambda m: print(m, file=sys.stderr, flush=True)) -> Summary:
+    """Run every config not yet complete; returns the summary (never raises for a failed run)."""
+    import os
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    summary = Summary()
+    todo = []
+    for cfg in configs:
+        if is_complete(cfg, out):
+            summary.skipped.append(f"{cfg.env} {cfg.algo} seed {cfg.seed}")
+        else:
+            todo.append(cfg)
+    log(f"[sweep] {len(configs)} runs: {len(summary.skipped)} complete, {len(todo)} to run ({executor})")
+    progress = _Progress(len(todo), log)
+    workers = workers or os.cpu_count() or 1
+    runner = _run_local if executor == "local" else _run_ray
+    for result in runner([dataclasses.asdict(c) for c in todo], str(out), workers, ray_address, gpus_per_run):
+        progress.tick(result)
+        (summary.done if result["status"] == "complete" else summary.failed).append(result)
+    return summary
+
+
+def _run_local(cfgs: list[dict], out: str, workers: int, _address, _gpus):
+    if not cfgs:
+        return
+    # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork
+    with ProcessPoolExecutor(max_workers=min(workers, len(cfgs)), mp_context=get_context("spawn")) as pool:
+        pending = {pool.submit(execute, c, out) for c in cfgs}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                yield f.result()
+
+
+def _run_ray(cfgs: list[dict], out: str, workers: int, address: str | None, gpus: float):
+    if not cfgs:
+        return
+    try:
+        import ray
+    except ImportError as e:
+        raise ValueError("the ray executor needs Ray: pip install 'ray[default]'") from e
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
+        ray.init(log_to_driver=True, **kwargs)
+    remote = ray.remote(num_cpus=1, num_gpus=gpus)(execute)
+    try:
+        pending = [remote.remote(c, out) for c in cfgs]
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            for ref in finished:
+                yield ray.get(ref)
+    finally:
+        if started_here:
+            ray.shutdown()
