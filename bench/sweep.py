@@ -153,7 +153,7 @@ def _run_ray(cfgs: list[dict], out: str, workers: int, address: str | None, gpus
     try:
         import ray
     except ImportError as e:
-        raise ValueError("the ray executor needs Ray: pip install 'ray[default]'") from e
+        raise ValueError("the ray executor needs Ray: pip install -e '.[ray]' (or pip install ray)") from e
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
