@@ -106,6 +106,29 @@ def sweep(
 
 
 @app.command()
+def kitchen(
+    seeds: Annotated[str, typer.Option(help="N (seeds 0..N-1) or a comma-separated list of seeds.")] = "3",
+    set_: Annotated[list[str], typer.Option("--set", help="key=value for every run whose algorithm has the "
+                                            "field; repeatable (e.g. --set steps=500).")] = [],  # noqa: B006
+    workers: Annotated[int | None, typer.Option(help="Parallel runs (default: one per CPU core).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the run records.")] = Path("results/kitchen"),
+) -> None:
+    """The paper's Franka-kitchen experiment (Table 3): BC on kitchen-partial, then sft / sft_q / iw_sft_q on the top
+    5% of complete + mixed from it, and BC / BC 5% on complete — then `bench report` on --out."""
+    from bench.kitchen import KitchenConfig, kitchen_configs
+    from bench.sweep import run_sweep
+
+    seed_list = list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
+    try:
+        configs = kitchen_configs(KitchenConfig(seeds=seed_list), _parse_sets(set_))
+        summary = run_sweep(configs, out, "local", workers)
+    except (KeyError, ValueError) as e:
+        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+    typer.echo(summary.text())
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command()
 def report(
     results: Annotated[list[Path], typer.Argument(help="Folders (or files) of run records; searched recursively.")]
         = None,  # noqa: B008
@@ -181,6 +204,7 @@ def datasets_info(
     from bench.datasets.curation import quality_bins
     from bench.datasets.sources import load_dataset
     from bench.datasets.trajectories import DatasetError
+    from bench.evaluation import env_label
     from bench.specs import get_spec
 
     try:
@@ -191,7 +215,8 @@ def datasets_info(
     except DatasetError as e:
         _fail(str(e))
     spec = spec.with_dataset_metadata(traj.metadata)
-    info = {**traj.summary(), "source": spec.source, "eval_env": spec.env_id,
+    info = {**traj.summary(), "source": spec.source, "eval_env": env_label(spec.env_id) if spec.env_id else None,
+            "score": spec.score,
             "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score, "sha256": traj.fingerprint()}
     try:
         bins = quality_bins(traj, [float(p) for p in percentiles.split(",")], ties).description

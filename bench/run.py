@@ -21,7 +21,7 @@ import yaml
 from bench.algorithms import RunContext, get_algorithm
 from bench.configs import load_preset
 from bench.datasets.sources import load_dataset
-from bench.evaluation import evaluate
+from bench.evaluation import env_label, evaluate
 from bench.results.store import RunRecord, config_hash, read_record, record_filename, save_record
 from bench.specs import get_spec
 
@@ -163,7 +163,8 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
         raise ValueError(f"dataset {cfg.env} names no evaluation environment; it cannot be evaluated")
     record.dataset = {"name": cfg.env, "source": spec.source, "sha256": traj.fingerprint(),
                       "episodes": traj.num_episodes, "transitions": traj.num_transitions,
-                      "obs_dim": traj.obs_dim, "act_dim": traj.act_dim, "eval_env": spec.env_id,
+                      "obs_dim": traj.obs_dim, "act_dim": traj.act_dim, "eval_env": env_label(spec.env_id),
+                      "eval_env_spec": spec.env_id, "score": spec.score,
                       "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
                       "paper_comparable": spec.paper_comparable}
     record.timings["load"] = time.time() - t_start
@@ -174,7 +175,7 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
 
         def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
             return evaluate(policy, spec.env_id, episodes, cfg.seed + EVAL_SEED_OFFSET,
-                            spec.ref_min_score, spec.ref_max_score, cfg.eval_envs)
+                            spec.ref_min_score, spec.ref_max_score, cfg.eval_envs, spec.score)
 
         ctx = RunContext(seed=cfg.seed, device=device, total_steps=cfg.algo_config.get("steps", 0),
                          evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,

@@ -27,19 +27,20 @@ _FAMILIES = {"medium-replay": "Medium Replay", "expert": "Expert", "medium": "Me
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str  # what users type: "hopper-medium-replay", "minari:D4RL/antmaze/umaze-v1", ...
-    source: str  # "d4rl" (v2 HDF5 file), "minari" (Minari store / hub) or "embedded" (package data)
-    env_id: str | None  # gymnasium id the policy is evaluated in; None = read from the dataset
+    source: str  # "d4rl" (v2 HDF5), "minari" (store / hub), "embedded" (package data), "concat" (other specs)
+    env_id: str | None  # gymnasium id (or JSON EnvSpec) the policy is evaluated in; None = read from the dataset
     ref_min_score: float | None  # return that scores 0; None = read from the dataset
     ref_max_score: float | None  # return that scores 100
     family: str = "Other"  # row group in reports
-    location: str | None = None  # d4rl: file name; minari: dataset id; embedded: folder in the package
+    location: str | None = None  # d4rl: file; minari: dataset id; embedded: package folder; concat: "a,b"
     paper_comparable: bool = False  # same data as the paper's tables (only the real D4RL/Minari datasets)
+    score: str = "return"  # per-episode score: "return" (D4RL normalised), "success" (antmaze), "subtasks" (kitchen)
 
     def with_dataset_metadata(self, metadata: dict) -> DatasetSpec:
         """Fill what the registry left open (Minari datasets) from the loaded dataset's metadata."""
         return replace(
             self,
-            env_id=self.env_id or metadata.get("env_id"),
+            env_id=self.env_id or metadata.get("env_spec") or metadata.get("env_id"),
             ref_min_score=self.ref_min_score if self.ref_min_score is not None else metadata.get("ref_min_score"),
             ref_max_score=self.ref_max_score if self.ref_max_score is not None else metadata.get("ref_max_score"),
         )
@@ -60,8 +61,29 @@ def _d4rl_locomotion() -> dict[str, DatasetSpec]:
     return specs
 
 
+def _minari_d4rl() -> dict[str, DatasetSpec]:
+    """Minari's ports of D4RL kitchen and antmaze; evaluation env (with its kwargs) comes from the dataset."""
+    specs = {
+        f"kitchen-{part}": DatasetSpec(name=f"kitchen-{part}", source="minari", env_id=None, ref_min_score=0.0,
+                                       ref_max_score=4.0, family="Kitchen", location=f"D4RL/kitchen/{part}-v2",
+                                       score="subtasks")
+        for part in ("partial", "complete", "mixed")
+    }
+    # The paper's §4.3 fine-tuning data: the top 5% of complete plus the top 5% of mixed (curated per part).
+    specs["kitchen-complete+mixed"] = DatasetSpec(
+        name="kitchen-complete+mixed", source="concat", env_id=None, ref_min_score=0.0, ref_max_score=4.0,
+        family="Kitchen", location="kitchen-complete,kitchen-mixed", score="subtasks")
+    # The paper's table names antmaze-umaze-v0 (D4RL); Minari has no v0: umaze-v1 is its regenerated port, evaluated
+    # in AntMaze_UMaze-v4. Same task, not the same data — so never compared with the paper's number.
+    specs["antmaze-umaze"] = DatasetSpec(name="antmaze-umaze", source="minari", env_id=None, ref_min_score=0.0,
+                                         ref_max_score=1.0, family="Ant-maze", location="D4RL/antmaze/umaze-v1",
+                                         score="success")
+    return specs
+
+
 REGISTRY: dict[str, DatasetSpec] = {
     **_d4rl_locomotion(),
+    **_minari_d4rl(),
     # Made by `bench datasets generate` (see bench/datasets/embedded/README.md); scores are its own, not D4RL's.
     "hopper-mini-replay": DatasetSpec(
         name="hopper-mini-replay", source="embedded", env_id=None, ref_min_score=None, ref_max_score=None,

@@ -6,12 +6,13 @@ import difflib
 
 from bench.algorithms.base import Algorithm, RunContext, TrainingError
 from bench.algorithms.baselines import AWAC, CQL, IQL, TD3BC
-from bench.algorithms.bc import BC, BC10
+from bench.algorithms.bc import BC, BC5, BC10
 from bench.algorithms.sft import IWSFT, IWSFTQ, SFT, SFTQ
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "bc": BC,
     "bc_10": BC10,
+    "bc_5": BC5,
     "sft": SFT,
     "sft_q": SFTQ,
     "iw_sft": IWSFT,
@@ -23,7 +24,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
 }
 
 # How tables print each name (DESIGN.md "Names users type").
-DISPLAY_NAMES = {"bc": "BC", "bc_10": "BC 10%", "sft": "SFT", "sft_q": "SFT(Q)", "iw_sft": "iw-SFT",
+DISPLAY_NAMES = {"bc": "BC", "bc_10": "BC 10%", "bc_5": "BC 5%", "sft": "SFT", "sft_q": "SFT(Q)", "iw_sft": "iw-SFT",
                  "iw_sft_q": "iw-SFT(Q)", "awac": "AWAC", "td3_bc": "TD3+BC", "cql": "CQL", "iql": "IQL"}
 
 

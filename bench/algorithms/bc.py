@@ -37,6 +37,11 @@ class BC10Config(BCConfig):
     top_percentile: float = 90.0  # keep episodes with return >= this percentile of returns (top 10%)
 
 
+@dataclass
+class BC5Config(BCConfig):
+    top_percentile: float = 95.0  # the top 5% (the paper's kitchen baseline "BC (5%)")
+
+
 def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: RunContext) -> GaussianMLPPolicy:
     """Maximum likelihood on the curated episodes from a fresh policy; resumable through ``ctx``."""
     if cfg.batch_unit not in ("transitions", "trajectories"):
@@ -104,3 +109,10 @@ class BC10(BC):
 
     def curate(self, trajectories: Trajectories) -> Curated:
         return quality_bins(trajectories, [self.config.top_percentile])
+
+
+class BC5(BC10):
+    """BC from a random initialisation on the top 5% of episodes (the kitchen baseline of the paper's Table 3)."""
+
+    name = "bc_5"
+    Config = BC5Config

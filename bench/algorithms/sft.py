@@ -55,6 +55,7 @@ class SFTConfig:
     max_weight: float = 1000.0  # upper clamp of every trajectory weight (authors' code: 1000)
     normalize_weights: bool = False  # weights of a batch sum to 1 (Table 4's "normalised weights")
     # The BC reference policy (REFERENCE §2: Adam 1e-3, 10,000 steps, 128 whole trajectories in the authors' code)
+    reference_dataset: str | None = None  # train pi_ref on another dataset (kitchen: "kitchen-partial"); None = this
     bc_steps: int = 10_000
     bc_batch_size: int = 128
     bc_batch_unit: str = "trajectories"
@@ -108,8 +109,13 @@ class SFT(Algorithm):
 
     def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> GaussianMLPPolicy:
         cfg: SFTConfig = self.config
-        reference, ref_info = reference_policy(trajectories, cfg.reference_bc(), ctx.seed, ctx.device, ctx.log)
-        ctx.info["reference"] = ref_info
+        ref_data = trajectories if cfg.reference_dataset is None else _load_reference_data(cfg.reference_dataset)
+        if (ref_data.obs_dim, ref_data.act_dim) != (trajectories.obs_dim, trajectories.act_dim):
+            raise ValueError(f"reference_dataset {cfg.reference_dataset} has observation/action sizes "
+                             f"{(ref_data.obs_dim, ref_data.act_dim)}, the fine-tuning data "
+                             f"{(trajectories.obs_dim, trajectories.act_dim)}")
+        reference, ref_info = reference_policy(ref_data, cfg.reference_bc(), ctx.seed, ctx.device, ctx.log)
+        ctx.info["reference"] = {**ref_info, "dataset": ref_data.name}
         policy = copy.deepcopy(reference).train()
         q_policy = copy.deepcopy(reference).requires_grad_(False) if cfg.importance_weighted else None
         reference.requires_grad_(False)
@@ -172,6 +178,13 @@ class SFT(Algorithm):
                 "ess_fraction": float(np.mean([x["ess_fraction"] for x in windows])),
             }
         return policy.eval()
+
+
+def _load_reference_data(name: str) -> Trajectories:
+    from bench.datasets.sources import load_dataset
+    from bench.specs import get_spec
+
+    return load_dataset(get_spec(name))
 
 
 class SFTQ(SFT):

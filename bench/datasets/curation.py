@@ -62,21 +62,30 @@ def bin_membership(returns: np.ndarray, cutoffs: np.ndarray, ties: str = "inclus
 
 
 def quality_bins(trajectories: Trajectories, percentiles: Sequence[float], ties: str = "inclusive") -> Curated:
-    """The multiset union of the bins above each percentile cutoff, with per-bin counts in the description."""
+    """The multiset union of the bins above each percentile cutoff, with per-bin counts in the description.
+
+    A concatenation of datasets (``metadata["parts"]``, e.g. kitchen complete + mixed) is curated per part: the
+    top 5% of each, not the top 5% of the pool, whose best part would otherwise crowd the other out.
+    """
     returns = trajectories.episode_returns
-    cutoffs = percentile_cutoffs(returns, percentiles)
-    member = bin_membership(returns, cutoffs, ties)
-    multiplicity = member.sum(axis=0)
-    keep = np.flatnonzero(multiplicity)
     lengths = trajectories.episode_lengths
-    strict_empty = [bool(not (returns > c).any()) for c in cutoffs] if ties == "strict" else []
-    bins = [{
-        "percentile": float(p), "cutoff_return": float(c), "episodes": int(m.sum()),
-        "transitions": int(lengths[m].sum()),
-        **({"strict_fell_back_to_inclusive": e} if ties == "strict" else {}),
-    } for p, c, m, e in zip(percentiles, cutoffs, member, strict_empty or [None] * len(cutoffs), strict=True)]
+    parts = trajectories.metadata.get("parts") or [{"name": trajectories.name, "first_episode": 0,
+                                                    "episodes": trajectories.num_episodes}]
+    multiplicity = np.zeros(trajectories.num_episodes, dtype=np.int64)
+    bins = []
+    for part in parts:
+        sl = slice(part["first_episode"], part["first_episode"] + part["episodes"])
+        r = returns[sl]
+        cutoffs = percentile_cutoffs(r, percentiles)
+        member = bin_membership(r, cutoffs, ties)
+        multiplicity[sl] += member.sum(axis=0)
+        for p, c, m in zip(percentiles, cutoffs, member, strict=True):
+            bins.append({"part": part["name"], "percentile": float(p), "cutoff_return": float(c),
+                         "episodes": int(m.sum()), "transitions": int(lengths[sl][m].sum()),
+                         **({"strict_fell_back_to_inclusive": bool(not (r > c).any())} if ties == "strict" else {})})
+    keep = np.flatnonzero(multiplicity)
     return Curated(
-        episode_indices=keep, multiplicity=multiplicity[keep].astype(np.int64),
+        episode_indices=keep, multiplicity=multiplicity[keep],
         description={"selection": "quality_bins", "percentiles": [float(p) for p in percentiles], "ties": ties,
                      "bins": bins, "episodes": int(len(keep)), "transitions": int(lengths[keep].sum()),
                      "multiset_episodes": int(multiplicity.sum())},

@@ -130,21 +130,31 @@ class _Replay:
         )
 
 
+def stack_observations(obs: list):
+    """A list of observations (arrays or nested dicts of arrays) as one array (or dict) with a leading time axis."""
+    if isinstance(obs[0], dict):
+        return {k: stack_observations([o[k] for o in obs]) for k in obs[0]}
+    return np.asarray(obs, np.float32)
+
+
 def _episode_dict(obs: list, act: list, rew: list, terminated: bool) -> dict:
     t = len(act)
     term = np.zeros(t, bool)
     trunc = np.zeros(t, bool)
     (term if terminated else trunc)[-1] = True
-    return {"observations": np.asarray(obs, np.float32), "actions": np.asarray(act, np.float32),
+    return {"observations": stack_observations(obs), "actions": np.asarray(act, np.float32),
             "rewards": np.asarray(rew, np.float32), "terminations": term, "truncations": trunc}
 
 
 def _rollout(env_id: str, policy, seed: int, n_transitions: int | None = None,
              n_episodes: int | None = None) -> list[dict]:
-    """Whole episodes until ``n_transitions`` steps or ``n_episodes`` episodes; ``policy(obs) -> action``."""
-    import gymnasium as gym
+    """Whole episodes until ``n_transitions`` steps or ``n_episodes`` episodes; ``policy(obs) -> action``.
 
-    env = gym.make(env_id)
+    ``env_id`` is a gymnasium id or a JSON EnvSpec; observations are kept as the env returns them (dicts too).
+    """
+    from bench.evaluation import make_env
+
+    env = make_env(env_id)
     episodes, total, k = [], 0, 0
     while total < (n_transitions or np.inf) and k < (n_episodes or np.inf):
         obs, _ = env.reset(seed=_episode_seed(seed, k))
@@ -334,21 +344,25 @@ def generate(cfg: GenerateConfig, out: Path | None = None, work_dir: Path | None
 
 
 def write_minari(episodes: list[dict], dataset_id: str, env_id: str, ref_min: float, ref_max: float,
-                 description: str, extra: dict) -> None:
+                 description: str, extra: dict, algorithm_name: str = "SAC (d3rlpy)") -> None:
     """Write episodes (T+1 observations each) as a Minari dataset with float32 observations."""
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
 
-    env = gym.make(env_id)
-    obs_space = gym.spaces.Box(env.observation_space.low.astype(np.float32),
-                               env.observation_space.high.astype(np.float32), dtype=np.float32)
+    from bench.evaluation import make_env
+
+    env = make_env(env_id)
+    obs_space = env.observation_space
+    if isinstance(obs_space, gym.spaces.Box):  # stored as float32, like every observation the suite trains on
+        obs_space = gym.spaces.Box(obs_space.low.astype(np.float32), obs_space.high.astype(np.float32),
+                                   dtype=np.float32)
     buffers = [EpisodeBuffer(observations=e["observations"], actions=e["actions"], rewards=e["rewards"],
                              terminations=e["terminations"], truncations=e["truncations"]) for e in episodes]
     with warnings.catch_warnings():  # Minari nags about author e-mail and code links we do not have
         warnings.simplefilter("ignore", UserWarning)
         ds = minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name="SAC (d3rlpy)", author="bench",
+            dataset_id, buffers, env=env.spec, eval_env=env.spec, algorithm_name=algorithm_name, author="bench",
             observation_space=obs_space, action_space=env.action_space,
             ref_min_score=ref_min, ref_max_score=ref_max, description=description,
             requirements=[f"mujoco=={version('mujoco')}", f"gymnasium=={version('gymnasium')}"],

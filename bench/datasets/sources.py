@@ -123,7 +123,7 @@ def _minari_metadata(dataset) -> dict:
     meta = dict(dataset.storage.metadata)
     env_spec = meta.get("eval_env_spec") or meta.get("env_spec")
     env_id = json.loads(env_spec)["id"] if isinstance(env_spec, str) else None
-    return {"source": "minari", "minari_id": meta.get("dataset_id"), "env_id": env_id,
+    return {"source": "minari", "minari_id": meta.get("dataset_id"), "env_id": env_id, "env_spec": env_spec,
             "ref_min_score": meta.get("ref_min_score"), "ref_max_score": meta.get("ref_max_score")}
 
 
@@ -224,7 +224,18 @@ def pack_minari(minari_folder: Path, out: Path) -> None:
     (out / "metadata.json").write_text(json.dumps(meta, indent=1, default=str))
 
 
-LOADERS = {"d4rl": load_d4rl, "minari": load_minari, "embedded": load_embedded}
+def load_concat(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
+    """Registered datasets loaded one by one and joined; ``--data`` does not apply (each part has its own)."""
+    from bench.specs import get_spec
+
+    if data_path is not None:
+        raise DatasetError(f"{spec.name} combines {spec.location}: load each part from its own location "
+                           "(Minari store or cache) instead of --data")
+    parts = [load_dataset(get_spec(name)) for name in spec.location.split(",")]
+    return Trajectories.concatenate(parts, spec.name)
+
+
+LOADERS = {"d4rl": load_d4rl, "minari": load_minari, "embedded": load_embedded, "concat": load_concat}
 
 
 def load_dataset(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
@@ -240,5 +251,10 @@ def is_on_disk(spec: DatasetSpec) -> tuple[bool, Path]:
     if spec.source == "minari":
         p = minari_root() / spec.location
         return (p / "data").is_dir(), p
+    if spec.source == "concat":
+        from bench.specs import get_spec
+
+        parts = [is_on_disk(get_spec(name)) for name in spec.location.split(",")]
+        return all(present for present, _ in parts), parts[0][1]
     p = EMBEDDED_DIR / spec.location
     return (p / "episodes.npz").exists(), p

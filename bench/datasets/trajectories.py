@@ -17,6 +17,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def flatten_observation(obs) -> np.ndarray:
+    """A goal-conditioned dict observation as one float32 vector: ``observation``, then ``desired_goal``.
+
+    A dict-valued ``desired_goal`` (Franka kitchen: one entry per sub-task) contributes its values in sorted key
+    order. ``achieved_goal`` is left out: it repeats part of ``observation``. This gives D4RL's layouts: antmaze
+    27 + 2 = 29 dims. Leading (batch/time) axes are kept; plain arrays pass through.
+    """
+    if not isinstance(obs, dict):
+        return np.asarray(obs, dtype=np.float32)
+    goal = obs.get("desired_goal")
+    parts = [np.asarray(obs["observation"], dtype=np.float32)]
+    if isinstance(goal, dict):
+        parts += [np.asarray(goal[k], dtype=np.float32) for k in sorted(goal)]
+    elif goal is not None:
+        parts.append(np.asarray(goal, dtype=np.float32))
+    return np.concatenate(parts, axis=-1)
+
+
 class DatasetError(RuntimeError):
     """A dataset is missing, corrupt or malformed. The message says what and how to fix it."""
 
@@ -124,12 +142,12 @@ class Trajectories:
         """
         obs, nxt, act, rew, term, tout, lengths = [], [], [], [], [], [], []
         for k, ep in enumerate(episodes):
-            o = np.asarray(ep["observations"], dtype=np.float32)
+            o = flatten_observation(ep["observations"])
             a = np.asarray(ep["actions"], dtype=np.float32)
             t = len(a)
             if o.ndim != 2:
-                raise DatasetError(f"dataset {name!r}, episode {k}: observations must be a 2-D array (T+1, dim), "
-                                   f"got shape {o.shape}; dict observations need a flattening source")
+                raise DatasetError(f"dataset {name!r}, episode {k}: observations must be (T+1, dim) arrays or "
+                                   f"goal-conditioned dicts, got shape {o.shape}")
             if t == 0:
                 continue
             if len(o) != t + 1:
@@ -207,6 +225,21 @@ class Trajectories:
             name=name,
             metadata=dict(metadata or {}),
         )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Trajectories], name: str) -> Trajectories:
+        """Several datasets as one; ``metadata["parts"]`` keeps which episodes came from which (for curation)."""
+        if len({(p.obs_dim, p.act_dim) for p in parts}) != 1:
+            raise DatasetError(f"cannot combine {[p.name for p in parts]}: observation/action sizes differ "
+                               f"{[(p.obs_dim, p.act_dim) for p in parts]}")
+        offsets = np.cumsum([0] + [p.num_transitions for p in parts])
+        first = np.cumsum([0] + [p.num_episodes for p in parts])
+        cat = {k: np.concatenate([getattr(p, k) for p in parts])
+               for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+        starts = np.concatenate([[0]] + [p.episode_starts[1:] + o for p, o in zip(parts, offsets, strict=False)])
+        meta = {**parts[0].metadata, "parts": [{"name": p.name, "first_episode": int(f), "episodes": p.num_episodes}
+                                               for p, f in zip(parts, first, strict=False)]}
+        return cls(**cat, episode_starts=starts.astype(np.int64), name=name, metadata=meta)
 
     def to_episodes(self) -> list[dict]:
         """Minari-style episodes (T+1 observations) — the inverse of :meth:`from_episodes`."""

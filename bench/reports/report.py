@@ -19,7 +19,7 @@ from bench.algorithms import DISPLAY_NAMES
 from bench.reports import statistics as st
 from bench.results.store import RunRecord, load_records
 
-ALGO_ORDER = ["bc", "bc_10", "awac", "td3_bc", "cql", "iql", "sft", "sft_q", "iw_sft_q"]
+ALGO_ORDER = ["bc", "bc_10", "bc_5", "awac", "td3_bc", "cql", "iql", "sft", "sft_q", "iw_sft_q"]
 FAMILY_ORDER = ["Medium Replay", "Expert", "Ant-maze", "Kitchen"]
 HEADLINE = "iw_sft_q"  # the algorithm whose probability of improvement over the others is reported
 PAPER_SCORES = Path(__file__).with_name("paper_scores.csv")
