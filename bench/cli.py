@@ -176,8 +176,10 @@ def datasets_list() -> None:
     from bench.datasets.sources import is_on_disk
     from bench.specs import REGISTRY
 
-    table = Table("source", "eval env", "family", "on disk", "size")
+    table = Table()
     table.add_column("name", no_wrap=True)
+    for column in ("source", "eval env", "family", "on disk", "size"):
+        table.add_column(column)
     for name, spec in REGISTRY.items():
         present, where = is_on_disk(spec)
         size = "-"
@@ -185,9 +187,9 @@ def datasets_list() -> None:
             nbytes = where.stat().st_size if where.is_file() else sum(
                 p.stat().st_size for p in where.rglob("*") if p.is_file())
             size = f"{nbytes / 2**20:.1f} MB"
-        table.add_row(name, spec.source, spec.env_id or "(from data)", spec.family, "yes" if present else "no",
-                      size)
-    Console().print(table)
+        table.add_row(name, spec.source, spec.env_id or "(from the data)", spec.family,
+                      "yes" if present else "no", size)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     typer.echo("Any Minari dataset: minari:<dataset id>, e.g. minari:D4RL/antmaze/umaze-v1.")
 
 
