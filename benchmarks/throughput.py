@@ -1,0 +1,87 @@
+"""Training and evaluation throughput on the embedded dataset (one process, one torch thread, no evaluation).
+
+    python benchmarks/throughput.py [--steps 50] [--threads 1]
+
+Prints updates/s for BC, the SFT family's fine-tuning step (and trajectory-steps/s: transitions per batch x
+steps/s) at the quick-start batch (32 trajectories) and the paper's (256), and the four d3rlpy baselines; then
+evaluation episodes/s with environments batched (10 at a time) against one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from bench.algorithms import get_algorithm
+from bench.algorithms.base import RunContext
+from bench.datasets.curation import quality_bins
+from bench.datasets.sources import load_dataset
+from bench.evaluation import evaluate
+from bench.run import resolve_config
+from bench.specs import get_spec
+
+
+class _Timer(RunContext):
+    """A run context that records the wall time of each step instead of evaluating."""
+
+    def step(self, step, policy, loss, state):
+        self.times.append(time.perf_counter())
+
+
+def updates_per_second(algo: str, overrides: dict, steps: int, traj) -> tuple[float, dict]:
+    cfg = resolve_config("hopper-mini-replay", algo, 0, {**overrides, "steps": steps})
+    algorithm = get_algorithm(algo)(get_algorithm(algo).Config(**cfg.algo_config))
+    ctx = _Timer(seed=0, device=torch.device("cpu"), total_steps=steps, evaluate=None, eval_every=steps)
+    ctx.times = []
+    algorithm.fit(traj, algorithm.curate(traj), ctx)
+    warm = max(steps // 5, 1)  # skip warm-up steps (allocations, first Adam steps)
+    t = np.asarray(ctx.times[warm:])
+    return (len(t) - 1) / (t[-1] - t[0]), cfg.algo_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=50, help="timed updates per algorithm (d3rlpy: x4)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    traj = load_dataset(get_spec("hopper-mini-replay"))
+    print(f"hopper-mini-replay: {traj.num_episodes} episodes, {traj.num_transitions} transitions; "
+          f"torch {torch.__version__}, {args.threads} thread(s)")
+
+    rate, _ = updates_per_second("bc", {}, args.steps * 10, traj)
+    print(f"{'bc (256 transitions)':<34} {rate:8.1f} updates/s")
+    for algo in ("sft_q", "iw_sft_q"):
+        for batch in (32, 256):
+            # the reference BC is cached after the first call; keep it short here, it is not what is timed
+            over = {"batch_size": batch, "bc_steps": 200, "bc_batch_size": 256, "bc_batch_unit": "transitions"}
+            rate, cfg = updates_per_second(algo, over, args.steps, traj)
+            cur = quality_bins(traj, cfg["percentiles"])
+            lengths = traj.episode_lengths[cur.episode_indices]
+            mean_len = float((cur.sampling_probabilities() * lengths).sum())
+            print(f"{algo + f' ({batch} trajectories)':<34} {rate:8.2f} updates/s  "
+                  f"{rate * batch * mean_len:10.0f} trajectory-steps/s (mean sampled length {mean_len:.0f})")
+    for algo in ("td3_bc", "iql", "awac", "cql"):
+        rate, cfg = updates_per_second(algo, {}, args.steps * (4 if algo != "cql" else 1), traj)
+        label = f"{algo} (batch {cfg['batch_size']})"
+        print(f"{label:<34} {rate:8.1f} updates/s")
+
+    class Linear:
+        w = np.random.default_rng(0).normal(0, 0.3, (3, 11))
+
+        def act(self, obs):
+            return np.tanh(obs @ self.w.T)
+
+    for num_envs in (1, 10):
+        t0 = time.perf_counter()
+        res = evaluate(Linear(), "Hopper-v5", 20, 0, num_envs=num_envs)
+        dt = time.perf_counter() - t0
+        print(f"evaluation, {num_envs:>2} env(s) at a time: {20 / dt:8.1f} episodes/s "
+              f"({sum(res.lengths) / dt:.0f} env steps/s)")
+
+
+if __name__ == "__main__":
+    main()
