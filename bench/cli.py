@@ -39,7 +39,8 @@ def _parse_sets(items: list[str]) -> dict:
 @app.command()
 def run(
     env: Annotated[str, typer.Option(help="Dataset name (see `bench datasets list`) or minari:<dataset id>.")],
-    algo: Annotated[str, typer.Option(help="Algorithm: bc (more arrive with the SFT family and baselines).")],
+    algo: Annotated[str, typer.Option(help="Algorithm: bc, bc_10, bc_5, sft, sft_q, iw_sft, iw_sft_q (native); "
+                                      "awac, td3_bc, cql, iql (d3rlpy).")],
     seed: Annotated[int, typer.Option(help="Seed for torch, numpy, data order and evaluation.")] = 0,
     set_: Annotated[list[str], typer.Option("--set", help="Override a preset field, key=value; repeatable "
                                             "(e.g. --set steps=2000 --set eval_episodes=5).")] = [],  # noqa: B006

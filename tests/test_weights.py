@@ -123,3 +123,33 @@ def test_iw_weights_follow_q_when_q_moves():
     rho = (q.log_prob(obs, act) - logp_ref).detach()
     expected = torch.exp(torch.stack([rho[:2].mean(), rho[2:].mean()]))  # temperature 1: exp(mean rho)
     torch.testing.assert_close(w, expected)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_repeated_trajectories_computed_once_give_the_same_loss_and_gradient(normalize):
+    torch.manual_seed(1)
+    reference = GaussianMLPPolicy(4, 2, hidden=16)
+    q = copy.deepcopy(reference)
+    with torch.no_grad():
+        for p in q.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # q != pi_ref: weights differ between trajectories
+    obs, act = torch.randn(12, 4), torch.rand(12, 2) * 2 - 1
+    logp_ref_all = reference.log_prob(obs, act).detach()
+    starts, lengths = torch.tensor([0, 3, 7]), torch.tensor([3, 4, 5])
+    draws = torch.tensor([1, 0, 1, 2, 1])  # trajectory 1 drawn three times
+    cfg = SFTConfig(importance_weighted=True, normalize_weights=normalize, temperature=3.0)
+    results = []
+    for dedupe in (False, True):
+        theta = copy.deepcopy(reference)
+        with torch.no_grad():
+            theta.log_std.add_(0.1)
+        if dedupe:
+            uniq, counts = torch.unique(draws, return_counts=True)
+            rows, seg, lens = gather(starts[uniq], lengths[uniq])
+        else:
+            (rows, seg, lens), counts = gather(starts[draws], lengths[draws]), None
+        loss, _ = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref_all[rows], seg, lens, cfg, 4.0, counts)
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in theta.parameters()])))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])

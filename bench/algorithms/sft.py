@@ -84,8 +84,12 @@ class IWSFTQConfig(SFTQConfig):
 
 def iw_sft_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, obs: torch.Tensor,
                 act: torch.Tensor, logp_ref: torch.Tensor | None, seg: torch.Tensor, lengths: torch.Tensor,
-                cfg: SFTConfig, mean_length: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, raw trajectory weights) for one batch; ``q_policy``/``logp_ref`` None means plain SFT (w = 1)."""
+                cfg: SFTConfig, mean_length: float,
+                counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, raw trajectory weights) for one batch; ``q_policy``/``logp_ref`` None means plain SFT (w = 1).
+
+    ``counts[b]``: how many times trajectory b was drawn (default 1 each); the loss is the one over all draws.
+    """
     ll = trajectory_log_likelihood(policy.log_prob(obs, act), seg, lengths, cfg.loss_normalization, mean_length)
     if q_policy is None:
         w = torch.ones_like(ll)
@@ -95,9 +99,10 @@ def iw_sft_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, o
             w = trajectory_weights(rho, seg, lengths, cfg.weight_fn, temperature=cfg.temperature,
                                    alpha=cfg.smoothing_alpha, max_weight=cfg.max_weight, ratio_min=cfg.ratio_min,
                                    ratio_max=cfg.ratio_max, weight_min=cfg.min_weight)
+    c = torch.ones_like(ll) if counts is None else counts.to(ll.dtype)
     if cfg.normalize_weights and q_policy is not None:
-        return -((w / w.sum()) * ll).sum(), w
-    return -(w * ll).mean(), w
+        return -(c * w * ll).sum() / (c * w).sum(), w
+    return -(c * w * ll).sum() / c.sum(), w
 
 
 class SFT(Algorithm):
@@ -152,18 +157,20 @@ class SFT(Algorithm):
                     "weight_windows": windows}
 
         for step in range(start + 1, cfg.steps + 1):
-            rows, seg, lengths = table.sample(cfg.batch_size, gen)
+            # a trajectory drawn several times is computed once and weighted by its count (same loss, less work)
+            rows, seg, lengths, counts = table.sample_unique(cfg.batch_size, gen)
             loss, w = iw_sft_loss(policy, q_policy, obs[rows], act[rows],
                                   None if logp_ref_all is None else logp_ref_all[rows], seg, lengths, cfg,
-                                  table.mean_length)
+                                  table.mean_length, counts)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
             sched.step()
             if q_policy is not None:
                 ema_update(q_policy, policy, cfg.ema)
-                stats.append((w.mean().item(), w.min().item(), w.max().item(),
-                              effective_sample_size(w) / len(w)))
+                drawn = w.repeat_interleave(counts)  # statistics over the batch as drawn
+                stats.append((drawn.mean().item(), drawn.min().item(), drawn.max().item(),
+                              effective_sample_size(drawn) / len(drawn)))
             if q_policy is not None and (step % ctx.eval_every == 0 or step == cfg.steps):
                 a = np.asarray(stats)
                 windows.append({"step": step, "mean": float(a[:, 0].mean()), "min": float(a[:, 1].min()),

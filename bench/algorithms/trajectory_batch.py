@@ -41,6 +41,16 @@ class EpisodeTable:
         picks = picks.to(self.starts.device)
         return gather(self.starts[picks], self.lengths[picks])
 
+    def sample_unique(self, batch_size: int, generator: torch.Generator):
+        """The same draw as ``sample``, each distinct trajectory once with its count in the batch.
+
+        Returns (transition indices, segment ids, lengths, counts); a loss that weights trajectory b by counts[b]
+        equals the loss over the ``batch_size`` draws exactly, with the repeated trajectories computed once.
+        """
+        picks = torch.multinomial(self.probs, batch_size, replacement=True, generator=generator)
+        unique, counts = torch.unique(picks.to(self.starts.device), return_counts=True)
+        return (*gather(self.starts[unique], self.lengths[unique]), counts)
+
 
 def gather(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flat transition indices of the given episodes, each transition's segment (0..B-1), and the lengths."""
