@@ -36,6 +36,19 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
+def _parse_seeds(seeds: str) -> list[int]:
+    """'5' -> seeds 0..4; '0,3,7' -> those seeds."""
+    try:
+        return list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: give a count (5) or a comma-separated list (0,3,7)")
+
+
+def _finish_sweep(summary) -> None:
+    typer.echo(summary.text())
+    raise typer.Exit(0 if summary.ok else 1)
+
+
 @app.command()
 def run(
     env: Annotated[str, typer.Option(help="Dataset name (see `bench datasets list`) or minari:<dataset id>.")],
@@ -96,14 +109,11 @@ def sweep(
         else:
             if not envs or not algos:
                 _fail("give --envs and --algos, or --grid FILE")
-            seed_list = list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
-            spec = Grid(envs.split(","), algos.split(","), seed_list, _parse_sets(set_))
-        configs = spec.expand()
-        summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run)
+            spec = Grid(envs.split(","), algos.split(","), _parse_seeds(seeds), _parse_sets(set_))
+        summary = run_sweep(spec.expand(), out, executor, workers, ray_address, gpus_per_run)
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
-    typer.echo(summary.text())
-    raise typer.Exit(0 if summary.ok else 1)
+    _finish_sweep(summary)
 
 
 @app.command()
@@ -119,14 +129,12 @@ def kitchen(
     from bench.kitchen import KitchenConfig, kitchen_configs
     from bench.sweep import run_sweep
 
-    seed_list = list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
     try:
-        configs = kitchen_configs(KitchenConfig(seeds=seed_list), _parse_sets(set_))
+        configs = kitchen_configs(KitchenConfig(seeds=_parse_seeds(seeds)), _parse_sets(set_))
         summary = run_sweep(configs, out, "local", workers)
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
-    typer.echo(summary.text())
-    raise typer.Exit(0 if summary.ok else 1)
+    _finish_sweep(summary)
 
 
 @app.command()

@@ -52,3 +52,20 @@ def hopper_minari_dataset():
     write_minari(episodes, "bench/test-hopper/random-v0", "Hopper-v5", ref_min=-20.0, ref_max=3000.0,
                  description="test data", extra={"bench_command": "pytest"})
     return "bench/test-hopper/random-v0", episodes
+
+
+def kill_after_first_checkpoint(monkeypatch, run_fn, when=lambda state: True):
+    """Run ``run_fn()`` so that it dies (KeyboardInterrupt) right after the first checkpoint ``when`` accepts."""
+    from bench.algorithms.base import RunContext
+
+    original = RunContext._save
+
+    def save_then_die(self, state):
+        original(self, state)
+        if when(state):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunContext, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_fn()
+    monkeypatch.setattr(RunContext, "_save", original)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import marked_episodes
+from conftest import kill_after_first_checkpoint, marked_episodes
 
 from bench.algorithms.baselines import to_d3rlpy_dataset
 from bench.datasets.curation import all_episodes
@@ -52,21 +52,10 @@ def test_baseline_trains_exactly_the_steps_asked_and_is_evaluated_in_mujoco(algo
 
 
 def test_a_killed_baseline_resumes_to_the_same_result(hopper_minari_dataset, tmp_path, monkeypatch):
-    from bench.algorithms.base import RunContext
-
     overrides = {"steps": 200, "eval_every": 100, "eval_episodes": 1, "final_eval_episodes": 2, "batch_size": 32}
     cfg = resolve_config(f"minari:{hopper_minari_dataset[0]}", "td3_bc", 0, overrides)
     reference = run(cfg, tmp_path / "ref", log=lambda m: None)
-    original = RunContext._save
-
-    def save_then_die(self, state):
-        original(self, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(RunContext, "_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, tmp_path / "out", log=lambda m: None)
-    monkeypatch.setattr(RunContext, "_save", original)
+    kill_after_first_checkpoint(monkeypatch, lambda: run(cfg, tmp_path / "out", log=lambda m: None))
     resumed = run(cfg, tmp_path / "out", log=lambda m: None)
     assert [p["loss"] for p in resumed.curve] == [p["loss"] for p in reference.curve]
     assert resumed.final["returns"] == reference.final["returns"]

@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import kill_after_first_checkpoint
 
 from bench.algorithms import TrainingError
-from bench.algorithms.base import RunContext
 from bench.results.store import read_record
 from bench.run import resolve_config, run
 
@@ -48,19 +48,10 @@ def test_a_complete_run_is_skipped(fast_cfg, tmp_path):
 
 def test_an_interrupted_run_resumes_to_the_same_result(fast_cfg, tmp_path, monkeypatch):
     reference = run(fast_cfg, tmp_path / "ref", log=lambda m: None)
-    original_save = RunContext._save
-
-    def save_then_die(self, state):
-        original_save(self, state)
-        raise KeyboardInterrupt  # the process is killed right after its first checkpoint
-
-    monkeypatch.setattr(RunContext, "_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run(fast_cfg, tmp_path / "out", log=lambda m: None)
+    kill_after_first_checkpoint(monkeypatch, lambda: run(fast_cfg, tmp_path / "out", log=lambda m: None))
     path = tmp_path / "out" / reference.filename
     assert read_record(path).status == "interrupted"
     assert (tmp_path / "out" / "checkpoints" / (path.stem + ".pt")).exists()
-    monkeypatch.setattr(RunContext, "_save", original_save)
     messages = []
     resumed = run(fast_cfg, tmp_path / "out", log=messages.append)
     assert any("resumed from" in m and "step 100" in m for m in messages)

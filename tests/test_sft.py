@@ -1,6 +1,7 @@
 """The SFT family end to end on a small real Hopper dataset: records, curation, weights, reference cache."""
 
 import pytest
+from conftest import kill_after_first_checkpoint
 
 from bench.run import resolve_config, run
 
@@ -49,21 +50,11 @@ def test_reference_policy_is_trained_once_and_keyed_by_its_config(env_name, tmp_
 
 
 def test_a_fine_tuning_run_resumes_to_the_same_result(env_name, tmp_path, monkeypatch):
-    from bench.algorithms.base import RunContext
-
     cfg = resolve_config(env_name, "iw_sft_q", 0, TINY)
     reference = run(cfg, tmp_path / "ref", log=lambda m: None)
-    original = RunContext._save
-
-    def save_then_die(self, state):
-        original(self, state)
-        if "q_policy" in state:  # die after the first fine-tuning checkpoint (not the reference BC's)
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(RunContext, "_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, tmp_path / "out", log=lambda m: None)
-    monkeypatch.setattr(RunContext, "_save", original)
+    # die after the first fine-tuning checkpoint (not the reference BC's)
+    kill_after_first_checkpoint(monkeypatch, lambda: run(cfg, tmp_path / "out", log=lambda m: None),
+                                when=lambda state: "q_policy" in state)
     resumed = run(cfg, tmp_path / "out", log=lambda m: None)
     assert [p["loss"] for p in resumed.curve] == [p["loss"] for p in reference.curve]
     assert resumed.final["returns"] == reference.final["returns"]

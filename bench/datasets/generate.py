@@ -60,7 +60,9 @@ def _episode_seed(seed: int, episode: int) -> int:
 
 
 def _make_sac(env, cfg: GenerateConfig, device: str):
-    import d3rlpy
+    from bench.algorithms.baselines import import_d3rlpy
+
+    d3rlpy = import_d3rlpy()
 
     low, high = env.action_space.low, env.action_space.high
     sac = d3rlpy.algos.SACConfig(
@@ -70,6 +72,7 @@ def _make_sac(env, cfg: GenerateConfig, device: str):
         batch_size=cfg.batch_size,
         action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(minimum=low, maximum=high),
     ).create(device=device)
+    d3rlpy.seed(cfg.seed)  # before the networks are built, so their initialisation follows the seed
     sac.build_with_env(env)
     return sac
 
@@ -210,13 +213,11 @@ def _save_checkpoint(work_dir: Path, sac, state: dict) -> None:
 
 def train_sac(cfg: GenerateConfig, work_dir: Path, device: str = "cpu"):
     """Online SAC with a checkpoint at episode boundaries. Returns (sac, replay, eval history, stop reason)."""
-    import d3rlpy
     import gymnasium as gym
     import torch
 
     env = gym.make(cfg.env_id)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    d3rlpy.seed(cfg.seed)
     sac = _make_sac(env, cfg, device)
     replay = _Replay(cfg.max_env_steps + 1, obs_dim, act_dim)
     rng = np.random.default_rng(cfg.seed)
