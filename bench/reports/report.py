@@ -403,7 +403,7 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     (out / "tables.tex").write_text(STANDALONE)
     figures = plot_learning_curves(cells, out) + plot_aggregates(agg, out) + plot_performance_profiles(cells, out)
     (out / "report.md").write_text(_report_markdown(records, unreadable, cells, algos, groups, alpha, holm, agg, poi,
-                                                    comparison, figures))
+                                                    comparison, figures, n_resamples))
     return {"records": len(records), "unreadable": unreadable, "cells": len(cells), "figures": figures,
             "out": out}
 
@@ -416,7 +416,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             w.writerows(rows)
 
 
-def _report_markdown(records, unreadable, cells, algos, groups, alpha, holm, agg, poi, comparison, figures) -> str:
+def _report_markdown(records, unreadable, cells, algos, groups, alpha, holm, agg, poi, comparison, figures,
+                     n_resamples) -> str:
     lines = ["# Results", "", f"{len(records)} run records read; {sum(c.n for c in cells.values())} complete runs "
              f"in {len(cells)} (dataset, algorithm) cells.", "", "## Main table", "",
              render_main_markdown(algos, groups, alpha, holm),
@@ -435,8 +436,9 @@ def _report_markdown(records, unreadable, cells, algos, groups, alpha, holm, agg
         lines += [f"- over {DISPLAY_NAMES.get(r['other'], r['other'])} on {r['tasks']} datasets: "
                   + (f"{r['P']:.2f} [{r['low']:.2f}, {r['high']:.2f}]" if not math.isnan(r["low"]) else f"{r['P']:.2f}")
                   for r in poi]
-    lines += ["", "Intervals: 95% percentile intervals of a stratified bootstrap (scipy.stats.bootstrap, 2,000 "
-              "resamples). Files: [aggregate_table.tex](aggregate_table.tex), [aggregate.csv](aggregate.csv), "
+    lines += ["", "Intervals: 95% percentile intervals of a stratified bootstrap (scipy.stats.bootstrap, "
+              f"{n_resamples} resamples). Files: [aggregate_table.tex](aggregate_table.tex), "
+              "[aggregate.csv](aggregate.csv), "
               "[probability_of_improvement.csv](probability_of_improvement.csv).", "",
               "## Comparison with the paper", ""]
     if comparison:
