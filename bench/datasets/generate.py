@@ -178,9 +178,10 @@ def _rollout(env_id: str, policy, seed: int, n_transitions: int | None = None,
 
 
 def random_policy_return(env_id: str, episodes: int = 100, seed: int = 0) -> float:
-    import gymnasium as gym
+    """Mean return of the uniform random policy (the usual ``ref_min_score``)."""
+    from bench.evaluation import make_env
 
-    space = gym.make(env_id).action_space
+    space = make_env(env_id).action_space
     space.seed(seed)
     eps = _rollout(env_id, lambda _o: space.sample(), seed, n_episodes=episodes)
     return float(np.mean([np.sum(e["rewards"]) for e in eps]))
