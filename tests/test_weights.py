@@ -153,3 +153,37 @@ def test_repeated_trajectories_computed_once_give_the_same_loss_and_gradient(nor
         results.append((loss.detach(), torch.cat([p.grad.flatten() for p in theta.parameters()])))
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
+
+
+def test_packed_batch_with_cached_reference_equals_the_padded_plain_computation():
+    """The suite's step (packed, duplicates once, log pi_ref from a table) == padded (B, T_max) computation."""
+    torch.manual_seed(2)
+    reference = GaussianMLPPolicy(4, 2, hidden=16)
+    q = copy.deepcopy(reference)
+    with torch.no_grad():
+        for p in q.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    obs, act = torch.randn(20, 4), torch.rand(20, 2) * 2 - 1
+    starts, lengths = torch.tensor([0, 6, 9, 15]), torch.tensor([6, 3, 6, 5])
+    draws = torch.tensor([2, 0, 2, 3, 2, 1])
+    cfg = SFTConfig(importance_weighted=True, temperature=2.0)
+    # plain: pad to T_max, three networks on every padded step, every draw computed
+    theta = copy.deepcopy(reference)
+    t_max = int(lengths[draws].max())
+    mask = torch.arange(t_max)[None, :] < lengths[draws][:, None]
+    rows = torch.where(mask, starts[draws][:, None] + torch.arange(t_max)[None, :], 0)
+    logp = theta.log_prob(obs[rows], act[rows]) * mask
+    rho = ((q.log_prob(obs[rows], act[rows]) - reference.log_prob(obs[rows], act[rows])) * mask).detach()
+    w = torch.exp(cfg.temperature * rho.sum(1) / lengths[draws])
+    plain = -(w * logp.sum(1) / lengths[draws]).mean()
+    plain.backward()
+    plain_grad = torch.cat([p.grad.flatten() for p in theta.parameters()])
+    # suite: packed, unique, cached log pi_ref
+    theta = copy.deepcopy(reference)
+    logp_ref_all = reference.log_prob(obs, act).detach()
+    uniq, counts = torch.unique(draws, return_counts=True)
+    rows, seg, lens = gather(starts[uniq], lengths[uniq])
+    loss, _ = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref_all[rows], seg, lens, cfg, 5.0, counts)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), plain.detach())
+    torch.testing.assert_close(torch.cat([p.grad.flatten() for p in theta.parameters()]), plain_grad)

@@ -1,0 +1,135 @@
+"""iw-SFT(Q) fine-tuning throughput: the suite's step against the plain computation, and against the roofline.
+
+    python benchmarks/finetune_throughput.py [--steps 20] [--batch 256] [--threads 1]
+
+Plain computation (what a direct transcription of the objective does): pad the B drawn trajectories to the longest
+one, run theta, theta_q and pi_ref on every padded step, mask, and compute every drawn trajectory even when the same
+one is drawn several times. The suite's step packs the drawn trajectories without padding (segment sums), computes a
+trajectory drawn k times once with weight k, and reads log pi_ref from a table computed once (pi_ref is frozen).
+Both give the same loss and gradient (tests/test_weights.py). Throughput is in drawn trajectory-steps per second.
+The roofline is this machine's float32 matrix-multiply rate on the MLP's own layer shapes; the suite's step does
+3 MLP passes' worth of matmul work per transition it computes (theta forward + backward ~ 3 forward passes) plus
+one forward of theta_q, i.e. 4 forward passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+from bench.algorithms.policy import GaussianMLPPolicy
+from bench.algorithms.sft import SFTConfig, iw_sft_loss
+from bench.algorithms.trajectory_batch import EpisodeTable
+from bench.algorithms.weights import temperature_weights
+from bench.datasets.curation import quality_bins
+from bench.datasets.sources import load_dataset
+from bench.specs import get_spec
+
+
+def plain_step(policy, q, ref, optim, obs, act, starts, lengths, cfg: SFTConfig) -> int:
+    """Padded (B, T_max) computation of the same iw-SFT loss; returns the drawn transitions."""
+    t_max = int(lengths.max())
+    steps = torch.arange(t_max)
+    mask = steps[None, :] < lengths[:, None]
+    rows = torch.where(mask, starts[:, None] + steps[None, :], 0)
+    o, a = obs[rows], act[rows]  # (B, T_max, dim), padding rows point at transition 0 and are masked out
+    logp = policy.log_prob(o, a) * mask
+    with torch.no_grad():
+        rho = (q.log_prob(o, a) - ref.log_prob(o, a)) * mask
+        w = temperature_weights(rho.sum(1), lengths.float(), cfg.temperature, cfg.max_weight)
+    loss = -(w * logp.sum(1) / lengths).mean()
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return int(lengths.sum())
+
+
+def suite_step(policy, q, logp_ref_all, optim, obs, act, table, gen, cfg: SFTConfig) -> int:
+    rows, seg, lengths, counts = table.sample_unique(cfg.batch_size, gen)
+    loss, _ = iw_sft_loss(policy, q, obs[rows], act[rows], logp_ref_all[rows], seg, lengths, cfg,
+                          table.mean_length, counts)
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return int((lengths * counts).sum())
+
+
+def matmul_roofline(rows: int, shapes: list[tuple[int, int]], repeats: int = 5) -> float:
+    """GFLOP/s of float32 (rows x in) @ (in x out) for the MLP's layer shapes."""
+    flops, seconds = 0.0, 0.0
+    for fan_in, fan_out in shapes:
+        x, w = torch.randn(rows, fan_in), torch.randn(fan_in, fan_out)
+        x @ w  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            x @ w
+        seconds += time.perf_counter() - t0
+        flops += 2.0 * rows * fan_in * fan_out * repeats
+    return flops / seconds / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=256, help="trajectories per step (paper: 256)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    traj = load_dataset(get_spec("hopper-mini-replay"))
+    curated = quality_bins(traj, [90, 95, 98])
+    cfg = SFTConfig(importance_weighted=True, batch_size=args.batch)
+    obs, act = torch.as_tensor(traj.observations), torch.as_tensor(traj.actions)
+    ref = GaussianMLPPolicy(traj.obs_dim, traj.act_dim).requires_grad_(False)
+    table = EpisodeTable.from_curated(traj, curated, torch.device("cpu"))
+
+    results = {}
+    for name in ("plain", "suite"):
+        policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
+        optim = torch.optim.Adam(policy.parameters(), lr=1e-4)
+        gen = torch.Generator().manual_seed(0)
+        logp_ref_all = None
+        t0 = time.perf_counter()
+        if name == "suite":
+            with torch.no_grad():
+                logp_ref_all = ref.log_prob(obs, act)  # once per dataset, counted in the time
+        drawn = 0
+        for _ in range(args.steps):
+            if name == "plain":
+                picks = torch.multinomial(table.probs, args.batch, replacement=True, generator=gen)
+                drawn += plain_step(policy, q, ref, optim, obs, act, table.starts[picks], table.lengths[picks], cfg)
+            else:
+                drawn += suite_step(policy, q, logp_ref_all, optim, obs, act, table, gen, cfg)
+        results[name] = (drawn / (time.perf_counter() - t0), time.perf_counter() - t0)
+        print(f"{name:>5}: {results[name][0]:10.0f} drawn trajectory-steps/s ({args.steps} steps of "
+              f"{args.batch} trajectories, {results[name][1]:.1f} s)")
+    print(f"speed-up: {results['suite'][0] / results['plain'][0]:.2f}x")
+
+    # How close the suite's step runs to the matmul roofline: time it on a fixed unique batch
+    gen = torch.Generator().manual_seed(1)
+    rows, seg, lengths, counts = table.sample_unique(args.batch, gen)
+    policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
+    optim = torch.optim.Adam(policy.parameters(), lr=1e-4)
+    with torch.no_grad():
+        logp_ref_all = ref.log_prob(obs, act)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        loss, _ = iw_sft_loss(policy, q, obs[rows], act[rows], logp_ref_all[rows], seg, lengths, cfg,
+                              table.mean_length, counts)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+    dt = (time.perf_counter() - t0) / args.steps
+    shapes = [(traj.obs_dim, 256), (256, 256), (256, 256), (256, traj.act_dim)]
+    forward_flops = 2.0 * len(rows) * sum(i * o for i, o in shapes)
+    achieved = 4 * forward_flops / dt / 1e9  # theta forward + backward (~3 forwards) + theta_q forward
+    peak = matmul_roofline(len(rows), shapes)
+    print(f"suite step on {len(rows)} computed transitions: {dt * 1e3:.0f} ms, {achieved:.1f} GFLOP/s of matmul "
+          f"work; roofline (float32 matmul, same shapes) {peak:.1f} GFLOP/s -> {100 * achieved / peak:.0f}%")
+
+
+if __name__ == "__main__":
+    main()
