@@ -318,8 +318,12 @@ def plot_learning_curves(cells: dict[tuple[str, str], Cell], out: Path) -> list[
     cols = min(3, len(envs))
     fig, axes = plt.subplots(math.ceil(len(envs) / cols), cols, figsize=(4 * cols, 3 * math.ceil(len(envs) / cols)),
                              squeeze=False)
+    order = [DISPLAY_NAMES.get(a, a) for a in ordered_algos(a for _, a in cells)]
+    palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=True))
     for ax, env in zip(axes.flat, envs, strict=False):
-        sns.lineplot(data=df[df.dataset == env], x="step", y="score", hue="algorithm", errorbar="sd", ax=ax)
+        sub = df[df.dataset == env]
+        sns.lineplot(data=sub, x="step", y="score", hue="algorithm", errorbar="sd", ax=ax, palette=palette,
+                     hue_order=[a for a in order if a in set(sub.algorithm)])
         ax.set(title=env, xlabel="gradient step", ylabel="normalised score")
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(envs):]:
