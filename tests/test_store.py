@@ -48,3 +48,14 @@ def test_a_killed_writer_never_leaves_a_half_written_file(tmp_path):
             assert "i" in json.load(f)  # the old or the new content, never a torn file
     leftovers = [p for p in os.listdir(tmp_path) if p != "rec.json"]
     assert all(p.endswith(".tmp") for p in leftovers)  # only temporary files may be left, never the target torn
+
+
+def test_records_load_as_a_dataframe(tmp_path):
+    from bench.results.store import records_frame
+
+    for seed, score in ((0, 10.0), (1, 14.0)):
+        rec = RunRecord(env="e", algo="bc", seed=seed, config={"steps": 5}, config_hash="h", status="complete")
+        rec.final = {"normalized_mean": score, "return_mean": score * 2, "returns": [1, 2]}
+        save_record(rec, tmp_path)
+    df = records_frame(load_records([tmp_path])[0])
+    assert sorted(df.seed) == [0, 1] and df.normalized_mean.mean() == 12.0 and set(df.eval_episodes) == {2}
