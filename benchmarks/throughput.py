@@ -17,7 +17,8 @@ import torch
 
 from bench.algorithms import get_algorithm
 from bench.algorithms.base import RunContext
-from bench.datasets.curation import quality_bins
+from bench.algorithms.bc import BCConfig, train_bc
+from bench.datasets.curation import all_episodes, quality_bins
 from bench.datasets.sources import load_dataset
 from bench.evaluation import evaluate
 from bench.run import resolve_config
@@ -69,18 +70,16 @@ def main() -> None:
         label = f"{algo} (batch {cfg['batch_size']})"
         print(f"{label:<34} {rate:8.1f} updates/s")
 
-    class Linear:
-        w = np.random.default_rng(0).normal(0, 0.3, (3, 11))
-
-        def act(self, obs):
-            return np.tanh(obs @ self.w.T)
-
-    for num_envs in (1, 10):
+    # evaluation of the suite's own policy: a 3 x 256 Gaussian MLP after 500 BC steps (episodes of ~100+ steps)
+    ctx = _Timer(seed=0, device=torch.device("cpu"), total_steps=500, evaluate=None, eval_every=500)
+    ctx.times = []
+    policy = train_bc(traj, all_episodes(traj), BCConfig(steps=500), ctx)
+    for num_envs in (1, 10, 25):
         t0 = time.perf_counter()
-        res = evaluate(Linear(), "Hopper-v5", 20, 0, num_envs=num_envs)
+        res = evaluate(policy, "Hopper-v5", 50, 0, num_envs=num_envs)
         dt = time.perf_counter() - t0
-        print(f"evaluation, {num_envs:>2} env(s) at a time: {20 / dt:8.1f} episodes/s "
-              f"({sum(res.lengths) / dt:.0f} env steps/s)")
+        print(f"evaluation, {num_envs:>2} env(s) at a time: {50 / dt:8.1f} episodes/s "
+              f"({sum(res.lengths) / dt:.0f} env steps/s, mean length {np.mean(res.lengths):.0f})")
 
 
 if __name__ == "__main__":
