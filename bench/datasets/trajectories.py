@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -106,6 +107,10 @@ class Trajectories:
 
     def fingerprint(self) -> str:
         """sha256 over the content (not the file format), so the same data from any source hashes the same."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:  # computed once: the record and the reference-policy cache key both need it
         h = hashlib.sha256()
         for a in (self.observations, self.actions, self.rewards, self.next_observations,
                   self.terminals, self.timeouts, self.episode_starts):
