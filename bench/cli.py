@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shlex
 import sys
@@ -309,3 +310,15 @@ def datasets_pack(
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     typer.echo(f"wrote {out} ({size:.1f} MB)")
 
+
+def main() -> None:
+    """Console entry point: the commands, plus one clear message for a full disk (nothing written is lost)."""
+    try:
+        app()
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        typer.secho(f"error: no space left on the device while writing {e.filename or 'a file'}: free some space "
+                    "and run the same command again — complete records are kept and unfinished runs resume from "
+                    "their last checkpoint", err=True, fg=typer.colors.RED)
+        sys.exit(2)

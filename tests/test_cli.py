@@ -55,3 +55,24 @@ def test_bench_run_on_the_embedded_dataset_writes_a_record(tmp_path):
     rec = json.loads(record_path.read_text())
     assert rec["status"] == "complete" and isinstance(rec["final"]["normalized_mean"], float)
     assert "steps/s" in proc.stderr and "final: return" in proc.stderr
+
+
+def test_a_full_disk_gives_a_clear_message(monkeypatch, capsys):
+    import errno
+
+    import pytest
+
+    from bench import cli
+    from bench.results import store
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "results/x.json")
+
+    monkeypatch.setattr(store.tempfile, "mkstemp", full)
+    monkeypatch.setattr(sys, "argv", ["bench", "run", "--env", "hopper-mini-replay", "--algo", "bc",
+                                      "--set", "steps=1"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no space left" in err and "results/x.json" in err and "resume" in err
