@@ -136,11 +136,16 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def record_path(cfg: RunConfig, out: Path) -> Path:
+    """Where the record of ``cfg`` lives: named by (env, algo, seed, config hash)."""
+    return Path(out) / record_filename(cfg.env, cfg.algo, cfg.seed, config_hash(cfg.hashed_part()))
+
+
 def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
         log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> RunRecord:
     """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete)."""
     chash = config_hash(cfg.hashed_part())
-    path = Path(out) / record_filename(cfg.env, cfg.algo, cfg.seed, chash)
+    path = record_path(cfg, out)
     if path.exists() and not force:
         existing = read_record(path)
         if existing.status == "complete":

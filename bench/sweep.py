@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.results.store import config_hash, read_record, record_filename
-from bench.run import RunConfig, algorithm_field_names, resolve_config, run_field_names
+from bench.results.store import read_record
+from bench.run import RunConfig, algorithm_field_names, record_path, resolve_config, run_field_names
 
 EXECUTORS = ("local", "ray")
 
@@ -51,10 +51,6 @@ class Grid:
             raise KeyError(f"--set {', '.join(unknown)}: not a field of any of {', '.join(self.algos)} nor of the run")
         return [resolve_config(env, algo, seed, {k: v for k, v in self.overrides.items() if k in fields[algo]})
                 for env in self.envs for algo in self.algos for seed in self.seeds]
-
-
-def record_path(cfg: RunConfig, out: Path) -> Path:
-    return Path(out) / record_filename(cfg.env, cfg.algo, cfg.seed, config_hash(cfg.hashed_part()))
 
 
 def is_complete(cfg: RunConfig, out: Path) -> bool:
