@@ -1,4 +1,4 @@
-"""The `bench` command line: run, datasets (list, info, generate, pack)."""
+"""The `bench` command line: run, sweep, kitchen, report, toy, datasets ..., llm ..."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="List, inspect, generate and pack offline datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+llm_app = typer.Typer(help="iw-SFT of a language model (accelerate) and reasoning evaluation: prepare -> ref-logps "
+                           "-> train -> eval; `bench llm smoke` runs all four on a tiny local model.",
+                      no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
 
 
 def _fail(msg: str) -> None:
@@ -309,6 +313,139 @@ def datasets_pack(
         _fail(str(e))
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     typer.echo(f"wrote {out} ({size:.1f} MB)")
+
+
+@llm_app.command("prepare")
+def llm_prepare(
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer: Hugging Face id or folder (the model to train).")],
+    source: Annotated[str, typer.Option(help="s1K-1.1 as a local .parquet/.jsonl/.csv file or folder, or a Hugging "
+                                        "Face dataset id.")] = "simplescaling/s1K-1.1",
+    out: Annotated[Path, typer.Option(help="Folder for examples.jsonl and prepare.json.")] = Path("results/llm/data"),
+    traces: Annotated[str, typer.Option(help="Reasoning traces: deepseek (s1K-1.1) or gemini (s1K).")] = "deepseek",
+    max_length: Annotated[int, typer.Option(help="Block size in tokens (the paper: 20-22k).")] = 20000,
+    policy: Annotated[str, typer.Option(help="Longer examples: truncate (keep the first max-length tokens, as s1) "
+                                        "or drop.")] = "truncate",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
+) -> None:
+    """Tokenise s1K-1.1 in the s1 chat format, loss on the assistant turn only; prints token-length statistics."""
+    from bench.llm.data import LLMDataError, prepare
+
+    try:
+        stats = prepare(source, tokenizer, out, traces, max_length, policy, limit)
+    except LLMDataError as e:
+        _fail(str(e))
+    typer.echo("\n".join(stats.lines() + [f"-> {out}"]))
+
+
+@llm_app.command("ref-logps")
+def llm_ref_logps(
+    model: Annotated[str, typer.Option(help="The reference model pi_ref (the starting model): id or folder.")],
+    data: Annotated[Path, typer.Option(help="Folder written by `bench llm prepare`.")] = Path("results/llm/data"),
+    out: Annotated[Path, typer.Option(help="Folder for the log-prob shards.")] = Path("results/llm/ref-logps"),
+    dtype: Annotated[str, typer.Option(help="Model dtype: bfloat16, float16 or float32.")] = "bfloat16",
+    chunk_size: Annotated[int, typer.Option(help="Tokens whose full-vocabulary logits exist at once.")] = 1024,
+) -> None:
+    """Per-token log-probs of pi_ref on every prepared example; under `accelerate launch` the examples are split
+    over the processes. Resumes a killed pass."""
+    from bench.llm.data import LLMDataError
+    from bench.llm.reference import compute_ref_logps
+
+    try:
+        n = compute_ref_logps(model, data, out, chunk_size, dtype)
+    except LLMDataError as e:
+        _fail(str(e))
+    typer.echo(f"computed {n} examples on this process -> {out}")
+
+
+@llm_app.command("train")
+def llm_train(
+    model: Annotated[str, typer.Option(help="Starting model (= pi_ref): Hugging Face id or folder.")],
+    data: Annotated[Path, typer.Option(help="Folder written by `bench llm prepare`.")] = Path("results/llm/data"),
+    ref_logps: Annotated[Path | None, typer.Option(help="Folder written by `bench llm ref-logps` (all objectives "
+                                                   "but sft).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for log.jsonl, resumable states and HF-format models.")]
+        = Path("results/llm/train"),
+    objective: Annotated[str | None, typer.Option(help="sft | iw_sft (authors' code; default) | iw_sft_paper | "
+                                                  "iw_sft_token; overrides the preset's.")] = None,
+    preset: Annotated[str, typer.Option(help="Preset of bench/configs/llm.yaml: paper or cpu.")] = "paper",
+    set_: Annotated[list[str], typer.Option("--set", help="Override a field, key=value (e.g. --set epochs=3).")]
+        = [],  # noqa: B006
+) -> None:
+    """Train with accelerate (launch with `accelerate launch --config_file ... -m bench llm train ...`); running it
+    again with the same --out resumes from the last saved state."""
+    from bench.llm.data import LLMDataError
+    from bench.llm.train import LLMTrainConfig, load_preset, train
+
+    fields = {**load_preset(preset), **_parse_sets(set_), "model": model, "data": str(data), "out": str(out),
+              "ref_logps": str(ref_logps or "")}
+    if objective:
+        fields["objective"] = objective
+    try:
+        cfg = LLMTrainConfig(**fields)
+        record = train(cfg)
+    except (LLMDataError, ValueError, TypeError) as e:
+        _fail(str(e))
+    typer.echo(f"step {record.get('step')} loss {record.get('loss', float('nan')):.4f} -> {out}/final")
+
+
+@llm_app.command("eval")
+def llm_eval(
+    model: Annotated[str, typer.Option(help="Model to evaluate: Hugging Face id or folder.")],
+    tasks: Annotated[str, typer.Option(help="Comma-separated: aime24, math500, gpqa_diamond.")]
+        = "aime24,math500,gpqa_diamond",
+    data: Annotated[list[str], typer.Option(help="Local file for a task, task=PATH (repeatable); otherwise its "
+                                            "Hugging Face id is used.")] = [],  # noqa: B006
+    out: Annotated[Path, typer.Option(help="Folder for TASK.jsonl and TASK.llmeval.json.")] = Path("results/llm/eval"),
+    name: Annotated[str | None, typer.Option(help="Row name in the report (default: the model folder's name).")]
+        = None,
+    backend: Annotated[str, typer.Option(help="auto (vLLM when installed), transformers or vllm.")] = "auto",
+    max_new_tokens: Annotated[int, typer.Option(help="Generation budget without budget forcing.")] = 32768,
+    thinking_budget: Annotated[int, typer.Option(help="Budget forcing: thinking tokens (0 = off).")] = 0,
+    num_waits: Annotated[int, typer.Option(help="Budget forcing: times \"Wait\" is appended.")] = 0,
+    answer_tokens: Annotated[int, typer.Option(help="Budget forcing: tokens for the answer.")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of the GPQA option order.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items per task.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call (Transformers backend).")] = 8,
+    dtype: Annotated[str, typer.Option(help="Model dtype.")] = "bfloat16",
+    tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallel GPUs.")] = 1,
+) -> None:
+    """Greedy evaluation on AIME 2024, MATH500 and GPQA Diamond, graded with math-verify."""
+    from bench.llm.data import LLMDataError
+    from bench.llm.evaluate import evaluate
+
+    sources = {}
+    for item in data:
+        if "=" not in item:
+            _fail(f"--data {item!r}: expected task=PATH, e.g. --data aime24=aime_2024.parquet")
+        task, path = item.split("=", 1)
+        sources[task.strip()] = path
+    try:
+        records = evaluate(model, [t.strip() for t in tasks.split(",") if t.strip()], out, sources, backend,
+                           max_new_tokens, thinking_budget, num_waits, answer_tokens, seed, limit, batch_size, dtype,
+                           tensor_parallel_size, name)
+    except (LLMDataError, ImportError, ValueError) as e:
+        _fail(str(e))
+    for r in records:
+        lo, hi = r["ci95"]
+        typer.echo(f"{r['title']:>13}: {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] "
+                   f"({r['correct']}/{r['n']}, unreadable {r['unreadable']})")
+
+
+@llm_app.command("smoke")
+def llm_smoke(
+    out: Annotated[Path, typer.Option(help="Folder for the tiny model, data and every stage's output.")]
+        = Path("results/llm/smoke"),
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 20,
+    objective: Annotated[str, typer.Option(help="Objective to train.")] = "iw_sft",
+) -> None:
+    """prepare -> ref-logps -> train -> eval end to end on a tiny random Qwen2 built locally (CPU, offline)."""
+    from bench.llm.smoke import smoke
+
+    result = smoke(out, steps, objective)
+    t = result["timings"]
+    typer.echo(" ".join(f"{k} {v:.1f}s" for k, v in t.items()) + f" (total {sum(t.values()):.1f}s)")
+    typer.echo(f"nll {result['first_nll']:.3f} -> {result['last_nll']:.3f} over {result['steps']} steps; accuracy "
+               + ", ".join(f"{k} {v:.2f}" for k, v in result["accuracy"].items()) + f" -> {out}")
 
 
 def main() -> None:

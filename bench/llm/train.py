@@ -1,0 +1,260 @@
+"""`bench llm train`: iw-SFT of a causal LM on prepared examples, a plain accelerate loop (no Trainer).
+
+One optimisation step consumes one global batch of ``global_batch_size`` examples. The epoch order is a seeded
+permutation known to every process; process r takes its contiguous share of each global batch and splits it into
+micro-batches of ``per_device_batch_size`` (gradient accumulation makes up the rest). The loss is normalised by the
+number of loss tokens in the whole global batch, so 1 process and N processes compute the same loss and gradient:
+
+    L = -sum_{i in batch} sum_t w_{i,t} log p(y_{i,t} | x_i, y_{i,<t}; theta) / sum_{i in batch} |y_i|
+
+Weights are those of :mod:`bench.llm.objectives`. Optimiser: AdamW; schedule: linear warm-up over
+``warmup_ratio`` of the steps, then cosine to 0 (REFERENCE §5). The resumable state (model, optimiser, scheduler,
+RNG, step, iw_sft_paper's lagged statistics) is written every ``save_every`` steps and at each epoch's end, where a
+Hugging Face-format model is written too (``epoch-E/``, and ``final/`` when the run stops: after the last epoch or
+after ``max_steps``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.algorithms.weights import warmup_cosine
+from bench.llm.data import LLMDataError, load_prepared
+from bench.llm.logprobs import TokenLogProbs, collate
+from bench.llm.objectives import OBJECTIVES, clipped_log_ratio_sums, effective_sample_size, objective_weights
+from bench.llm.reference import load_causal_lm, load_ref_logps
+
+
+@dataclass
+class LLMTrainConfig:
+    model: str = ""  # Hugging Face id or folder of the starting model; it is also pi_ref
+    data: str = ""  # folder written by `bench llm prepare`
+    ref_logps: str = ""  # folder written by `bench llm ref-logps` (not needed for sft)
+    out: str = "results/llm/train"
+    objective: str = "iw_sft"  # sft | iw_sft (authors' code, default) | iw_sft_paper | iw_sft_token
+    epochs: int = 5
+    learning_rate: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 1e-4
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0  # s1 keeps the Trainer default
+    global_batch_size: int = 8  # examples per optimisation step, over all processes
+    per_device_batch_size: int = 1  # examples per forward pass; the rest is gradient accumulation
+    max_weight: float = 16.0  # cap of a sequence weight (iw_sft, iw_sft_paper)
+    alpha: float = 0.1  # iw_sft_paper's smoothing g(rho) = alpha * rho
+    ratio_clip: tuple[float, float] = (0.2, 1.8)  # per-token ratio clip (iw_sft_paper, iw_sft_token)
+    chunk_size: int = 1024  # tokens whose full-vocabulary logits exist at once
+    model_dtype: str = "float32"  # master weights; compute follows mixed_precision
+    mixed_precision: str = "bf16"  # bf16 | no (accelerate's setting; a launch config's value wins)
+    gradient_checkpointing: bool = True
+    save_every: int = 50  # steps between resumable states (and at every epoch end)
+    save_model_each_epoch: bool = True  # Hugging Face-format model in epoch-E/
+    max_steps: int = 0  # stop after this many steps (0 = all epochs)
+    seed: int = 0
+    log_every: int = 1
+    extra: dict = field(default_factory=dict)  # free-form notes kept in the run's config.json
+
+
+def global_batches(n_examples: int, global_batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's global batches: a seeded permutation cut into full batches (the last partial one is dropped)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n_examples)
+    n = n_examples // global_batch_size
+    return [order[b * global_batch_size:(b + 1) * global_batch_size].tolist() for b in range(n)]
+
+
+def process_share(batch: list[int], rank: int, world: int) -> list[int]:
+    per = len(batch) // world
+    return batch[rank * per:(rank + 1) * per]
+
+
+def check_config(cfg: LLMTrainConfig, world: int) -> None:
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if cfg.global_batch_size % (world * cfg.per_device_batch_size):
+        raise ValueError(f"global_batch_size {cfg.global_batch_size} must be a multiple of processes ({world}) x "
+                         f"per_device_batch_size ({cfg.per_device_batch_size})")
+    if cfg.objective != "sft" and not cfg.ref_logps:
+        raise ValueError(f"objective {cfg.objective} needs --ref-logps (run `bench llm ref-logps` first)")
+
+
+class _State:
+    """The small part of the resumable state accelerate does not hold: step and iw_sft_paper's lagged sums."""
+
+    def __init__(self, out: Path):
+        self.path = out / "trainer_state.json"
+        self.step, self.state_dir, self.lagged = 0, None, {}
+        if self.path.exists():
+            s = json.loads(self.path.read_text())
+            self.step, self.state_dir, self.lagged = s["step"], s["state_dir"], s["lagged"]
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"step": self.step, "state_dir": self.state_dir, "lagged": self.lagged}))
+        tmp.replace(self.path)
+
+
+def _save_model(accelerator, model, tokenizer_src: str, folder: Path) -> None:
+    state_dict = accelerator.get_state_dict(model)
+    lm = accelerator.unwrap_model(model).lm
+    if state_dict is not None:
+        state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items()}
+    lm.save_pretrained(folder, state_dict=state_dict, is_main_process=accelerator.is_main_process,
+                       save_function=accelerator.save)
+    if accelerator.is_main_process:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(folder)
+
+
+def train(cfg: LLMTrainConfig) -> dict:
+    """Train (or resume) into ``cfg.out``; returns the last logged step."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import gather_object, set_seed
+
+    examples, meta = load_prepared(Path(cfg.data))
+
+    world = PartialState().num_processes
+    check_config(cfg, world)
+    accum = cfg.global_batch_size // (world * cfg.per_device_batch_size)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=accum)
+    rank = accelerator.process_index
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+
+    ref = load_ref_logps(Path(cfg.ref_logps), examples) if cfg.objective != "sft" else {}
+    steps_per_epoch = len(examples) // cfg.global_batch_size
+    if steps_per_epoch == 0:
+        raise LLMDataError(f"{len(examples)} examples make no global batch of {cfg.global_batch_size}")
+    total = steps_per_epoch * cfg.epochs
+    warmup = math.ceil(cfg.warmup_ratio * total)
+
+    lm = load_causal_lm(cfg.model, cfg.model_dtype)
+    lm.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = TokenLogProbs(lm, cfg.chunk_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=tuple(cfg.betas),
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    state = _State(out)
+    if state.state_dir:
+        accelerator.load_state(str(out / state.state_dir))
+        accelerator.print(f"resumed from {out / state.state_dir} at step {state.step}")
+    if accelerator.is_main_process:
+        (out / "config.json").write_text(json.dumps({**asdict(cfg), "world_size": world, "accumulation": accum,
+                                                     "total_steps": total, "warmup_steps": warmup,
+                                                     "data_fingerprint": meta["fingerprint"]}, indent=2))
+        _truncate_log(out / "log.jsonl", state.step)
+
+    last_step = cfg.max_steps or total
+    record: dict = {}
+    model.train()
+    while state.step < min(last_step, total):
+        epoch, in_epoch = divmod(state.step, steps_per_epoch)
+        batch = global_batches(len(examples), cfg.global_batch_size, cfg.seed, epoch)[in_epoch]
+        batch_tokens = sum(len(examples[i]["input_ids"]) - examples[i]["prompt_len"] for i in batch)
+        mine = process_share(batch, rank, world)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros(2, device=accelerator.device)  # weighted loss, plain NLL (sums over tokens)
+        reported, new_lagged = [], {}
+        for m in range(0, len(mine), cfg.per_device_batch_size):
+            micro = [examples[i] for i in mine[m:m + cfg.per_device_batch_size]]
+            inputs = {k: v.to(accelerator.device) for k, v in collate(micro, meta["pad_token_id"]).items()}
+            with accelerator.accumulate(model):
+                logp = model(**inputs)
+                lengths = inputs["lengths"] - inputs["loss_start"]
+                logp_ref = (torch.cat([ref[e["id"]] for e in micro]).to(logp.device) if ref
+                            else torch.zeros_like(logp))
+                lagged = torch.tensor([state.lagged.get(e["id"], 0.0) for e in micro])
+                w_tok, w_rep = objective_weights(cfg.objective, logp, logp_ref, lengths, lagged,
+                                                 max_weight=cfg.max_weight, alpha=cfg.alpha,
+                                                 ratio_min=cfg.ratio_clip[0], ratio_max=cfg.ratio_clip[1])
+                nll = -(w_tok * logp).sum()
+                # accelerate divides by the accumulation steps and DDP averages over processes: undo both so the
+                # gradient is that of the global-batch token mean.
+                accelerator.backward(nll * (world * accum / batch_tokens))
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            loss_sum += torch.stack([nll.detach(), -logp.detach().sum()])
+            reported += w_rep.detach().float().cpu().tolist()
+            if cfg.objective == "iw_sft_paper":
+                sums = clipped_log_ratio_sums(logp, logp_ref, lengths, *cfg.ratio_clip).cpu().tolist()
+                new_lagged.update({e["id"]: s for e, s in zip(micro, sums, strict=True)})
+        loss, plain_nll = (accelerator.reduce(loss_sum, "sum") / batch_tokens).tolist()
+        weights = torch.tensor(gather_object(reported))
+        for part in gather_object([new_lagged]):
+            state.lagged.update(part)
+        state.step += 1
+        record = {"step": state.step, "epoch": epoch, "loss": loss, "nll": plain_nll, "lr": scheduler.get_last_lr()[0],
+                  "weight_mean": float(weights.mean()), "weight_min": float(weights.min()),
+                  "weight_max": float(weights.max()), "ess": effective_sample_size(weights),
+                  "tokens": batch_tokens, "seconds": time.perf_counter() - t0}
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {state.step}; the last saved state "
+                                     f"({state.state_dir or 'none'}) is intact — lower --learning-rate and resume")
+        if accelerator.is_main_process:
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if state.step % cfg.log_every == 0:
+                accelerator.print(f"step {state.step}/{total} epoch {epoch} loss {loss:.4f} nll {plain_nll:.4f} "
+                                  f"w mean {record['weight_mean']:.3f} [{record['weight_min']:.3f}, "
+                                  f"{record['weight_max']:.3f}] ess {record['ess']:.1f} lr {record['lr']:.2e}")
+        epoch_end = state.step % steps_per_epoch == 0
+        if epoch_end or state.step % cfg.save_every == 0 or state.step == last_step:
+            _checkpoint(accelerator, state, out)
+        if epoch_end and cfg.save_model_each_epoch and state.step < total:
+            _save_model(accelerator, model, cfg.model, out / f"epoch-{epoch + 1}")
+    _save_model(accelerator, model, cfg.model, out / "final")
+    accelerator.wait_for_everyone()
+    return record
+
+
+def _checkpoint(accelerator, state: _State, out: Path) -> None:
+    name = f"state-{state.step}"
+    accelerator.save_state(str(out / name))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        old, state.state_dir = state.state_dir, name
+        state.write()
+        if old and old != name:
+            shutil.rmtree(out / old, ignore_errors=True)
+    else:
+        state.state_dir = name
+    accelerator.wait_for_everyone()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the resumed step (a killed run may have logged steps it never saved)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (Path(out) / "log.jsonl").read_text().splitlines() if ln]
+
+
+def load_preset(name: str) -> dict:
+    """Fields of a preset in bench/configs/llm.yaml."""
+    import yaml
+
+    from bench.configs import PRESET_DIR
+
+    presets = yaml.safe_load((PRESET_DIR / "llm.yaml").read_text())
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+    return presets[name]
