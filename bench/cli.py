@@ -385,7 +385,8 @@ def llm_train(
         record = train(cfg)
     except (LLMDataError, ValueError, TypeError) as e:
         _fail(str(e))
-    typer.echo(f"step {record.get('step')} loss {record.get('loss', float('nan')):.4f} -> {out}/final")
+    if record:
+        typer.echo(f"step {record['step']} loss {record['loss']:.4f} nll {record['nll']:.4f} -> {out}/final")
 
 
 @llm_app.command("eval")

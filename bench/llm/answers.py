@@ -64,8 +64,10 @@ def extract_choice(predicted: str | None, letters: str = LETTERS) -> str | None:
     if predicted is None:
         return None
     s = re.sub(r"\\text(?:bf)?\{([^}]*)\}", r"\1", predicted).strip().strip("$*").strip()
-    m = re.fullmatch(rf"(?:\(?(?:option|choice)\s*)?\(?([{letters}])\)?(?:[.):]\s*.*)?", s, flags=re.I | re.S)
-    if m and (m.group(1).isupper() or len(s) <= 3):
+    m = re.fullmatch(rf"\(?([{letters}])\)?(?:[.):]\s*.*)?", s, flags=re.S)
+    if m or (len(s) <= 3 and (m := re.fullmatch(rf"\(?([{letters.lower()}])\)?\.?", s))):
+        return m.group(1).upper()
+    if m := re.fullmatch(rf"(?:option|choice)\s*\(?([{letters}])\)?\.?", s, flags=re.I):
         return m.group(1).upper()
     found = set(re.findall(rf"\b([{letters}])\b", s))
     return found.pop() if len(found) == 1 else None

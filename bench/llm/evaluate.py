@@ -111,7 +111,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple
     p = correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The bounds are exactly 0 at 0 correct and 1 at n (rounding would leave 1e-17 outside).
+    return (0.0 if correct == 0 else centre - half), (1.0 if correct == n else centre + half)
 
 
 class TransformersGenerator:

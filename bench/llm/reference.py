@@ -28,6 +28,14 @@ def load_causal_lm(name: str, dtype: str = "bfloat16"):
     return AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[dtype])
 
 
+def distributed_state():
+    """accelerate's process state; on a machine without CUDA it must be told so, or a `torchrun` of N CPU processes
+    becomes N independent single-process runs."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -37,9 +45,7 @@ def _save_atomic(obj, path: Path) -> None:
 def compute_ref_logps(model: str, data: Path, out: Path, chunk_size: int = 1024, dtype: str = "bfloat16",
                       flush_every: int = 50) -> int:
     """Write this process's shard; returns how many examples it computed (skipping those already stored)."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = distributed_state()
     examples, meta = load_prepared(data)
     out.mkdir(parents=True, exist_ok=True)
     shard = out / f"shard-{state.process_index:03d}-of-{state.num_processes:03d}.pt"

@@ -30,7 +30,8 @@ from bench.algorithms.weights import warmup_cosine
 from bench.llm.data import LLMDataError, load_prepared
 from bench.llm.logprobs import TokenLogProbs, collate
 from bench.llm.objectives import OBJECTIVES, clipped_log_ratio_sums, effective_sample_size, objective_weights
-from bench.llm.reference import load_causal_lm, load_ref_logps
+from bench.llm.reference import DTYPES, distributed_state, load_causal_lm, load_ref_logps
+from bench.results.store import package_versions
 
 
 @dataclass
@@ -57,6 +58,7 @@ class LLMTrainConfig:
     gradient_checkpointing: bool = True
     save_every: int = 50  # steps between resumable states (and at every epoch end)
     save_model_each_epoch: bool = True  # Hugging Face-format model in epoch-E/
+    save_dtype: str = "bfloat16"  # dtype of the saved Hugging Face-format models
     max_steps: int = 0  # stop after this many steps (0 = all epochs)
     seed: int = 0
     log_every: int = 1
@@ -101,11 +103,12 @@ class _State:
         tmp.replace(self.path)
 
 
-def _save_model(accelerator, model, tokenizer_src: str, folder: Path) -> None:
+def _save_model(accelerator, model, tokenizer_src: str, folder: Path, save_dtype: str) -> None:
     state_dict = accelerator.get_state_dict(model)
     lm = accelerator.unwrap_model(model).lm
-    if state_dict is not None:
-        state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items()}
+    if state_dict is not None:  # saved in the dtype of inference (bf16 by default), not of the master weights
+        state_dict = {k.removeprefix("lm."): v.to(DTYPES[save_dtype]) if v.is_floating_point() else v
+                      for k, v in state_dict.items()}
     lm.save_pretrained(folder, state_dict=state_dict, is_main_process=accelerator.is_main_process,
                        save_function=accelerator.save)
     if accelerator.is_main_process:
@@ -115,16 +118,17 @@ def _save_model(accelerator, model, tokenizer_src: str, folder: Path) -> None:
 
 
 def train(cfg: LLMTrainConfig) -> dict:
-    """Train (or resume) into ``cfg.out``; returns the last logged step."""
-    from accelerate import Accelerator, PartialState
+    """Train (or resume) into ``cfg.out``; returns the last logged step ({} on processes other than the main one)."""
+    from accelerate import Accelerator
     from accelerate.utils import gather_object, set_seed
 
     examples, meta = load_prepared(Path(cfg.data))
 
-    world = PartialState().num_processes
+    world = distributed_state().num_processes
     check_config(cfg, world)
     accum = cfg.global_batch_size // (world * cfg.per_device_batch_size)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=accum)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=accum,
+                              cpu=not torch.cuda.is_available())
     rank = accelerator.process_index
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,10 +146,11 @@ def train(cfg: LLMTrainConfig) -> dict:
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = TokenLogProbs(lm, cfg.chunk_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=tuple(cfg.betas),
-                                  weight_decay=cfg.weight_decay)
+    optimizer = _adamw(accelerator, model, cfg, accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays unprepared: accelerate would step it once per process, not once per optimisation step.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
 
     state = _State(out)
     if state.state_dir:
@@ -154,7 +159,8 @@ def train(cfg: LLMTrainConfig) -> dict:
     if accelerator.is_main_process:
         (out / "config.json").write_text(json.dumps({**asdict(cfg), "world_size": world, "accumulation": accum,
                                                      "total_steps": total, "warmup_steps": warmup,
-                                                     "data_fingerprint": meta["fingerprint"]}, indent=2))
+                                                     "data_fingerprint": meta["fingerprint"],
+                                                     "versions": package_versions()}, indent=2))
         _truncate_log(out / "log.jsonl", state.step)
 
     last_step = cfg.max_steps or total
@@ -186,20 +192,21 @@ def train(cfg: LLMTrainConfig) -> dict:
                 accelerator.backward(nll * (world * accum / batch_tokens))
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                optimizer.step()  # accelerate skips it until the last micro-batch
                 optimizer.zero_grad()
             loss_sum += torch.stack([nll.detach(), -logp.detach().sum()])
             reported += w_rep.detach().float().cpu().tolist()
             if cfg.objective == "iw_sft_paper":
                 sums = clipped_log_ratio_sums(logp, logp_ref, lengths, *cfg.ratio_clip).cpu().tolist()
                 new_lagged.update({e["id"]: s for e, s in zip(micro, sums, strict=True)})
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
+        scheduler.step()
         loss, plain_nll = (accelerator.reduce(loss_sum, "sum") / batch_tokens).tolist()
         weights = torch.tensor(gather_object(reported))
         for part in gather_object([new_lagged]):
             state.lagged.update(part)
         state.step += 1
-        record = {"step": state.step, "epoch": epoch, "loss": loss, "nll": plain_nll, "lr": scheduler.get_last_lr()[0],
+        record = {"step": state.step, "epoch": epoch, "loss": loss, "nll": plain_nll, "lr": lr,
                   "weight_mean": float(weights.mean()), "weight_min": float(weights.min()),
                   "weight_max": float(weights.max()), "ess": effective_sample_size(weights),
                   "tokens": batch_tokens, "seconds": time.perf_counter() - t0}
@@ -217,10 +224,29 @@ def train(cfg: LLMTrainConfig) -> dict:
         if epoch_end or state.step % cfg.save_every == 0 or state.step == last_step:
             _checkpoint(accelerator, state, out)
         if epoch_end and cfg.save_model_each_epoch and state.step < total:
-            _save_model(accelerator, model, cfg.model, out / f"epoch-{epoch + 1}")
-    _save_model(accelerator, model, cfg.model, out / "final")
+            _save_model(accelerator, model, cfg.model, out / f"epoch-{epoch + 1}", cfg.save_dtype)
+    _save_model(accelerator, model, cfg.model, out / "final", cfg.save_dtype)
     accelerator.wait_for_everyone()
-    return record
+    return record if accelerator.is_main_process else {}
+
+
+def _adamw(accelerator, model, cfg: LLMTrainConfig, accum: int):
+    """torch AdamW; DeepSpeedCPUAdam (the same update) when a DeepSpeed launch config offloads the optimizer."""
+    kwargs = {"lr": cfg.learning_rate, "betas": tuple(cfg.betas), "weight_decay": cfg.weight_decay}
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return torch.optim.AdamW(model.parameters(), **kwargs)
+    ds_accum = plugin.deepspeed_config.get("gradient_accumulation_steps")
+    if ds_accum not in (None, "auto", accum):
+        raise ValueError(f"the DeepSpeed config accumulates {ds_accum} micro-batches but global_batch_size / "
+                         f"(processes x per_device_batch_size) = {accum}; set gradient_accumulation_steps: {accum} "
+                         "in the launch config")
+    offload = plugin.deepspeed_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device")
+    if offload == "cpu":
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(model.parameters(), adamw_mode=True, **kwargs)
+    return torch.optim.AdamW(model.parameters(), **kwargs)
 
 
 def _checkpoint(accelerator, state: _State, out: Path) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from bench.algorithms import DISPLAY_NAMES
 from bench.reports import statistics as st
+from bench.reports.llm_table import load_llm_records, write_llm_tables
 from bench.results.store import RunRecord, load_records
 
 ALGO_ORDER = ["bc", "bc_10", "bc_5", "awac", "td3_bc", "cql", "iql", "sft", "sft_q", "iw_sft_q"]
@@ -390,9 +391,14 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     out.mkdir(parents=True, exist_ok=True)
     records, unreadable = load_records(paths)
     cells = collect_cells(records)
-    if not cells:
+    llm_records = load_llm_records(paths)
+    if not cells and not llm_records:
         raise ValueError(f"no complete run records under {', '.join(map(str, paths))} "
                          f"({len(records)} records read, {len(unreadable)} unreadable)")
+    llm_md = write_llm_tables(llm_records, out) if llm_records else None
+    if not cells:
+        (out / "report.md").write_text("# Results\n" + _llm_section(llm_md))
+        return {"records": len(llm_records), "unreadable": unreadable, "cells": 0, "figures": [], "out": out}
     algos, groups = main_table_rows(cells, alpha, holm)
     (out / "main_table.tex").write_text(render_main_latex(algos, groups, alpha, holm))
     (out / "main_table.md").write_text(render_main_markdown(algos, groups, alpha, holm))
@@ -407,9 +413,16 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     (out / "tables.tex").write_text(STANDALONE)
     figures = plot_learning_curves(cells, out) + plot_aggregates(agg, out) + plot_performance_profiles(cells, out)
     (out / "report.md").write_text(_report_markdown(records, unreadable, cells, algos, groups, alpha, holm, agg, poi,
-                                                    comparison, figures, n_resamples))
-    return {"records": len(records), "unreadable": unreadable, "cells": len(cells), "figures": figures,
-            "out": out}
+                                                    comparison, figures, n_resamples)
+                                   + (_llm_section(llm_md) if llm_md else ""))
+    return {"records": len(records) + len(llm_records), "unreadable": unreadable, "cells": len(cells),
+            "figures": figures, "out": out}
+
+
+def _llm_section(table_md: str) -> str:
+    return ("\n## Reasoning (LLM)\n\n" + table_md + "\nAccuracy (%), greedy decoding, 95% Wilson interval and items "
+            "per cell; rows marked (paper) are the paper's Table 1. Files: [llm_table.tex](llm_table.tex), "
+            "[llm_table.md](llm_table.md), [llm_table.csv](llm_table.csv).\n")
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -17,7 +17,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 SCHEMA_VERSION = 1
-_VERSIONED = ("sft-rl-bench", "torch", "numpy", "gymnasium", "mujoco", "d3rlpy", "minari")
+_VERSIONED = ("sft-rl-bench", "torch", "numpy", "gymnasium", "mujoco", "d3rlpy", "minari", "transformers", "accelerate",
+              "math-verify")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -118,7 +119,9 @@ def load_records(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, s
     """Every ``*.json`` record under the given folders or files; unreadable ones are returned with the reason."""
     records, bad = [], []
     for root in map(Path, paths):
-        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        # *.llmeval.json are LLM evaluation records (bench.reports.llm_table), not control runs.
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*.json")
+                                                     if not f.name.endswith(".llmeval.json"))
         for f in files:
             try:
                 records.append(read_record(f))

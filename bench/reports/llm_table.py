@@ -1,0 +1,89 @@
+"""The paper's Table 1 (reasoning accuracy, %) from `bench llm eval` records, beside the paper's own rows.
+
+Records are ``*.llmeval.json`` files (one per model and task); rows are model names, columns AIME 2024, MATH500 and
+GPQA Diamond; each of our cells carries its 95% Wilson interval and the number of items.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+TASK_COLUMNS = {"aime24": "AIME 2024", "math500": "MATH500", "gpqa_diamond": "GPQA Diamond"}
+PAPER_LLM_SCORES = Path(__file__).with_name("paper_llm_scores.csv")
+SUFFIX = ".llmeval.json"
+
+
+def load_llm_records(paths: list[Path]) -> list[dict]:
+    records = []
+    for root in map(Path, paths):
+        files = [root] if root.is_file() else sorted(root.rglob(f"*{SUFFIX}"))
+        for f in files:
+            if f.name.endswith(SUFFIX):
+                records.append(json.loads(f.read_text()))
+    return records
+
+
+def llm_table_rows(records: list[dict]) -> list[dict]:
+    """One row per model name: task -> {accuracy, low, high, n} in %, the newest record winning a duplicate."""
+    rows: dict[str, dict] = {}
+    for r in records:
+        lo, hi = r["ci95"]
+        rows.setdefault(r["name"], {"model": r["name"], "paper": False})[r["task"]] = {
+            "accuracy": 100 * r["accuracy"], "low": 100 * lo, "high": 100 * hi, "n": r["n"]}
+    with open(PAPER_LLM_SCORES) as f:
+        paper = [{"model": p["model"], "paper": True, **{t: {"accuracy": float(p[t])} for t in TASK_COLUMNS}}
+                 for p in csv.DictReader(f)]
+    return list(rows.values()) + paper
+
+
+def _cell(c: dict | None, latex: bool) -> str:
+    if c is None:
+        return "--" if latex else "–"
+    if "low" not in c:
+        return f"{c['accuracy']:.1f}"
+    if latex:
+        return f"{c['accuracy']:.1f} {{\\scriptsize [{c['low']:.1f}, {c['high']:.1f}]}}"
+    return f"{c['accuracy']:.1f} [{c['low']:.1f}, {c['high']:.1f}] (n={c['n']})"
+
+
+def render_llm_markdown(rows: list[dict]) -> str:
+    lines = ["| Model | " + " | ".join(TASK_COLUMNS.values()) + " |", "|---" * (len(TASK_COLUMNS) + 1) + "|"]
+    lines += [f"| {r['model']} | " + " | ".join(_cell(r.get(t), False) for t in TASK_COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_llm_latex(rows: list[dict]) -> str:
+    from bench.reports.report import latex_escape
+
+    body = [f"{latex_escape(r['model'])} & " + " & ".join(_cell(r.get(t), True) for t in TASK_COLUMNS) + r" \\"
+            for r in rows]
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "c" * len(TASK_COLUMNS) + "}",
+                      r"\toprule", "Model & " + " & ".join(TASK_COLUMNS.values()) + r" \\", r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}",
+                      r"\caption{Accuracy (\%) with greedy decoding; brackets: 95\% Wilson interval. Rows marked "
+                      r"(paper) are the numbers reported by Qin \& Springenberg (2025).}",
+                      r"\label{tab:llm}", r"\end{table}"]) + "\n"
+
+
+def llm_table_csv(rows: list[dict]) -> str:
+    header = ["model", "source"] + [f"{t}{s}" for t in TASK_COLUMNS for s in ("", "_low", "_high", "_n")]
+    lines = [",".join(header)]
+    for r in rows:
+        vals = [r["model"], "paper" if r["paper"] else "ours"]
+        for t in TASK_COLUMNS:
+            c = r.get(t) or {}
+            vals += [f"{c[k]:.4g}" if k in c else "" for k in ("accuracy", "low", "high", "n")]
+        lines.append(",".join(f'"{v}"' if "," in v else v for v in vals))
+    return "\n".join(lines) + "\n"
+
+
+def write_llm_tables(records: list[dict], out: Path) -> str:
+    """Write llm_table.{md,tex,csv}; returns the Markdown table."""
+    rows = llm_table_rows(records)
+    md = render_llm_markdown(rows)
+    (out / "llm_table.md").write_text(md)
+    (out / "llm_table.tex").write_text(render_llm_latex(rows))
+    (out / "llm_table.csv").write_text(llm_table_csv(rows))
+    return md

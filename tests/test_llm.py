@@ -1,0 +1,334 @@
+"""bench.llm on a tiny random Qwen2 built locally: masking, weights, chunked log-probs, training, eval, grading."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.llm import objectives as obj
+from bench.llm.answers import extract_answer, extract_choice, grade_math
+from bench.llm.data import ANSWER, THINK, LLMDataError, load_prepared, prepare
+from bench.llm.logprobs import TokenLogProbs, chunked_token_logps, collate
+from bench.llm.smoke import make_inputs, synthetic_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny model, the s1K-like file, the eval files, prepared data and reference log-probs (float32)."""
+    from bench.llm.reference import compute_ref_logps
+
+    root = tmp_path_factory.mktemp("llm")
+    paths = make_inputs(root / "inputs", n_train=16, n_eval=6)
+    prepare(paths["s1k"], str(paths["model"]), root / "prepared", max_length=256)
+    compute_ref_logps(str(paths["model"]), root / "prepared", root / "ref", dtype="float32")
+    return {**paths, "prepared": root / "prepared", "ref": root / "ref", "root": root}
+
+
+def _tokenizer(tiny):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny["model"])
+
+
+def _model(tiny, chunk_size=7):
+    from bench.llm.reference import load_causal_lm
+
+    torch.manual_seed(0)
+    return TokenLogProbs(load_causal_lm(str(tiny["model"]), "float32"), chunk_size)
+
+
+def test_prepare_puts_the_loss_on_the_assistant_turn_only(tiny):
+    tok = _tokenizer(tiny)
+    examples, meta = load_prepared(tiny["prepared"])
+    rows = synthetic_rows(16)
+    assert len(examples) == 16 and meta["stats"]["truncated"] == 0
+    for e, row in zip(examples, rows, strict=True):
+        prompt = tok.decode(e["input_ids"][:e["prompt_len"]])
+        completion = tok.decode(e["input_ids"][e["prompt_len"]:])
+        assert prompt.endswith("<|im_start|>assistant\n") and row["question"] in prompt
+        assert THINK not in prompt and row["deepseek_thinking_trajectory"] not in prompt
+        expected = (THINK + row["deepseek_thinking_trajectory"] + "\n" + ANSWER + "Answer: "
+                    + row["deepseek_attempt"] + "<|im_end|>\n")
+        assert completion == expected
+    assert meta["stats"]["loss_tokens"] == sum(len(e["input_ids"]) - e["prompt_len"] for e in examples)
+
+
+def test_prepare_traces_and_truncation_policies(tiny, tmp_path):
+    gemini = prepare(tiny["s1k"], str(tiny["model"]), tmp_path / "g", traces="gemini", max_length=256)
+    tok = _tokenizer(tiny)
+    ex, _ = load_prepared(tmp_path / "g")
+    assert gemini.examples == 16 and "The sum is" in tok.decode(ex[0]["input_ids"])
+    examples, _ = load_prepared(tiny["prepared"])
+    lengths = sorted(len(e["input_ids"]) for e in examples)
+    cut = lengths[len(lengths) // 2]
+    n_longer = sum(n > cut for n in lengths)
+    stats = prepare(tiny["s1k"], str(tiny["model"]), tmp_path / "t", max_length=cut)
+    truncated, _ = load_prepared(tmp_path / "t")
+    assert stats.truncated == n_longer and max(len(e["input_ids"]) for e in truncated) == cut
+    stats = prepare(tiny["s1k"], str(tiny["model"]), tmp_path / "d", max_length=cut, policy="drop")
+    assert stats.dropped == n_longer and stats.examples == 16 - n_longer
+    with pytest.raises(LLMDataError, match="prompt alone"):
+        prepare(tiny["s1k"], str(tiny["model"]), tmp_path / "x", max_length=5)
+    with pytest.raises(LLMDataError, match="bench llm prepare"):
+        load_prepared(tmp_path / "missing")
+
+
+def test_weight_variants_against_hand_values():
+    lengths = torch.tensor([2, 3])
+    logp = torch.tensor([-1.0, -2.0, -0.5, -3.0, -1.0])
+    ref = torch.tensor([-1.5, -2.5, -0.5, -1.0, -2.0])
+    rho = [0.5, 0.5, 0.0, -2.0, 1.0]
+    # iw_sft: exp(mean rho) per sequence, capped at 16.
+    w = obj.sequence_weights(logp, ref, lengths)
+    assert torch.allclose(w, torch.tensor([math.exp(0.5), math.exp(-1.0 / 3)]))
+    assert float(obj.sequence_weights(torch.tensor([0.0]), torch.tensor([-5.0]), torch.tensor([1]))) == 16.0
+    # iw_sft_paper: 0.1 * sum log clip(ratio, 0.2, 1.8); log 1.8 = 0.5878, log 0.2 = -1.6094.
+    sums = obj.clipped_log_ratio_sums(logp, ref, lengths)
+    hand = [0.5 + 0.5, 0.0 + math.log(0.2) + math.log(1.8)]
+    assert torch.allclose(sums, torch.tensor(hand))
+    assert torch.allclose(obj.smoothed_weights(sums), torch.exp(0.1 * torch.tensor(hand)))
+    assert float(obj.smoothed_weights(torch.tensor([1000.0]))) == pytest.approx(16.0)
+    # iw_sft_token: clip(ratio, 0.2, 1.8) per token.
+    tw = obj.token_weights(logp, ref)
+    assert torch.allclose(tw, torch.tensor([min(math.exp(r), 1.8) if r > 0 else max(math.exp(r), 0.2) for r in rho]))
+    # dispatch: per-token weights repeat the sequence weights.
+    w_tok, w_rep = obj.objective_weights("iw_sft", logp, ref, lengths)
+    assert torch.allclose(w_tok, torch.repeat_interleave(w, lengths)) and torch.equal(w_rep, w)
+    assert obj.effective_sample_size(torch.tensor([1.0, 1.0, 0.0, 0.0])) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="iw_sft_token"):
+        obj.objective_weights("ppo", logp, ref, lengths)
+
+
+def test_chunked_log_probs_equal_full_values_and_gradients():
+    torch.manual_seed(0)
+    hidden = torch.randn(23, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (23,))
+    full = torch.log_softmax(hidden @ weight.t(), -1).gather(-1, targets[:, None]).squeeze(-1)
+    g_full = torch.autograd.grad((full * torch.arange(23)).sum(), (hidden, weight))
+    chunked = chunked_token_logps(hidden, weight, targets, chunk_size=5)
+    g_chunk = torch.autograd.grad((chunked * torch.arange(23)).sum(), (hidden, weight))
+    assert torch.allclose(chunked.double(), full, atol=1e-6)
+    for a, b in zip(g_chunk, g_full, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_token_log_probs_align_with_the_model_logits(tiny):
+    """Packed, padded, chunked log-probs = log_softmax(logits)[t-1, token t] over exactly the loss tokens."""
+    model = _model(tiny)
+    examples, meta = load_prepared(tiny["prepared"])
+    micro = [examples[0], examples[3]]
+    assert len(micro[0]["input_ids"]) != len(micro[1]["input_ids"])
+    packed = model(**collate(micro, meta["pad_token_id"]))
+    expected = []
+    for e in micro:
+        ids = torch.tensor([e["input_ids"]])
+        logp = torch.log_softmax(model.lm(input_ids=ids).logits[0].float(), -1)
+        t = torch.arange(e["prompt_len"], len(e["input_ids"]))
+        expected.append(logp[t - 1, ids[0, t]])
+    assert torch.allclose(packed, torch.cat(expected), atol=1e-5)
+
+
+def test_step_zero_weights_are_one_and_the_loss_and_gradient_equal_sft(tiny):
+    from bench.llm.reference import load_ref_logps
+
+    examples, meta = load_prepared(tiny["prepared"])
+    ref = load_ref_logps(tiny["ref"], examples)
+    micro = examples[:3]
+    batch = collate(micro, meta["pad_token_id"])
+    lengths = batch["lengths"] - batch["loss_start"]
+    logp_ref = torch.cat([ref[e["id"]] for e in micro])
+    grads = {}
+    for objective in obj.OBJECTIVES:
+        model = _model(tiny)
+        logp = model(**batch)
+        w_tok, w_rep = obj.objective_weights(objective, logp, logp_ref, lengths)
+        assert torch.allclose(w_rep, torch.ones_like(w_rep), atol=1e-5), objective
+        loss = obj.weighted_nll_sum(logp, w_tok) / lengths.sum()
+        loss.backward()
+        grads[objective] = (loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()]))
+    for objective in obj.OBJECTIVES[1:]:
+        assert grads[objective][0] == pytest.approx(grads["sft"][0], rel=1e-5)
+        assert torch.allclose(grads[objective][1], grads["sft"][1], atol=1e-5)
+
+
+def test_reference_log_probs_are_checked_against_the_prepared_tokens(tiny, tmp_path):
+    from bench.llm.reference import load_ref_logps
+
+    examples, _ = load_prepared(tiny["prepared"])
+    stale = [dict(examples[0], token_hash="0" * 16)] + examples[1:]
+    with pytest.raises(LLMDataError, match="ref-logps"):
+        load_ref_logps(tiny["ref"], stale)
+    with pytest.raises(LLMDataError, match="ref-logps"):
+        load_ref_logps(tmp_path, examples)
+
+
+def _train_cfg(tiny, out, **kw):
+    from bench.llm.train import LLMTrainConfig, load_preset
+
+    fields = {**load_preset("cpu"), "model": str(tiny["model"]), "data": str(tiny["prepared"]),
+              "ref_logps": str(tiny["ref"]), "out": str(out), "global_batch_size": 4, "learning_rate": 2e-3,
+              "warmup_ratio": 0.1, "save_every": 2, "save_model_each_epoch": False, "epochs": 3, **kw}
+    return LLMTrainConfig(**fields)
+
+
+def test_training_lowers_the_loss_and_a_resumed_run_equals_an_uninterrupted_one(tiny, tmp_path):
+    from bench.llm.train import read_log, train
+
+    train(_train_cfg(tiny, tmp_path / "full", max_steps=8))
+    full = read_log(tmp_path / "full")
+    assert [r["step"] for r in full] == list(range(1, 9))
+    assert full[-1]["nll"] < full[0]["nll"] - 0.5
+    assert full[0]["weight_mean"] == pytest.approx(1.0, abs=1e-5) and full[0]["ess"] == pytest.approx(4.0)
+    assert (tmp_path / "full" / "final" / "config.json").exists()
+
+    train(_train_cfg(tiny, tmp_path / "resumed", max_steps=3))  # stops after step 3 (state saved at 2 and 3)
+    train(_train_cfg(tiny, tmp_path / "resumed", max_steps=8))
+    resumed = read_log(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == list(range(1, 9))
+    for a, b in zip(resumed, full, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["lr"] == pytest.approx(b["lr"])
+
+
+def test_iw_sft_paper_uses_last_epochs_statistics(tiny, tmp_path):
+    """Epoch 0 weights are exactly 1 (q = pi_ref); from epoch 1 on they come from the model one epoch earlier."""
+    from bench.llm.train import read_log, train
+
+    train(_train_cfg(tiny, tmp_path / "p", objective="iw_sft_paper", epochs=2, alpha=1.0))
+    log = read_log(tmp_path / "p")
+    per_epoch = len(log) // 2
+    assert all(r["weight_min"] == r["weight_max"] == 1.0 for r in log[:per_epoch])
+    assert any(r["weight_max"] != 1.0 for r in log[per_epoch:])
+    state = json.loads((tmp_path / "p" / "trainer_state.json").read_text())
+    assert len(state["lagged"]) == 16
+
+
+def test_two_processes_give_the_loss_of_one(tiny, tmp_path):
+    """torch distributed over gloo, 2 processes of 1 example each vs 1 process accumulating 2 micro-batches."""
+    common = ["llm", "train", "--model", str(tiny["model"]), "--data", str(tiny["prepared"]), "--ref-logps",
+              str(tiny["ref"]), "--preset", "cpu", "--set", "global_batch_size=2", "--set", "max_steps=3",
+              "--set", "learning_rate=2e-3", "--set", "save_model_each_epoch=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = [sys.executable, "-m", "bench", *common, "--out", str(tmp_path / "one")]
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "bench", *common, "--out", str(tmp_path / "two")]
+    for cmd in (one, two):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    from bench.llm.train import read_log
+
+    a, b = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b, strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5) and x["weight_mean"] == pytest.approx(y["weight_mean"])
+
+
+def test_answer_extraction_and_grading_on_hand_made_outputs():
+    assert extract_answer("think... \\boxed{3} no <|im_start|>answer\nAnswer: \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert extract_answer("<|im_start|>think\nthe answer is \\boxed{7}\n<|im_start|>answer\nAnswer: 204.") == "204"
+    assert extract_answer("\\boxed{a} then \\boxed{\\sqrt{\\frac{2}{3}}}") == "\\sqrt{\\frac{2}{3}}"
+    assert extract_answer("Answer: 12\nAnswer: 13") == "13"
+    assert extract_answer("I do not know") is None and extract_answer("\\boxed{unclosed") is None
+    assert grade_math("204", "204") and not grade_math("205", "204")
+    assert grade_math("0.5", "\\frac{1}{2}") and grade_math("\\dfrac{1}{2}", "1/2")
+    assert grade_math("(x+1)^2", "x^2+2x+1") and grade_math("\\frac{\\sqrt{3}}{2}", "\\sqrt{3}/2")
+    assert not grade_math(None, "1") and not grade_math("\\frac{1}{3}", "0.3")
+    for text, letter in [("B", "B"), ("(C)", "C"), ("D) 42", "D"), ("\\text{A}", "A"), ("option b", "B"),
+                         ("The answer is C", "C")]:
+        assert extract_choice(text) == letter, text
+    for text in [None, "", "E", "A or B", "42"]:
+        assert extract_choice(text) is None, text
+
+
+def test_gpqa_options_are_shuffled_deterministically_and_unreadable_answers_are_wrong(tiny):
+    from bench.llm.evaluate import grade, load_task
+
+    items = load_task("gpqa_diamond", str(tiny["gpqa_diamond"]), seed=0)
+    again = load_task("gpqa_diamond", str(tiny["gpqa_diamond"]), seed=0)
+    other = load_task("gpqa_diamond", str(tiny["gpqa_diamond"]), seed=1)
+    assert [i.question for i in items] == [i.question for i in again]
+    assert [i.question for i in items] != [i.question for i in other]
+    golds = {load_task("gpqa_diamond", str(tiny["gpqa_diamond"]), seed=s)[0].gold for s in range(20)}
+    assert len(golds) > 1  # the correct option's position varies with the seed
+    item = items[0]
+    correct_text = item.question.split(f"\n{item.gold}) ")[1].split("\n")[0]
+    assert correct_text.isdigit()
+    assert grade(item, f"<|im_start|>answer\nAnswer: {item.gold}") == (item.gold, True)
+    assert grade(item, "<|im_start|>answer\nI cannot decide") == (None, False)
+
+
+def test_budget_forcing_on_the_tiny_model(tiny):
+    from bench.llm.answers import ANSWER_MARK
+    from bench.llm.evaluate import TransformersGenerator, budget_forced_generate
+
+    gen = TransformersGenerator(str(tiny["model"]), dtype="float32", batch_size=2)
+    prompts = [gen.tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                                 add_generation_prompt=True) for q in ("What is 2 + 3?", "1 + 1?")]
+    outs = budget_forced_generate(gen, prompts, thinking_budget=10, num_waits=2, answer_tokens=5)
+    for out in outs:
+        assert out.startswith("<|im_start|>think\n")
+        thinking, answer = out.split("\n" + ANSWER_MARK + "\n")
+        assert thinking.count("Wait") >= 2 and thinking.rstrip().endswith("Wait")
+        pieces = thinking[len("<|im_start|>think\n"):].split("Wait")
+        assert sum(gen.count_tokens(p) for p in pieces) <= 10 + 2  # re-tokenising may merge at the seams
+        assert gen.count_tokens(answer) <= 5 + 1
+
+
+def test_eval_writes_items_and_records_that_report_tabulates(tiny, tmp_path):
+    from bench.llm.evaluate import evaluate
+    from bench.reports.report import build_report
+
+    records = evaluate(str(tiny["model"]), ["aime24", "gpqa_diamond"], tmp_path / "eval",
+                       sources={"aime24": str(tiny["aime24"]), "gpqa_diamond": str(tiny["gpqa_diamond"])},
+                       backend="transformers", max_new_tokens=8, dtype="float32", name="tiny")
+    for r in records:
+        lines = [json.loads(x) for x in (tmp_path / "eval" / f"{r['task']}.jsonl").read_text().splitlines()]
+        assert len(lines) == r["n"] == 6
+        assert r["accuracy"] == sum(x["correct"] for x in lines) / 6
+        assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+    written = build_report([tmp_path / "eval"], tmp_path / "report")
+    table = (tmp_path / "report" / "llm_table.md").read_text()
+    assert written["cells"] == 0 and "| tiny |" in table and "iw-SFT (paper) | 66.7 | 94.8 | 64.1" in table
+    assert "(n=6)" in table and "\\toprule" in (tmp_path / "report" / "llm_table.tex").read_text()
+
+
+def test_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+
+    from bench.llm.evaluate import wilson_interval
+
+    for k, n in [(0, 30), (20, 30), (30, 30), (467, 500)]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+def test_smoke_command_runs_end_to_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    result = CliRunner().invoke(app, ["llm", "smoke", "--out", str(tmp_path / "smoke"), "--steps", "12"])
+    assert result.exit_code == 0, result.output
+    assert "nll" in result.output and (tmp_path / "smoke" / "eval" / "aime24.llmeval.json").exists()
+
+
+def test_no_gpqa_item_is_in_the_repository():
+    """GPQA's authors ask that its questions never appear online: no GPQA data file is tracked, and no tracked
+    file carries GPQA's answer columns with content (the synthetic rows are made at run time)."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    assert files, "not a git checkout"
+    data = [f for f in files if f.endswith((".csv", ".json", ".jsonl", ".parquet", ".tsv", ".txt"))]
+    assert not [f for f in data if "gpqa" in f.lower()]
+    for f in data:
+        text = (REPO / f).read_text(errors="ignore")
+        assert "Incorrect Answer 1" not in text, f
