@@ -383,7 +383,7 @@ def llm_train(
     try:
         cfg = LLMTrainConfig(**fields)
         record = train(cfg)
-    except (LLMDataError, ValueError, TypeError) as e:
+    except (LLMDataError, ValueError, TypeError, FloatingPointError) as e:
         _fail(str(e))
     if record:
         typer.echo(f"step {record['step']} loss {record['loss']:.4f} nll {record['nll']:.4f} -> {out}/final")
