@@ -38,6 +38,7 @@ class RunConfig:
     eval_episodes: int = 10  # episodes per evaluation during training
     final_eval_episodes: int = 100  # episodes of the final evaluation (the reported score)
     eval_envs: int = 10  # environments stepped side by side during evaluation
+    eval_workers: int = 1  # processes stepping them (this one included); more only when cores are free
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     threads: int = 1  # torch threads; one per process is fastest when processes share the cores
     data_path: str | None = None  # read the dataset from this file/folder instead of the cache
@@ -46,7 +47,7 @@ class RunConfig:
     def hashed_part(self) -> dict:
         """What makes two runs the same experiment (device, threads and file locations do not)."""
         d = dataclasses.asdict(self)
-        for k in ("seed", "device", "threads", "data_path"):
+        for k in ("seed", "device", "threads", "data_path", "eval_workers"):
             d.pop(k)
         return d
 
@@ -180,7 +181,7 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
 
         def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
             return evaluate(policy, spec.env_id, episodes, cfg.seed + EVAL_SEED_OFFSET,
-                            spec.ref_min_score, spec.ref_max_score, cfg.eval_envs, spec.score)
+                            spec.ref_min_score, spec.ref_max_score, cfg.eval_envs, spec.score, cfg.eval_workers)
 
         ctx = RunContext(seed=cfg.seed, device=device, total_steps=cfg.algo_config.get("steps", 0),
                          evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,

@@ -1,10 +1,10 @@
-"""Training and evaluation throughput on the embedded dataset (one process, one torch thread, no evaluation).
+"""Training throughput on the embedded dataset (one process, one torch thread, no evaluation).
 
     python benchmarks/throughput.py [--steps 50] [--threads 1]
 
 Prints updates/s for BC, the SFT family's fine-tuning step (and trajectory-steps/s: transitions per batch x
-steps/s) at the quick-start batch (32 trajectories) and the paper's (256), and the four d3rlpy baselines; then
-evaluation episodes/s with environments batched (10 at a time) against one at a time.
+steps/s) at the quick-start batch (32 trajectories) and the paper's (256), and the four d3rlpy baselines.
+Evaluation throughput: benchmarks/evaluation.py.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import torch
 
 from bench.algorithms import get_algorithm
 from bench.algorithms.base import RunContext
-from bench.algorithms.bc import BCConfig, train_bc
-from bench.datasets.curation import all_episodes, quality_bins
+from bench.datasets.curation import quality_bins
 from bench.datasets.sources import load_dataset
-from bench.evaluation import evaluate
 from bench.run import resolve_config
 from bench.specs import get_spec
 
@@ -69,17 +67,6 @@ def main() -> None:
         rate, cfg = updates_per_second(algo, {}, args.steps * (4 if algo != "cql" else 1), traj)
         label = f"{algo} (batch {cfg['batch_size']})"
         print(f"{label:<34} {rate:8.1f} updates/s")
-
-    # evaluation of the suite's own policy: a 3 x 256 Gaussian MLP after 500 BC steps (episodes of ~100+ steps)
-    ctx = _Timer(seed=0, device=torch.device("cpu"), total_steps=500, evaluate=None, eval_every=500)
-    ctx.times = []
-    policy = train_bc(traj, all_episodes(traj), BCConfig(steps=500), ctx)
-    for num_envs in (1, 10, 25):
-        t0 = time.perf_counter()
-        res = evaluate(policy, "Hopper-v5", 50, 0, num_envs=num_envs)
-        dt = time.perf_counter() - t0
-        print(f"evaluation, {num_envs:>2} env(s) at a time: {50 / dt:8.1f} episodes/s "
-              f"({sum(res.lengths) / dt:.0f} env steps/s, mean length {np.mean(res.lengths):.0f})")
 
 
 if __name__ == "__main__":

@@ -52,3 +52,11 @@ def test_evaluation_matches_a_plain_gymnasium_loop():
             total += r
             done = term or trunc
         np.testing.assert_allclose(res.returns[k], total, rtol=1e-9)
+
+
+def test_worker_processes_give_the_returns_of_one_process():
+    policy = LinearPolicy(11, 3)
+    one = evaluate(policy, "Hopper-v5", episodes=7, seed=3, ref_min=0.0, ref_max=100.0, num_envs=4)
+    two = evaluate(policy, "Hopper-v5", episodes=7, seed=3, ref_min=0.0, ref_max=100.0, num_envs=4, workers=2)
+    three = evaluate(policy, "Hopper-v5", episodes=7, seed=3, ref_min=0.0, ref_max=100.0, num_envs=4, workers=3)
+    assert one.returns == two.returns == three.returns and one.lengths == two.lengths == three.lengths
