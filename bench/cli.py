@@ -60,6 +60,8 @@ def run(
     algo: Annotated[str, typer.Option(help="Algorithm: bc, bc_10, bc_5, sft, sft_q, iw_sft, iw_sft_q (native); "
                                       "awac, td3_bc, cql, iql (d3rlpy).")],
     seed: Annotated[int, typer.Option(help="Seed for torch, numpy, data order and evaluation.")] = 0,
+    seeds: Annotated[str | None, typer.Option(help="Several seeds instead of --seed: N (0..N-1) or a list (0,3,7); "
+                                              "BC on transitions trains them as one batched model.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a preset field, key=value; repeatable "
                                             "(e.g. --set steps=2000 --set eval_episodes=5).")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option(help="Folder for the run record (and checkpoints while running).")]
@@ -72,19 +74,19 @@ def run(
     """Train ALGO on dataset ENV with SEED, evaluate it, and write a JSON run record under --out."""
     from bench.algorithms import TrainingError
     from bench.datasets.trajectories import DatasetError
-    from bench.run import resolve_config
-    from bench.run import run as run_one
+    from bench.run import resolve_config, run_seeds
 
     try:
         overrides = _parse_sets(set_)
         overrides.update(device=device)
         if data is not None:
             overrides["data_path"] = str(data)
-        cfg = resolve_config(env, algo, seed, overrides)
-        record = run_one(cfg, out, force=force)
+        cfgs = [resolve_config(env, algo, s, overrides) for s in (_parse_seeds(seeds) if seeds else [seed])]
+        records = run_seeds(cfgs, out, force=force)
     except (KeyError, ValueError, DatasetError, TrainingError) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
-    typer.echo(str(Path(out) / record.filename))
+    for record in records:
+        typer.echo(str(Path(out) / record.filename))
 
 
 @app.command()

@@ -142,25 +142,41 @@ def record_path(cfg: RunConfig, out: Path) -> Path:
     return Path(out) / record_filename(cfg.env, cfg.algo, cfg.seed, config_hash(cfg.hashed_part()))
 
 
-def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> RunRecord:
-    """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete)."""
-    chash = config_hash(cfg.hashed_part())
+@dataclass
+class _Started:
+    """One run between its start and its record: what training needs and what the record gets."""
+
+    cfg: RunConfig
+    record: RunRecord
+    ckpt: Path
+    traj: Any
+    algo: Any
+    ctx: RunContext
+    evaluate: Any
+    t_start: float
+
+
+def _existing(cfg: RunConfig, out: Path, force: bool, log) -> RunRecord | None:
+    """The complete record of ``cfg`` if there is one (and --force is not given)."""
     path = record_path(cfg, out)
     if path.exists() and not force:
         existing = read_record(path)
         if existing.status == "complete":
             log(f"{path} is complete; skipping (pass --force to run again)")
             return existing
+    return None
+
+
+def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
+    path = record_path(cfg, out)
     ckpt = Path(out) / "checkpoints" / (path.stem + ".pt")
     if force and ckpt.exists():
         ckpt.unlink()
-
     torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     spec = get_spec(cfg.env)
     record = RunRecord(env=cfg.env, algo=cfg.algo, seed=cfg.seed, config=dataclasses.asdict(cfg),
-                       config_hash=chash)
+                       config_hash=config_hash(cfg.hashed_part()))
     t_start = time.time()
     # A dataset that cannot be loaded is an input error, not a failed run: it leaves no record behind.
     traj = _load_cached(spec, cfg.data_path)
@@ -174,42 +190,111 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
                       "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
                       "paper_comparable": spec.paper_comparable}
     record.timings["load"] = time.time() - t_start
+    save_record(record, out)
+    algo = get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config))
+
+    def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
+        return evaluate(policy, spec.env_id, episodes, cfg.seed + EVAL_SEED_OFFSET,
+                        spec.ref_min_score, spec.ref_max_score, cfg.eval_envs, spec.score, cfg.eval_workers)
+
+    ctx = RunContext(seed=cfg.seed, device=resolve_device(cfg.device), total_steps=cfg.algo_config.get("steps", 0),
+                     evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,
+                     log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"))
+    return _Started(cfg, record, ckpt, traj, algo, ctx, evaluate_policy, t_start)
+
+
+def _complete(run_: _Started, policy, curated, train_seconds: float, log) -> None:
+    cfg, record = run_.cfg, run_.record
+    record.timings["train"] = train_seconds
+    record.curve = run_.ctx.curve
+    record.train_info = {"curation": curated.description, **run_.ctx.info}
+    t0 = time.time()
+    final = run_.evaluate(policy, cfg.final_eval_episodes)
+    record.timings["final_eval"] = time.time() - t0
+    record.final = final.to_dict()
+    record.status = "complete"
+    score = f"{final.normalized_mean:.1f} ± {final.normalized_std:.1f}" if final.normalized_mean is not None \
+        else "n/a"
+    log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] final: return {final.return_mean:.1f} ± "
+        f"{final.return_std:.1f}, normalised score {score} over {cfg.final_eval_episodes} episodes")
+
+
+def _end(run_: _Started, out: Path, error: BaseException | None) -> None:
+    """Write the record (complete, failed or interrupted); a complete run's checkpoint is deleted."""
+    record = run_.record
+    if error is not None:
+        record.status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        record.error = "".join(traceback.format_exception(error))
+    record.timings["total"] = time.time() - run_.t_start
+    save_record(record, out)
+    if record.status == "complete" and run_.ckpt.exists():
+        run_.ckpt.unlink()
+        if not any(run_.ckpt.parent.iterdir()):
+            run_.ckpt.parent.rmdir()
+
+
+def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> RunRecord:
+    """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete)."""
+    if (existing := _existing(cfg, out, force, log)) is not None:
+        return existing
+    run_ = _start(cfg, out, force, log)
+    error = None
     try:
-        save_record(record, out)
-        algo = get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config))
-        device = resolve_device(cfg.device)
-
-        def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
-            return evaluate(policy, spec.env_id, episodes, cfg.seed + EVAL_SEED_OFFSET,
-                            spec.ref_min_score, spec.ref_max_score, cfg.eval_envs, spec.score, cfg.eval_workers)
-
-        ctx = RunContext(seed=cfg.seed, device=device, total_steps=cfg.algo_config.get("steps", 0),
-                         evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,
-                         log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"))
-        curated = algo.curate(traj)
+        curated = run_.algo.curate(run_.traj)
         t0 = time.time()
-        policy = algo.fit(traj, curated, ctx)
-        record.timings["train"] = time.time() - t0
-        record.curve = ctx.curve
-        record.train_info = {"curation": curated.description, **ctx.info}
-        t0 = time.time()
-        final = evaluate_policy(policy, cfg.final_eval_episodes)
-        record.timings["final_eval"] = time.time() - t0
-        record.final = final.to_dict()
-        record.status = "complete"
-        score = f"{final.normalized_mean:.1f} ± {final.normalized_std:.1f}" if final.normalized_mean is not None \
-            else "n/a"
-        log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] final: return {final.return_mean:.1f} ± "
-            f"{final.return_std:.1f}, normalised score {score} over {cfg.final_eval_episodes} episodes")
+        policy = run_.algo.fit(run_.traj, curated, run_.ctx)
+        _complete(run_, policy, curated, time.time() - t0, log)
     except BaseException as e:
-        record.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        record.error = "".join(traceback.format_exception(e))
+        error = e
         raise
     finally:
-        record.timings["total"] = time.time() - t_start
-        save_record(record, out)
-        if record.status == "complete" and ckpt.exists():
-            ckpt.unlink()
-            if not any(ckpt.parent.iterdir()):
-                ckpt.parent.rmdir()
-    return record
+        _end(run_, out, error)
+    return run_.record
+
+
+def batchable(cfg: RunConfig) -> bool:
+    """Whether seeds of ``cfg``'s algorithm can train as one batched model (BC on transitions)."""
+    return get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config)).can_batch_seeds()
+
+
+def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = False,
+              log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> list[RunRecord]:
+    """Several seeds of one (dataset, algorithm, config): one record per seed, as separate :func:`run` calls write.
+
+    When the algorithm supports it and two or more seeds are left, they train as one batched model (K policies with
+    stacked weights, one batched matmul per layer: ``benchmarks/batched_seeds.py``), which gives each seed the
+    policy of its separate run up to float rounding; otherwise they run one after another.
+    """
+    if len({config_hash(c.hashed_part()) for c in cfgs}) > 1 or len({c.seed for c in cfgs}) < len(cfgs):
+        raise ValueError("run_seeds needs configs that differ only in their (distinct) seeds")
+    records = {c.seed: r for c in cfgs if (r := _existing(c, out, force, log)) is not None}
+    pending = [c for c in cfgs if c.seed not in records]
+    if len(pending) < 2 or not batchable(pending[0]):
+        records.update({c.seed: run(c, out, force, log) for c in pending})
+        return [records[c.seed] for c in cfgs]
+    runs = [_start(c, out, force, log) for c in pending]
+    stem = record_path(pending[0], out).stem.replace(f"__seed{pending[0].seed}__", "__")
+    group_ckpt = Path(out) / "checkpoints" / f"{stem}__seeds{'-'.join(str(c.seed) for c in pending)}.pt"
+    error = None
+    try:
+        first = runs[0]
+        curated = first.algo.curate(first.traj)
+        t0 = time.time()
+        policies = first.algo.fit_seeds(first.traj, curated, [r.ctx for r in runs], group_ckpt)
+        seconds = (time.time() - t0) / len(runs)  # the batched training time, shared
+        for r, policy in zip(runs, policies, strict=True):
+            _complete(r, policy, curated, seconds, log)
+            r.record.train_info["batched_seeds"] = [c.seed for c in pending]
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        for r in runs:
+            _end(r, out, error if r.record.status != "complete" else None)
+        if error is None and group_ckpt.exists():
+            group_ckpt.unlink()
+            if not any(group_ckpt.parent.iterdir()):
+                group_ckpt.parent.rmdir()
+    records.update({r.cfg.seed: r.record for r in runs})
+    return [records[c.seed] for c in cfgs]

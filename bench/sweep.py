@@ -3,7 +3,8 @@
 Every run writes its own record atomically, named by (dataset, algorithm, seed, config hash), so a sweep started
 again skips complete records, resumes runs that left a checkpoint, and runs the rest. A failed run records its
 error and does not stop the others; the summary lists done, skipped and failed runs, and the exit code says
-whether all succeeded. Workers use one torch thread each (one process per core is fastest here). The BC reference
+whether all succeeded. Workers use one torch thread each (one process per core is fastest here). Seeds of a BC cell
+run as one job that trains them as one batched model (``plan_jobs``). The BC reference
 policy a dataset and seed need is trained once: the first run that needs it takes a file lock, the others wait and
 load it from the cache.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.results.store import read_record
+from bench.results.store import config_hash, read_record
 from bench.run import RunConfig, algorithm_field_names, record_path, resolve_config, run_field_names
 
 EXECUTORS = ("local", "ray")
@@ -61,20 +62,42 @@ def is_complete(cfg: RunConfig, out: Path) -> bool:
         return False
 
 
-def execute(cfg_dict: dict, out: str) -> dict:
-    """Run one config in this process; never raises (the error goes to the record and the summary)."""
-    from bench.run import run
+def plan_jobs(configs: list[RunConfig], workers: int) -> list[list[RunConfig]]:
+    """Jobs for the workers: the seeds of a batchable cell (same dataset, algorithm and config) form one job that
+    trains them as one batched model; other runs are one job each. While there are fewer jobs than workers, the
+    largest group is split in two so no core idles."""
+    from bench.run import batchable
 
-    cfg = RunConfig(**cfg_dict)
-    label = f"{cfg.env} {cfg.algo} seed {cfg.seed}"
+    groups: dict[tuple, list[RunConfig]] = {}
+    singles: list[list[RunConfig]] = []
+    for cfg in configs:
+        if batchable(cfg):
+            groups.setdefault((cfg.env, cfg.algo, config_hash(cfg.hashed_part())), []).append(cfg)
+        else:
+            singles.append([cfg])
+    jobs = list(groups.values()) + singles
+    while len(jobs) < workers and (largest := max(jobs, key=len, default=[])) and len(largest) > 1:
+        jobs.remove(largest)
+        jobs += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
+    return jobs
+
+
+def execute(cfg_dicts: list[dict], out: str) -> list[dict]:
+    """Run one job (one config, or seeds of one cell batched) in this process; never raises (errors go to the
+    records and the summary)."""
+    from bench.run import run_seeds
+
+    cfgs = [RunConfig(**c) for c in cfg_dicts]
+    labels = [f"{c.env} {c.algo} seed {c.seed}" for c in cfgs]
     t0 = time.time()
     try:
-        record = run(cfg, Path(out))
-        return {"label": label, "status": record.status, "seconds": time.time() - t0,
-                "score": record.final.get("normalized_mean")}
+        records = run_seeds(cfgs, Path(out))
+        seconds = (time.time() - t0) / len(cfgs)
+        return [{"label": label, "status": r.status, "seconds": seconds, "score": r.final.get("normalized_mean")}
+                for label, r in zip(labels, records, strict=True)]
     except BaseException as e:  # noqa: BLE001 - a sweep outlives any one run
-        return {"label": label, "status": "failed", "seconds": time.time() - t0,
-                "error": f"{type(e).__name__}: {e}"}
+        return [{"label": label, "status": "failed", "seconds": time.time() - t0,
+                 "error": f"{type(e).__name__}: {e}"} for label in labels]
 
 
 @dataclass
@@ -125,26 +148,30 @@ def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", work
     progress = _Progress(len(todo), log)
     workers = workers or os.cpu_count() or 1
     runner = _run_local if executor == "local" else _run_ray
-    for result in runner([dataclasses.asdict(c) for c in todo], str(out), workers, ray_address, gpus_per_run):
-        progress.tick(result)
-        (summary.done if result["status"] == "complete" else summary.failed).append(result)
+    jobs = [[dataclasses.asdict(c) for c in job] for job in plan_jobs(todo, workers)]
+    if len(jobs) < len(todo):
+        log(f"[sweep] {len(todo)} runs as {len(jobs)} jobs (seeds of BC cells trained as one batched model)")
+    for results in runner(jobs, str(out), workers, ray_address, gpus_per_run):
+        for result in results:
+            progress.tick(result)
+            (summary.done if result["status"] == "complete" else summary.failed).append(result)
     return summary
 
 
-def _run_local(cfgs: list[dict], out: str, workers: int, _address, _gpus):
-    if not cfgs:
+def _run_local(jobs: list[list[dict]], out: str, workers: int, _address, _gpus):
+    if not jobs:
         return
     # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork
-    with ProcessPoolExecutor(max_workers=min(workers, len(cfgs)), mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(execute, c, out) for c in cfgs}
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        pending = {pool.submit(execute, job, out) for job in jobs}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
                 yield f.result()
 
 
-def _run_ray(cfgs: list[dict], out: str, workers: int, address: str | None, gpus: float):
-    if not cfgs:
+def _run_ray(jobs: list[list[dict]], out: str, workers: int, address: str | None, gpus: float):
+    if not jobs:
         return
     try:
         import ray
@@ -156,7 +183,7 @@ def _run_ray(cfgs: list[dict], out: str, workers: int, address: str | None, gpus
         ray.init(log_to_driver=True, **kwargs)
     remote = ray.remote(num_cpus=1, num_gpus=gpus)(execute)
     try:
-        pending = [remote.remote(c, out) for c in cfgs]
+        pending = [remote.remote(job, out) for job in jobs]
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)
             for ref in finished:

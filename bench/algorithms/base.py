@@ -98,3 +98,12 @@ class Algorithm(ABC):
 
     @abstractmethod
     def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> Policy: ...
+
+    def can_batch_seeds(self) -> bool:
+        """Whether :meth:`fit_seeds` trains several seeds as one batched model."""
+        return False
+
+    def fit_seeds(self, trajectories: Trajectories, curated: Curated, ctxs: list[RunContext],
+                  checkpoint_path: Path | None = None) -> list[Policy]:
+        """One policy per context (seed), trained together; the same policies as :meth:`fit` per seed."""
+        raise NotImplementedError(f"{self.name} trains one seed at a time")

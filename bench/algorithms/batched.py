@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from bench.algorithms.base import RunContext
 from bench.algorithms.bc import BCConfig
 from bench.algorithms.policy import LOG_STD_MAX, LOG_STD_MIN, GaussianMLPPolicy
+from bench.datasets.curation import Curated
 from bench.datasets.trajectories import Trajectories
 
 
@@ -60,26 +64,68 @@ class StackedGaussianMLP(nn.Module):
         return policy.eval()
 
 
-def train_bc_seeds(trajectories: Trajectories, cfg: BCConfig, seeds: Sequence[int],
-                   device: str = "cpu") -> list[GaussianMLPPolicy]:
-    """BC on all transitions for every seed at once; the same policies as ``train_bc`` per seed (transitions)."""
+def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctxs: Sequence[RunContext],
+                   checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
+    """BC on the curated transitions for every context's seed at once: the policies ``train_bc`` gives each seed.
+
+    Each context gets its own progress, evaluations and learning curve (``ctx.step``) as in a separate run; the
+    group checkpoints as one file (stacked weights, Adam state, every seed's generator and curve) at the
+    evaluation steps and resumes from it.
+    """
     if cfg.batch_unit != "transitions":
         raise ValueError("batched seeds support batch_unit='transitions' only")
+    device = ctxs[0].device
     policies = []
-    for seed in seeds:
-        torch.manual_seed(seed)  # the same initialisation a separate run of this seed gets
+    for ctx in ctxs:
+        torch.manual_seed(ctx.seed)  # the same initialisation a separate run of this seed gets
         policies.append(GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers))
     stacked = StackedGaussianMLP(policies).to(device)
-    optim = torch.optim.Adam(stacked.parameters(), lr=cfg.learning_rate)
-    gens = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+    optim = torch.optim.Adam(stacked.parameters(), lr=cfg.learning_rate, foreach=True)
+    gens = [torch.Generator(device="cpu").manual_seed(ctx.seed) for ctx in ctxs]
     obs = torch.as_tensor(trajectories.observations, device=device)
     act = torch.as_tensor(trajectories.actions, device=device)
-    n = trajectories.num_transitions
-    for _ in range(cfg.steps):
-        rows = torch.stack([torch.randint(n, (cfg.batch_size,), generator=g) for g in gens]).to(device)
-        loss = -stacked.log_prob(obs[rows], act[rows]).mean(dim=1).sum()  # sum of per-seed mean losses
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-    return [stacked.unstack(k, policies[0]) for k in range(len(seeds))]
+    idx, weights = curated.transition_indices(trajectories)
+    idx = torch.as_tensor(idx, device=device)
+    probs = torch.as_tensor(weights / weights.sum())
+    uniform = bool((weights == weights[0]).all())
 
+    start = 0
+    for ctx in ctxs:
+        ctx.checkpoint_path = None  # the group checkpoints as a whole
+        ctx.resume()
+    if checkpoint_path is not None and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        stacked.load_state_dict(state["stacked"])
+        optim.load_state_dict(state["optim"])
+        start = state["step"]
+        for ctx, gen, gen_state, curve in zip(ctxs, gens, state["generators"], state["curves"], strict=True):
+            gen.set_state(gen_state)
+            ctx.curve, ctx._first_step = curve, start
+        ctxs[0].log(f"resumed {len(ctxs)} batched seeds from {checkpoint_path} at step {start}")
+
+    stacked.train()
+    for step in range(start + 1, cfg.steps + 1):
+        picks = [torch.randint(len(idx), (cfg.batch_size,), generator=g) if uniform
+                 else torch.multinomial(probs, cfg.batch_size, replacement=True, generator=g) for g in gens]
+        rows = idx[torch.stack(picks).to(device)]
+        per_seed = -stacked.log_prob(obs[rows], act[rows]).mean(dim=1)
+        optim.zero_grad(set_to_none=True)
+        per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
+        optim.step()
+        losses = per_seed.detach().tolist()
+        due = step % ctxs[0].eval_every == 0 or step == cfg.steps
+        for k, ctx in enumerate(ctxs):
+            # a real policy only when an evaluation is due; otherwise ctx.step just checks the loss
+            ctx.step(step, stacked.unstack(k, policies[0]) if due else None, losses[k], dict)
+        if due and checkpoint_path is not None and step != cfg.steps:
+            _save_group(checkpoint_path, {"stacked": stacked.state_dict(), "optim": optim.state_dict(), "step": step,
+                                          "generators": [g.get_state() for g in gens],
+                                          "curves": [ctx.curve for ctx in ctxs]})
+    return [stacked.unstack(k, policies[0]) for k in range(len(ctxs))]
+
+
+def _save_group(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

@@ -11,6 +11,7 @@ policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -99,6 +100,15 @@ class BC(Algorithm):
 
     def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> GaussianMLPPolicy:
         return train_bc(trajectories, curated, self.config, ctx)
+
+    def can_batch_seeds(self) -> bool:
+        return self.config.batch_unit == "transitions"
+
+    def fit_seeds(self, trajectories: Trajectories, curated: Curated, ctxs: list[RunContext],
+                  checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
+        from bench.algorithms.batched import train_bc_seeds
+
+        return train_bc_seeds(trajectories, curated, self.config, ctxs, checkpoint_path)
 
 
 class BC10(BC):
