@@ -1,7 +1,8 @@
 """`bench llm eval`: AIME 2024, MATH500 and GPQA Diamond with greedy decoding (REFERENCE §5).
 
 Each task loads from a local file/folder (``--data task=PATH``) or its Hugging Face id. Prompts are the model's chat
-template with the question as the user turn. Generation is greedy, by Transformers (always available) or vLLM (when
+template with the question as the user turn (our wording, in the constants below: math questions end with the
+request to box the final answer; GPQA questions start with the request to end with "Answer: LETTER"). Generation is greedy, by Transformers (always available) or vLLM (when
 installed). With ``--thinking-budget`` the s1 budget forcing applies: the model thinks after "<|im_start|>think"
 until it stops or the budget is spent; "Wait" is appended ``--num-waits`` times to make it think on; then
 "<|im_start|>answer" is appended and the answer generated. Answers are extracted and graded by
