@@ -161,6 +161,38 @@ def test_step_zero_weights_are_one_and_the_loss_and_gradient_equal_sft(tiny):
         assert torch.allclose(grads[objective][1], grads["sft"][1], atol=1e-5)
 
 
+def test_gradient_checkpointing_changes_neither_loss_nor_gradient(tiny):
+    examples, meta = load_prepared(tiny["prepared"])
+    batch = collate(examples[:2], meta["pad_token_id"])
+    results = []
+    for checkpointing in (False, True):
+        model = _model(tiny)
+        if checkpointing:
+            model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        loss = -model(**batch).mean()
+        loss.backward()
+        results.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-6)
+
+
+def test_reference_pass_split_over_two_processes_equals_one(tiny, tmp_path):
+    from bench.llm.reference import load_ref_logps
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534", "-m",
+           "bench", "llm", "ref-logps", "--model", str(tiny["model"]), "--data", str(tiny["prepared"]), "--out",
+           str(tmp_path / "ref2"), "--dtype", "float32"]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "ref2").glob("shard-*-of-002.pt"))) == 2
+    examples, _ = load_prepared(tiny["prepared"])
+    one, two = load_ref_logps(tiny["ref"], examples), load_ref_logps(tmp_path / "ref2", examples)
+    for e in examples:
+        assert torch.allclose(one[e["id"]], two[e["id"]], atol=1e-6)
+
+
 def test_reference_log_probs_are_checked_against_the_prepared_tokens(tiny, tmp_path):
     from bench.llm.reference import load_ref_logps
 
