@@ -35,11 +35,13 @@ class LLMDataError(ValueError):
     """A dataset or prepared folder that cannot be used; the message names the fix."""
 
 
-def read_table(source: str | Path, allow: tuple[str, ...] = ("*.parquet", "*.jsonl", "*.json", "*.csv")) -> list[dict]:
-    """Rows of a local table (jsonl/json/parquet/csv file, or a folder of them) or of a Hugging Face dataset id."""
+def read_table(source: str | Path, allow: tuple[str, ...] = ("*.parquet", "*.jsonl", "*.json", "*.csv"),
+               flag: str = "--source PATH") -> list[dict]:
+    """Rows of a local table (jsonl/json/parquet/csv file, or a folder of them) or of a Hugging Face dataset id;
+    ``flag`` is how the user passes a local file instead (named in the error when the download fails)."""
     path = Path(source)
     if not path.exists():
-        path = _download_dataset(str(source), allow)
+        path = _download_dataset(str(source), allow, flag)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TABLE_SUFFIXES)
     if not files:
         raise LLMDataError(f"no .jsonl/.json/.parquet/.csv file in {path}")
@@ -59,7 +61,7 @@ def read_table(source: str | Path, allow: tuple[str, ...] = ("*.parquet", "*.jso
     return rows
 
 
-def _download_dataset(repo_id: str, allow: tuple[str, ...]) -> Path:
+def _download_dataset(repo_id: str, allow: tuple[str, ...], flag: str) -> Path:
     if "/" not in repo_id:
         raise LLMDataError(f"{repo_id!r} is neither a file nor a folder nor a Hugging Face dataset id (owner/name)")
     try:
@@ -68,8 +70,8 @@ def _download_dataset(repo_id: str, allow: tuple[str, ...]) -> Path:
         return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=list(allow)))
     except Exception as e:  # offline, gated, missing: all end in the same advice
         raise LLMDataError(f"could not fetch the Hugging Face dataset {repo_id} ({type(e).__name__}: {e}); download "
-                           "it on a machine with network access (and accepted terms, for gated sets) and pass the "
-                           "local file or folder instead") from e
+                           f"it on a machine with network access (and accepted terms, for gated sets) and pass the "
+                           f"local file or folder with {flag}") from e
 
 
 def s1_messages(row: dict, traces: str) -> tuple[dict, dict]:

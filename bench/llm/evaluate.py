@@ -2,12 +2,12 @@
 
 Each task loads from a local file/folder (``--data task=PATH``) or its Hugging Face id. Prompts are the model's chat
 template with the question as the user turn (our wording, in the constants below: math questions end with the
-request to box the final answer; GPQA questions start with the request to end with "Answer: LETTER"). Generation is greedy, by Transformers (always available) or vLLM (when
-installed). With ``--thinking-budget`` the s1 budget forcing applies: the model thinks after "<|im_start|>think"
-until it stops or the budget is spent; "Wait" is appended ``--num-waits`` times to make it think on; then
-"<|im_start|>answer" is appended and the answer generated. Answers are extracted and graded by
-:mod:`bench.llm.answers`. GPQA options are shuffled by a permutation derived from the question's id and ``--seed``
-(the same on every run), and an answer naming no single letter is wrong.
+request to box the final answer; GPQA questions start with the request to end with "Answer: LETTER"). Generation is
+greedy, by Transformers (always available) or vLLM (when installed). With ``--thinking-budget`` the s1 budget
+forcing applies: the model thinks after "<|im_start|>think" until it stops or the budget is spent; "Wait" is
+appended ``--num-waits`` times to make it think on; then "<|im_start|>answer" is appended and the answer generated.
+Answers are extracted and graded by :mod:`bench.llm.answers`. GPQA options are shuffled by a permutation derived
+from the question's id and ``--seed`` (the same on every run), and an answer naming no single letter is wrong.
 
 Output per task: ``TASK.jsonl`` (one line per item: id, gold, extracted answer, correct, generated tokens, text) and
 ``TASK.llmeval.json``, a record `bench report` tabulates in the paper's Table 1 layout.
@@ -93,7 +93,7 @@ def load_task(name: str, source: str | None = None, seed: int = 0, limit: int | 
     if name not in TASKS:
         raise LLMDataError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
     spec = TASKS[name]
-    return spec.parse(read_table(source or spec.hf_id, spec.files), seed)[:limit]
+    return spec.parse(read_table(source or spec.hf_id, spec.files, f"--data {name}=PATH"), seed)[:limit]
 
 
 def grade(item: EvalItem, completion: str) -> tuple[str | None, bool]:
