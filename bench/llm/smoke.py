@@ -119,7 +119,7 @@ def smoke(out: Path, steps: int = 20, objective: str = "iw_sft", seed: int = 0, 
     timings["ref_logps"] = time.perf_counter() - t0 - sum(timings.values())
     cfg = LLMTrainConfig(model=str(paths["model"]), data=str(out / "prepared"), ref_logps=str(out / "ref-logps"),
                          out=str(out / "train"), objective=objective, epochs=-(-steps * 4 // stats.examples),
-                         max_steps=steps, learning_rate=3e-3, warmup_ratio=0.1, global_batch_size=4,
+                         max_steps=steps, learning_rate=1e-3, warmup_ratio=0.1, global_batch_size=4,
                          mixed_precision="no", gradient_checkpointing=False, save_every=10, seed=seed, log_every=5,
                          save_model_each_epoch=False)
     train(cfg)
