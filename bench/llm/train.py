@@ -146,6 +146,12 @@ def train(cfg: LLMTrainConfig) -> dict:
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = TokenLogProbs(lm, cfg.chunk_size)
+    if getattr(accelerator.state, "deepspeed_plugin", None) is not None:
+        # ZeRO-3 gathers a module's own parameters for its forward; the output head's weight is used by the
+        # wrapper's chunked log-probs, so it is registered as the wrapper's external parameter.
+        from deepspeed.zero import register_external_parameter
+
+        register_external_parameter(model, lm.get_output_embeddings().weight)
     optimizer = _adamw(accelerator, model, cfg, accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
     # The scheduler stays unprepared: accelerate would step it once per process, not once per optimisation step.
