@@ -190,8 +190,8 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
                       "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
                       "paper_comparable": spec.paper_comparable}
     record.timings["load"] = time.time() - t_start
+    algo = get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config))  # a bad config: no record
     save_record(record, out)
-    algo = get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config))
 
     def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
         return evaluate(policy, spec.env_id, episodes, cfg.seed + EVAL_SEED_OFFSET,

@@ -74,12 +74,13 @@ def load_ref_logps(folder: Path, examples: list[dict]) -> dict[str, torch.Tensor
     shards = sorted(folder.glob("shard-*.pt"))
     if not shards:
         raise LLMDataError(f"no reference log-probs in {folder}; run `bench llm ref-logps --out {folder}` first")
+    wanted = {e["id"]: e["token_hash"] for e in examples}
     merged: dict[str, dict] = {}
-    for s in shards:
-        merged.update(torch.load(s, weights_only=True))
+    for s in shards:  # shards of earlier passes (other process counts, other data) may hold stale entries
+        merged.update({k: v for k, v in torch.load(s, weights_only=True).items()
+                       if wanted.get(k) == v["token_hash"]})
     stale = [e["id"] for e in examples
-             if merged.get(e["id"], {}).get("token_hash") != e["token_hash"]
-             or len(merged[e["id"]]["logps"]) != len(e["input_ids"]) - e["prompt_len"]]
+             if e["id"] not in merged or len(merged[e["id"]]["logps"]) != len(e["input_ids"]) - e["prompt_len"]]
     if stale:
         raise LLMDataError(f"{len(stale)} prepared example(s) (first {stale[0]}) have no matching reference log-probs "
                            f"in {folder}; run `bench llm ref-logps` again on the same prepared data")
