@@ -20,7 +20,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,13 @@ import torch
 from bench.algorithms.weights import warmup_cosine
 from bench.llm.data import LLMDataError, load_prepared
 from bench.llm.logprobs import TokenLogProbs, collate
-from bench.llm.objectives import OBJECTIVES, clipped_log_ratio_sums, effective_sample_size, objective_weights
+from bench.llm.objectives import (
+    OBJECTIVES,
+    clipped_log_ratio_sums,
+    effective_sample_size,
+    objective_weights,
+    weighted_nll_sum,
+)
 from bench.llm.reference import DTYPES, distributed_state, load_causal_lm, load_ref_logps
 from bench.results.store import package_versions
 
@@ -62,7 +68,6 @@ class LLMTrainConfig:
     max_steps: int = 0  # stop after this many steps (0 = all epochs)
     seed: int = 0
     log_every: int = 1
-    extra: dict = field(default_factory=dict)  # free-form notes kept in the run's config.json
 
 
 def global_batches(n_examples: int, global_batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -192,7 +197,7 @@ def train(cfg: LLMTrainConfig) -> dict:
                 w_tok, w_rep = objective_weights(cfg.objective, logp, logp_ref, lengths, lagged,
                                                  max_weight=cfg.max_weight, alpha=cfg.alpha,
                                                  ratio_min=cfg.ratio_clip[0], ratio_max=cfg.ratio_clip[1])
-                nll = -(w_tok * logp).sum()
+                nll = weighted_nll_sum(logp, w_tok)
                 # accelerate divides by the accumulation steps and DDP averages over processes: undo both so the
                 # gradient is that of the global-batch token mean.
                 accelerator.backward(nll * (world * accum / batch_tokens))
