@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from bench.algorithms.weights import segment_sum
+
 OBJECTIVES = ("sft", "iw_sft", "iw_sft_paper", "iw_sft_token")
 
 
@@ -32,8 +34,7 @@ def segment_ids(lengths: torch.Tensor) -> torch.Tensor:
 
 def segment_sums(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Per-example sums of packed values."""
-    out = torch.zeros(len(lengths), dtype=values.dtype, device=values.device)
-    return out.index_add_(0, segment_ids(lengths), values)
+    return segment_sum(values, segment_ids(lengths), len(lengths))
 
 
 def sequence_weights(logp_theta: torch.Tensor, logp_ref: torch.Tensor, lengths: torch.Tensor,
