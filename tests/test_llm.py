@@ -193,6 +193,28 @@ def test_reference_pass_split_over_two_processes_equals_one(tiny, tmp_path):
         assert torch.allclose(one[e["id"]], two[e["id"]], atol=1e-6)
 
 
+def test_a_killed_reference_pass_resumes_where_it_stopped(tiny, tmp_path, monkeypatch):
+    from bench.llm.reference import compute_ref_logps, load_ref_logps
+
+    forward, calls = TokenLogProbs.forward, []
+
+    def dies_on_the_fifth(self, **batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return forward(self, **batch)
+
+    monkeypatch.setattr(TokenLogProbs, "forward", dies_on_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        compute_ref_logps(str(tiny["model"]), tiny["prepared"], tmp_path / "ref", dtype="float32", flush_every=2)
+    monkeypatch.setattr(TokenLogProbs, "forward", forward)
+    assert len(torch.load(next((tmp_path / "ref").glob("shard-*.pt")), weights_only=True)) == 4
+    assert compute_ref_logps(str(tiny["model"]), tiny["prepared"], tmp_path / "ref", dtype="float32") == 16 - 4
+    examples, _ = load_prepared(tiny["prepared"])
+    resumed, full = load_ref_logps(tmp_path / "ref", examples), load_ref_logps(tiny["ref"], examples)
+    assert all(torch.equal(resumed[e["id"]], full[e["id"]]) for e in examples)
+
+
 def test_reference_log_probs_are_checked_against_the_prepared_tokens(tiny, tmp_path):
     from bench.llm.reference import load_ref_logps
 
