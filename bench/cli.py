@@ -71,7 +71,7 @@ def run(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
     force: Annotated[bool, typer.Option(help="Run again even if a complete record exists.")] = False,
 ) -> None:
-    """Train ALGO on dataset ENV with SEED, evaluate it, and write a JSON run record under --out."""
+    """Train ALGO on dataset ENV with SEED (or each of --seeds), evaluate, and write JSON run records under --out."""
     from bench.algorithms import TrainingError
     from bench.datasets.trajectories import DatasetError
     from bench.run import resolve_config, run_seeds
