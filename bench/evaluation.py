@@ -189,11 +189,13 @@ def evaluate(policy: Policy, env: str, episodes: int, seed: int, ref_min: float 
     stepped in ``workers`` processes (this one included; the results do not depend on ``workers``)."""
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
-    space = make_env(env).action_space
+    n = min(num_envs, episodes)
+    pool = _EnvPool(env, n, workers)
+    space = pool.local.envs[0].action_space
     if not (np.all(space.low == -1) and np.all(space.high == 1)):
+        pool.close()
         raise ValueError(f"{env_label(env)} has actions in [{space.low}, {space.high}]; the suite's policies act in "
                          "[-1, 1] and need an environment with that action range")
-    n = min(num_envs, episodes)
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     success = np.zeros(episodes, dtype=bool)
@@ -202,7 +204,6 @@ def evaluate(policy: Policy, env: str, episodes: int, seed: int, ref_min: float 
     slot_episode = np.full(n, -1)  # which episode each env runs; -1 = idle
     asked = [0] * n
     next_episode = 0
-    pool = _EnvPool(env, n, workers)
 
     def start(slots: list[int]) -> None:
         nonlocal next_episode

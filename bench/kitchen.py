@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.run import RunConfig, algorithm_field_names, resolve_config, run_field_names
+from bench.run import RunConfig, overrides_for, resolve_config
 
 
 @dataclass
@@ -33,9 +33,8 @@ def kitchen_configs(cfg: KitchenConfig, overrides: dict | None = None) -> list[R
     overrides = overrides or {}
     configs = []
     for env, algo in plan:
-        fields = algorithm_field_names(algo) | run_field_names()
         for seed in cfg.seeds:
-            cfg_run = resolve_config(env, algo, seed, {k: v for k, v in overrides.items() if k in fields})
+            cfg_run = resolve_config(env, algo, seed, overrides_for(algo, overrides))
             if "reference_dataset" in cfg_run.algo_config and cfg_run.algo_config["reference_dataset"] is None:
                 cfg_run.algo_config["reference_dataset"] = cfg.pretrain_dataset
             configs.append(cfg_run)

@@ -20,7 +20,7 @@ import yaml
 
 from bench.algorithms import RunContext, get_algorithm
 from bench.configs import load_preset
-from bench.datasets.sources import load_dataset
+from bench.datasets.sources import load_dataset_cached
 from bench.evaluation import env_label, evaluate
 from bench.results.store import RunRecord, config_hash, read_record, record_filename, save_record
 from bench.specs import get_spec
@@ -63,6 +63,12 @@ def run_field_names() -> set[str]:
 
 def algorithm_field_names(algo: str) -> set[str]:
     return {f.name for f in dataclasses.fields(get_algorithm(algo).Config)}
+
+
+def overrides_for(algo: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that name a field of ``algo``'s config or of the run: a grid applies each where it fits."""
+    fields = algorithm_field_names(algo) | run_field_names()
+    return {k: v for k, v in overrides.items() if k in fields}
 
 
 def parse_value(text: str) -> Any:
@@ -111,19 +117,6 @@ def resolve_config(env: str, algo: str, seed: int = 0, overrides: dict[str, Any]
         run_fields[key] = _coerce(key, run_fields[key], _RUN_FIELDS[key].default)
     resolved = dataclasses.asdict(algo_cls.Config(**algo_fields))
     return RunConfig(env=env, algo=algo, seed=seed, algo_config=resolved, **run_fields)
-
-
-_DATASETS: dict[tuple[str, str | None], Any] = {}
-
-
-def _load_cached(spec, data_path: str | None):
-    """Load a dataset once per process: a sweep worker runs many configs on the same data."""
-    key = (spec.name, data_path)
-    if key not in _DATASETS:
-        if len(_DATASETS) >= 2:  # bound memory: keep the two most recent datasets
-            _DATASETS.pop(next(iter(_DATASETS)))
-        _DATASETS[key] = load_dataset(spec, Path(data_path) if data_path else None)
-    return _DATASETS[key]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -179,7 +172,7 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
                        config_hash=config_hash(cfg.hashed_part()))
     t_start = time.time()
     # A dataset that cannot be loaded is an input error, not a failed run: it leaves no record behind.
-    traj = _load_cached(spec, cfg.data_path)
+    traj = load_dataset_cached(spec, cfg.data_path)
     spec = spec.with_dataset_metadata(traj.metadata)
     if spec.env_id is None:
         raise ValueError(f"dataset {cfg.env} names no evaluation environment; it cannot be evaluated")
@@ -238,6 +231,10 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
     """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete)."""
     if (existing := _existing(cfg, out, force, log)) is not None:
         return existing
+    return _run_one(cfg, out, force, log)
+
+
+def _run_one(cfg: RunConfig, out: Path, force: bool, log) -> RunRecord:
     run_ = _start(cfg, out, force, log)
     error = None
     try:
@@ -271,7 +268,7 @@ def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = 
     records = {c.seed: r for c in cfgs if (r := _existing(c, out, force, log)) is not None}
     pending = [c for c in cfgs if c.seed not in records]
     if len(pending) < 2 or not batchable(pending[0]):
-        records.update({c.seed: run(c, out, force, log) for c in pending})
+        records.update({c.seed: _run_one(c, out, force, log) for c in pending})
         return [records[c.seed] for c in cfgs]
     runs = [_start(c, out, force, log) for c in pending]
     stem = record_path(pending[0], out).stem.replace(f"__seed{pending[0].seed}__", "__")

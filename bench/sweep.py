@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from bench.results.store import config_hash, read_record
-from bench.run import RunConfig, algorithm_field_names, record_path, resolve_config, run_field_names
+from bench.run import RunConfig, overrides_for, record_path, resolve_config
 
 EXECUTORS = ("local", "ray")
 
@@ -46,11 +46,11 @@ class Grid:
 
     def expand(self) -> list[RunConfig]:
         """One RunConfig per (env, algo, seed); an override applies to the runs whose algorithm has that field."""
-        fields = {algo: algorithm_field_names(algo) | run_field_names() for algo in self.algos}
-        unknown = [k for k in self.overrides if not any(k in f for f in fields.values())]
+        applied = {algo: overrides_for(algo, self.overrides) for algo in self.algos}
+        unknown = [k for k in self.overrides if not any(k in a for a in applied.values())]
         if unknown:
             raise KeyError(f"--set {', '.join(unknown)}: not a field of any of {', '.join(self.algos)} nor of the run")
-        return [resolve_config(env, algo, seed, {k: v for k, v in self.overrides.items() if k in fields[algo]})
+        return [resolve_config(env, algo, seed, applied[algo])
                 for env in self.envs for algo in self.algos for seed in self.seeds]
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bench.algorithms.base import RunContext
-from bench.algorithms.bc import BCConfig
+from bench.algorithms.bc import BCConfig, transition_sampler
 from bench.algorithms.policy import LOG_STD_MAX, LOG_STD_MIN, GaussianMLPPolicy
 from bench.datasets.curation import Curated
 from bench.datasets.trajectories import Trajectories
@@ -84,10 +84,7 @@ def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, 
     gens = [torch.Generator(device="cpu").manual_seed(ctx.seed) for ctx in ctxs]
     obs = torch.as_tensor(trajectories.observations, device=device)
     act = torch.as_tensor(trajectories.actions, device=device)
-    idx, weights = curated.transition_indices(trajectories)
-    idx = torch.as_tensor(idx, device=device)
-    probs = torch.as_tensor(weights / weights.sum())
-    uniform = bool((weights == weights[0]).all())
+    sample = transition_sampler(trajectories, curated, device)
 
     start = 0
     for ctx in ctxs:
@@ -105,9 +102,7 @@ def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, 
 
     stacked.train()
     for step in range(start + 1, cfg.steps + 1):
-        picks = [torch.randint(len(idx), (cfg.batch_size,), generator=g) if uniform
-                 else torch.multinomial(probs, cfg.batch_size, replacement=True, generator=g) for g in gens]
-        rows = idx[torch.stack(picks).to(device)]
+        rows = torch.stack([sample(cfg.batch_size, g) for g in gens])
         per_seed = -stacked.log_prob(obs[rows], act[rows]).mean(dim=1)
         optim.zero_grad(set_to_none=True)
         per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient

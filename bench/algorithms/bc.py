@@ -10,6 +10,7 @@ policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,18 @@ class BC5Config(BCConfig):
     top_percentile: float = 95.0  # the top 5% (the paper's kitchen baseline "BC (5%)")
 
 
+def transition_sampler(trajectories: Trajectories, curated: Curated,
+                       device: torch.device | str) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """``sample(n, generator)`` -> n transition rows drawn with the curated multiplicities (uniform draws when all
+    are equal, which is cheaper); BC and the batched-seed BC share it so both draw the same rows for a seed."""
+    idx, weights = curated.transition_indices(trajectories)
+    idx = torch.as_tensor(idx, device=device)
+    if (weights == weights[0]).all():
+        return lambda n, gen: idx[torch.randint(len(idx), (n,), generator=gen).to(device)]
+    probs = torch.as_tensor(weights / weights.sum())
+    return lambda n, gen: idx[torch.multinomial(probs, n, replacement=True, generator=gen).to(device)]
+
+
 def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: RunContext) -> GaussianMLPPolicy:
     """Maximum likelihood on the curated episodes from a fresh policy; resumable through ``ctx``."""
     if cfg.batch_unit not in ("transitions", "trajectories"):
@@ -53,12 +66,10 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
     obs = torch.as_tensor(trajectories.observations, device=ctx.device)
     act = torch.as_tensor(trajectories.actions, device=ctx.device)
-    table = EpisodeTable.from_curated(trajectories, curated, ctx.device)
     if cfg.batch_unit == "transitions":
-        idx, weights = curated.transition_indices(trajectories)
-        idx = torch.as_tensor(idx, device=ctx.device)
-        probs = torch.as_tensor(weights / weights.sum())
-        uniform = bool((weights == weights[0]).all())
+        sample = transition_sampler(trajectories, curated, ctx.device)
+    else:
+        table = EpisodeTable.from_curated(trajectories, curated, ctx.device)
 
     start = 0
     if (state := ctx.resume()) is not None:
@@ -73,11 +84,7 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
     policy.train()
     for step in range(start + 1, cfg.steps + 1):
         if cfg.batch_unit == "transitions":
-            if uniform:
-                pick = torch.randint(len(idx), (cfg.batch_size,), generator=gen)
-            else:
-                pick = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=gen)
-            rows = idx[pick.to(ctx.device)]
+            rows = sample(cfg.batch_size, gen)
             loss = -policy.log_prob(obs[rows], act[rows]).mean()
         else:
             rows, seg, lengths = table.sample(cfg.batch_size, gen)

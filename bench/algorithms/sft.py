@@ -188,10 +188,10 @@ class SFT(Algorithm):
 
 
 def _load_reference_data(name: str) -> Trajectories:
-    from bench.datasets.sources import load_dataset
+    from bench.datasets.sources import load_dataset_cached
     from bench.specs import get_spec
 
-    return load_dataset(get_spec(name))
+    return load_dataset_cached(get_spec(name))
 
 
 class SFTQ(SFT):

@@ -243,6 +243,20 @@ def load_dataset(spec: DatasetSpec, data_path: Path | None = None) -> Trajectori
     return LOADERS[spec.source](spec, data_path)
 
 
+_LOADED: dict[tuple[str, str | None], Trajectories] = {}
+
+
+def load_dataset_cached(spec: DatasetSpec, data_path: str | Path | None = None) -> Trajectories:
+    """:func:`load_dataset` once per process: a sweep worker runs many configs on the same data (and the kitchen
+    fine-tuning runs all read kitchen-partial for their reference policy)."""
+    key = (spec.name, str(data_path) if data_path else None)
+    if key not in _LOADED:
+        if len(_LOADED) >= 2:  # bound memory: keep the two most recent datasets
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = load_dataset(spec, Path(data_path) if data_path else None)
+    return _LOADED[key]
+
+
 def is_on_disk(spec: DatasetSpec) -> tuple[bool, Path]:
     """(present, where) without loading anything."""
     if spec.source == "d4rl":

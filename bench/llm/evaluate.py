@@ -116,7 +116,14 @@ def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple
     return (0.0 if correct == 0 else centre - half), (1.0 if correct == n else centre + half)
 
 
-class TransformersGenerator:
+class _Generator:
+    tokenizer: object
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class TransformersGenerator(_Generator):
     """Greedy batched generation with Transformers; returns continuations cut at the first stop string."""
 
     def __init__(self, model: str, dtype: str = "bfloat16", batch_size: int = 8, device: str | None = None):
@@ -132,9 +139,6 @@ class TransformersGenerator:
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, prompts: list[str], max_new_tokens: list[int], stop: list[str]) -> list[str]:
         import torch
@@ -154,7 +158,7 @@ class TransformersGenerator:
         return outs
 
 
-class VLLMGenerator:
+class VLLMGenerator(_Generator):
     """Greedy generation with vLLM (tensor parallel over the visible GPUs)."""
 
     def __init__(self, model: str, dtype: str = "bfloat16", tensor_parallel_size: int = 1, max_model_len: int = 32768):
@@ -164,9 +168,6 @@ class VLLMGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.llm = LLM(model=model, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=max_model_len)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, prompts: list[str], max_new_tokens: list[int], stop: list[str]) -> list[str]:
         from vllm import SamplingParams
@@ -208,14 +209,12 @@ def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | 
              seed: int = 0, limit: int | None = None, batch_size: int = 8, dtype: str = "bfloat16",
              tensor_parallel_size: int = 1, name: str | None = None) -> list[dict]:
     """Evaluate one model on the tasks; writes per-item JSONL and one record per task; returns the records."""
-    from transformers import AutoTokenizer
-
     from bench.results.store import package_versions, write_json_atomic
 
     sources = sources or {}
     items = {t: load_task(t, sources.get(t), seed, limit) for t in tasks}  # fail on bad data before loading a model
     gen = _generator(model, backend, dtype, batch_size, tensor_parallel_size, max_new_tokens)
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = gen.tokenizer
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for task, task_items in items.items():

@@ -16,6 +16,7 @@ after ``max_steps``).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -70,6 +71,7 @@ class LLMTrainConfig:
     log_every: int = 1
 
 
+@functools.lru_cache(maxsize=1)  # every step of an epoch asks for the same epoch's batches
 def global_batches(n_examples: int, global_batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The epoch's global batches: a seeded permutation cut into full batches (the last partial one is dropped)."""
     order = np.random.default_rng([seed, epoch]).permutation(n_examples)
@@ -108,7 +110,7 @@ class _State:
         tmp.replace(self.path)
 
 
-def _save_model(accelerator, model, tokenizer_src: str, folder: Path, save_dtype: str) -> None:
+def _save_model(accelerator, model, tokenizer, folder: Path, save_dtype: str) -> None:
     state_dict = accelerator.get_state_dict(model)
     lm = accelerator.unwrap_model(model).lm
     if state_dict is not None:  # saved in the dtype of inference (bf16 by default), not of the master weights
@@ -117,9 +119,7 @@ def _save_model(accelerator, model, tokenizer_src: str, folder: Path, save_dtype
     lm.save_pretrained(folder, state_dict=state_dict, is_main_process=accelerator.is_main_process,
                        save_function=accelerator.save)
     if accelerator.is_main_process:
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
 
 
 def train(cfg: LLMTrainConfig) -> dict:
@@ -146,6 +146,9 @@ def train(cfg: LLMTrainConfig) -> dict:
     total = steps_per_epoch * cfg.epochs
     warmup = math.ceil(cfg.warmup_ratio * total)
 
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)  # saved beside every Hugging Face-format model
     lm = load_causal_lm(cfg.model, cfg.model_dtype)
     lm.config.use_cache = False
     if cfg.gradient_checkpointing:
@@ -235,8 +238,8 @@ def train(cfg: LLMTrainConfig) -> dict:
         if epoch_end or state.step % cfg.save_every == 0 or state.step == last_step:
             _checkpoint(accelerator, state, out)
         if epoch_end and cfg.save_model_each_epoch and state.step < total:
-            _save_model(accelerator, model, cfg.model, out / f"epoch-{epoch + 1}", cfg.save_dtype)
-    _save_model(accelerator, model, cfg.model, out / "final", cfg.save_dtype)
+            _save_model(accelerator, model, tokenizer, out / f"epoch-{epoch + 1}", cfg.save_dtype)
+    _save_model(accelerator, model, tokenizer, out / "final", cfg.save_dtype)
     accelerator.wait_for_everyone()
     return record if accelerator.is_main_process else {}
 
