@@ -1,10 +1,12 @@
 """Policy evaluation in gymnasium environments, and the scores reports use.
 
-Episodes run in lock-step across a set of environments with one batched forward pass per step; the environments can
-be stepped in several worker processes at once (env physics, not the policy, is most of the time). Episode k is
-reset with a seed derived from (evaluation seed, k), so the results depend only on the policy, the seed and the
-number of environments side by side (which sets the policy's batch shape, and float32 matmuls of different shapes
-may differ in the last bit, which chaotic dynamics amplify) — never on how many processes step them.
+Episodes run in waves of ``num_envs`` environments side by side, one batched forward pass per step; the waves can
+be shared out among several processes, each taking the next wave when it is free (env physics, not the policy, is
+most of the time, and no process waits on another until the end). Episode k is reset with a seed derived from
+(evaluation seed, k) and belongs to wave k // num_envs, so the results depend only on the policy, the seed and
+``num_envs`` (which sets the policy's batch shapes, and float32 matmuls of different shapes may differ in the last
+bit, which chaotic dynamics amplify) — never on how many processes run the waves; a torch policy acts with one thread
+in every process for the same reason.
 
 Scores per episode (a dataset's spec names which):
 - ``return``: the D4RL normalised score 100 * (R - R_min) / (R_max - R_min);
@@ -15,9 +17,12 @@ Scores per episode (a dataset's spec names which):
 
 from __future__ import annotations
 
+import itertools
 import json
-import time
+import sys
+import traceback
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -90,156 +95,172 @@ class EvalResult:
 
 
 class _Envs:
-    """Environments of one worker, driven by commands (the same code in this process and in a worker process)."""
+    """This process's environments, made on first use and reused from wave to wave."""
 
-    def __init__(self, env: str, count: int):
-        self.envs = [make_env(env) for _ in range(count)]
+    def __init__(self, env: str):
+        self.env, self.envs = env, []
 
-    def reset(self, items: list[tuple[int, int]]) -> list[tuple[np.ndarray, int]]:
-        """[(local env, seed)] -> [(flat observation, sub-tasks asked)]."""
-        out = []
-        for i, seed in items:
-            o, _ = self.envs[i].reset(seed=seed)
-            out.append((flatten_observation(o), len(getattr(self.envs[i].unwrapped, "tasks_to_complete", ()) or ())))
-        return out
-
-    def step(self, items: list[tuple[int, np.ndarray]]) -> list[tuple]:
-        """[(local env, action)] -> [(flat obs, reward, done, success, sub-tasks completed)]."""
-        out = []
-        for i, action in items:
-            o, r, term, trunc, info = self.envs[i].step(action)
-            out.append((flatten_observation(o), float(r), bool(term or trunc), bool(info.get("success", r > 0)),
-                        len(info.get("episode_task_completions", ()))))
-        return out
+    def take(self, count: int) -> list:
+        while len(self.envs) < count:
+            self.envs.append(make_env(self.env))
+        return self.envs[:count]
 
     def close(self) -> None:
         for e in self.envs:
             e.close()
 
 
-def _recv(conn, spin_seconds: float = 0.005):
-    """Receive, polling for a few milliseconds before blocking: waking a process that sleeps in a blocking read
-    takes ~0.5 ms on a small VM — as long as a few env steps."""
-    deadline = time.perf_counter() + spin_seconds
-    while not conn.poll() and time.perf_counter() < deadline:
-        pass
-    return conn.recv()
+def _run_wave(policy: Policy, envs: list, episode_ids: range, seed: int) -> np.ndarray:
+    """Episodes ``episode_ids`` side by side, one batched forward pass per step over those still running.
+
+    Returns one row per episode: return, length, success (0/1), sub-tasks completed, sub-tasks asked.
+    """
+    out = np.zeros((len(episode_ids), 5))
+    obs = []
+    for row, (env, k) in enumerate(zip(envs, episode_ids, strict=True)):
+        o, _ = env.reset(seed=episode_seed(seed, k))
+        obs.append(flatten_observation(o))
+        out[row, 4] = len(getattr(env.unwrapped, "tasks_to_complete", ()) or ())
+    running = list(range(len(episode_ids)))
+    while running:
+        actions = policy.act(np.stack([obs[row] for row in running]))
+        still = []
+        for row, action in zip(running, actions, strict=True):
+            o, r, term, trunc, info = envs[row].step(action)
+            obs[row] = flatten_observation(o)
+            out[row, 0] += r
+            out[row, 1] += 1
+            if info.get("success", r > 0):
+                out[row, 2] = 1
+            if term or trunc:
+                out[row, 3] = len(info.get("episode_task_completions", ()))
+            else:
+                still.append(row)
+        running = still
+    return out
 
 
-def _worker(conn, env: str, count: int) -> None:
-    envs = _Envs(env, count)
-    while (msg := _recv(conn))[0] != "close":
-        conn.send(getattr(envs, msg[0])(msg[1]))
-    envs.close()
-    conn.close()
+def _run_waves(policy: Policy, envs: _Envs, waves: list[range], seed: int, next_wave) -> dict[int, np.ndarray]:
+    """Run waves until ``next_wave()`` hands out an index past the last one."""
+    done = {}
+    while (w := next_wave()) < len(waves):
+        done[w] = _run_wave(policy, envs.take(len(waves[w])), waves[w], seed)
+    return done
 
 
-class _EnvPool:
-    """``num_envs`` environments split over ``workers`` processes: env i lives in share i % workers; share 0 is
-    stepped by this process while the other shares step in worker processes at the same time. (This process takes
-    a share itself because waking a sleeping worker costs as much as several env steps on a small VM.)"""
+def _shared_counter(counter):
+    """``next_wave`` over a counter shared by processes: each wave goes to whichever process asks first."""
 
-    def __init__(self, env: str, num_envs: int, workers: int):
-        self.workers = max(1, min(workers, num_envs))
-        counts = [len(range(w, num_envs, self.workers)) for w in range(self.workers)]
-        self.local = _Envs(env, counts[0])
-        self.conns, self.procs = [], []
-        if self.workers == 1:
-            return
-        import multiprocessing as mp
+    def take() -> int:
+        with counter.get_lock():
+            counter.value += 1
+            return counter.value - 1
 
-        # fork starts in milliseconds and the workers never touch torch; spawn where fork does not exist.
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        for w in range(1, self.workers):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, env, counts[w]), daemon=True)
+    return take
+
+
+@contextmanager
+def _one_torch_thread():
+    """Policies act with one torch thread in every process: a matmul's last bit can depend on the thread count,
+    and one thread is the fastest for an evaluation batch anyway."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(threads)
+
+
+def _worker(conn, policy: Policy, env: str, waves: list[range], seed: int, counter) -> None:
+    envs = _Envs(env)
+    try:
+        with _one_torch_thread():
+            conn.send(("done", _run_waves(policy, envs, waves, seed, _shared_counter(counter))))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        envs.close()
+        conn.close()
+
+
+def _process_count(workers: int, waves: int) -> int:
+    workers = max(1, min(workers, waves))
+    torch = sys.modules.get("torch")
+    if workers > 1 and torch is not None and torch.cuda.is_initialized():
+        warnings.warn(f"evaluating in one process, not {workers}: CUDA is in use here and forked processes cannot "
+                      "run a policy on the GPU (the results are the same)", stacklevel=3)
+        return 1
+    return workers
+
+
+def _run_all(policy: Policy, env: str, envs: _Envs, waves: list[range], seed: int,
+             processes: int) -> dict[int, np.ndarray]:
+    """All waves, in this process and ``processes - 1`` forked ones; each process takes the next wave when it is
+    free, so a slower core takes fewer, and no process waits on another until the end."""
+    if processes == 1:
+        return _run_waves(policy, envs, waves, seed, itertools.count().__next__)
+    import multiprocessing as mp
+
+    # fork starts in milliseconds and shares the policy as it is; spawn (where fork does not exist) pickles it.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    counter = ctx.Value("i", 0)
+    conns, procs = [], []
+    try:
+        for _ in range(processes - 1):
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(child, policy, env, waves, seed, counter), daemon=True)
             proc.start()
             child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-
-    def call(self, command: str, items: list[tuple[int, object]]) -> dict[int, tuple]:
-        """Run ``command`` on [(global env index, argument)]; returns {global env index: result}."""
-        shares: list[list[tuple[int, object]]] = [[] for _ in range(self.workers)]
-        for i, arg in items:
-            shares[i % self.workers].append((i, arg))
-        for conn, share in zip(self.conns, shares[1:], strict=True):
-            if share:
-                conn.send((command, [(i // self.workers, arg) for i, arg in share]))
-        out = {}
-        if shares[0]:
-            local = getattr(self.local, command)([(i // self.workers, arg) for i, arg in shares[0]])
-            out.update(zip([i for i, _ in shares[0]], local, strict=True))
-        for conn, share in zip(self.conns, shares[1:], strict=True):
-            if share:
-                out.update(zip([i for i, _ in share], _recv(conn), strict=True))
-        return out
-
-    def close(self) -> None:
-        self.local.close()
-        for conn, proc in zip(self.conns, self.procs, strict=True):
-            conn.send(("close", None))
-            proc.join(timeout=10)
+            conns.append(parent)
+            procs.append(proc)
+        done = _run_waves(policy, envs, waves, seed, _shared_counter(counter))
+        for conn, proc in zip(conns, procs, strict=True):
+            try:
+                status, payload = conn.recv()
+            except EOFError:
+                proc.join(timeout=5)
+                raise RuntimeError(f"an evaluation worker process died (exit code {proc.exitcode}); rerun, or set "
+                                   "eval_workers=1 to evaluate in this process") from None
+            if status == "error":
+                raise RuntimeError(f"an evaluation worker process failed:\n{payload}")
+            done.update(payload)
+        return done
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
 
 
 def evaluate(policy: Policy, env: str, episodes: int, seed: int, ref_min: float | None = None,
              ref_max: float | None = None, num_envs: int = 10, score: str = "return",
              workers: int = 1) -> EvalResult:
-    """Run ``episodes`` deterministic episodes of ``policy`` in ``env``, ``num_envs`` at a time, the environments
-    stepped in ``workers`` processes (this one included; the results do not depend on ``workers``)."""
+    """Run ``episodes`` deterministic episodes of ``policy`` in ``env``, in waves of ``num_envs`` side by side,
+    the waves shared out among ``workers`` processes (this one included; the results do not depend on
+    ``workers``)."""
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+    if episodes < 1 or num_envs < 1:
+        raise ValueError(f"episodes ({episodes}) and num_envs ({num_envs}) must be at least 1")
     n = min(num_envs, episodes)
-    pool = _EnvPool(env, n, workers)
-    space = pool.local.envs[0].action_space
-    if not (np.all(space.low == -1) and np.all(space.high == 1)):
-        pool.close()
-        raise ValueError(f"{env_label(env)} has actions in [{space.low}, {space.high}]; the suite's policies act in "
-                         "[-1, 1] and need an environment with that action range")
-    returns = np.zeros(episodes)
-    lengths = np.zeros(episodes, dtype=np.int64)
-    success = np.zeros(episodes, dtype=bool)
-    subtasks = np.zeros(episodes)
-    obs: list[np.ndarray] = [np.empty(0)] * n
-    slot_episode = np.full(n, -1)  # which episode each env runs; -1 = idle
-    asked = [0] * n
-    next_episode = 0
-
-    def start(slots: list[int]) -> None:
-        nonlocal next_episode
-        items = []
-        for i in slots:
-            if next_episode < episodes:
-                slot_episode[i] = next_episode
-                items.append((i, episode_seed(seed, next_episode)))
-                next_episode += 1
-            else:
-                slot_episode[i] = -1
-        for i, (o, n_asked) in pool.call("reset", items).items():
-            obs[i], asked[i] = o, n_asked
-
+    waves = [range(s, min(s + n, episodes)) for s in range(0, episodes, n)]
+    envs = _Envs(env)
     try:
-        start(list(range(n)))
-        while np.any(slot_episode >= 0):
-            active = np.flatnonzero(slot_episode >= 0)
-            actions = policy.act(np.stack([obs[i] for i in active]))
-            results = pool.call("step", list(zip(active.tolist(), actions, strict=True)))
-            finished = []
-            for i in active:
-                o, r, done, succeeded, completed = results[i]
-                k = slot_episode[i]
-                returns[k] += r
-                lengths[k] += 1
-                success[k] |= succeeded
-                obs[i] = o
-                if done:
-                    if score == "subtasks":
-                        subtasks[k] = completed / max(asked[i], 1)
-                    finished.append(int(i))
-            if finished:
-                start(finished)
+        space = envs.take(1)[0].action_space
+        if not (np.all(space.low == -1) and np.all(space.high == 1)):
+            raise ValueError(f"{env_label(env)} has actions in [{space.low}, {space.high}]; the suite's policies act "
+                             "in [-1, 1] and need an environment with that action range")
+        with _one_torch_thread():
+            done = _run_all(policy, env, envs, waves, seed, _process_count(workers, len(waves)))
     finally:
-        pool.close()
+        envs.close()
+    rows = np.concatenate([done[w] for w in range(len(waves))])
+    returns, lengths, success = rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2].astype(bool)
+    subtasks = rows[:, 3] / np.maximum(rows[:, 4], 1)
     if score == "return":
         per_episode = normalized_score(returns, ref_min, ref_max) if ref_min is not None and ref_max is not None \
             else None

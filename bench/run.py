@@ -37,8 +37,8 @@ class RunConfig:
     eval_every: int = 2000  # gradient steps between evaluations
     eval_episodes: int = 10  # episodes per evaluation during training
     final_eval_episodes: int = 100  # episodes of the final evaluation (the reported score)
-    eval_envs: int = 10  # environments stepped side by side during evaluation
-    eval_workers: int = 1  # processes stepping them (this one included); more only when cores are free
+    eval_envs: int = 10  # environments side by side during evaluation: episodes run in waves of this many
+    eval_workers: int = 1  # processes sharing the waves out (this one included); more only when cores are free
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     threads: int = 1  # torch threads; one per process is fastest when processes share the cores
     data_path: str | None = None  # read the dataset from this file/folder instead of the cache

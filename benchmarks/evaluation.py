@@ -1,10 +1,10 @@
-"""Evaluation throughput: one environment at a time against batched environments stepped in worker processes.
+"""Evaluation throughput: one environment at a time against waves of batched environments in 1 and 2 processes.
 
     python benchmarks/evaluation.py [--episodes 100] [--workers 2] [--repeats 5]
 
 The policy is the suite's own 3 x 256 Gaussian MLP after 500 BC steps on hopper-mini-replay (episodes of ~150
 steps in Hopper-v5). Prints episodes/s and env steps/s for each setting and checks that worker processes give
-the same returns as one process with the same number of environments.
+the same returns as one process with the same number of environments side by side.
 """
 
 from __future__ import annotations

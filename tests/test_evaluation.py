@@ -1,3 +1,6 @@
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -60,3 +63,55 @@ def test_worker_processes_give_the_returns_of_one_process():
     two = evaluate(policy, "Hopper-v5", episodes=7, seed=3, ref_min=0.0, ref_max=100.0, num_envs=4, workers=2)
     three = evaluate(policy, "Hopper-v5", episodes=7, seed=3, ref_min=0.0, ref_max=100.0, num_envs=4, workers=3)
     assert one.returns == two.returns == three.returns and one.lengths == two.lengths == three.lengths
+
+
+def test_episodes_run_in_waves_of_num_envs():
+    policy = LinearPolicy(11, 3, seed=2)
+    four = evaluate(policy, "Hopper-v5", episodes=4, seed=5, num_envs=2)
+    first_wave = evaluate(policy, "Hopper-v5", episodes=2, seed=5, num_envs=2)
+    assert four.returns[:2] == first_wave.returns and four.lengths[:2] == first_wave.lengths
+
+
+class _FailsInAWorker(LinearPolicy):
+    """Slow in this process (so a worker surely takes a wave), broken in a worker: raises, or the process dies."""
+
+    def __init__(self, dies: bool = False):
+        super().__init__(11, 3)
+        self.pid, self.dies = os.getpid(), dies
+
+    def act(self, observations):
+        if os.getpid() == self.pid:
+            time.sleep(0.002)
+        elif self.dies:
+            os._exit(3)
+        else:
+            raise FloatingPointError("policy broke in the worker")
+        return super().act(observations)
+
+
+def test_a_torch_policy_gives_the_same_returns_in_worker_processes_and_threads_are_restored():
+    import torch
+
+    from bench.algorithms.policy import GaussianMLPPolicy
+
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(11, 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.randn(512, 512) @ torch.randn(512, 512)  # the parent's thread pool is up when the workers fork
+        one = evaluate(policy, "Hopper-v5", episodes=7, seed=1, num_envs=3)
+        two = evaluate(policy, "Hopper-v5", episodes=7, seed=1, num_envs=3, workers=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert one.returns == two.returns and one.lengths == two.lengths
+
+
+def test_a_failing_worker_is_reported_with_its_error():
+    with pytest.raises(RuntimeError, match="worker process failed(.|\n)*policy broke in the worker"):
+        evaluate(_FailsInAWorker(), "Hopper-v5", episodes=8, seed=0, num_envs=1, workers=2)
+    with pytest.raises(RuntimeError, match="worker process died \\(exit code 3\\)"):
+        evaluate(_FailsInAWorker(dies=True), "Hopper-v5", episodes=8, seed=0, num_envs=1, workers=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate(LinearPolicy(11, 3), "Hopper-v5", episodes=0, seed=0)
