@@ -94,20 +94,20 @@ class EvalResult:
         return asdict(self)
 
 
-class _Envs:
-    """This process's environments, made on first use and reused from wave to wave."""
+_ENVS: dict[str, list] = {}  # env reference -> the environments this process made for it
 
-    def __init__(self, env: str):
-        self.env, self.envs = env, []
 
-    def take(self, count: int) -> list:
-        while len(self.envs) < count:
-            self.envs.append(make_env(self.env))
-        return self.envs[:count]
-
-    def close(self) -> None:
-        for e in self.envs:
+def _environments(env: str, count: int) -> list:
+    """``count`` environments of ``env``, made once per process and reused by later waves and evaluations (every
+    episode starts with a seeded reset; making one costs ~3 ms for Hopper, far more for Franka kitchen). Only the
+    latest env reference is kept, so a sweep over many datasets in one process does not pile them up."""
+    for other in [k for k in _ENVS if k != env]:
+        for e in _ENVS.pop(other):
             e.close()
+    made = _ENVS.setdefault(env, [])
+    while len(made) < count:
+        made.append(make_env(env))
+    return made[:count]
 
 
 def _run_wave(policy: Policy, envs: list, episode_ids: range, seed: int) -> np.ndarray:
@@ -140,11 +140,11 @@ def _run_wave(policy: Policy, envs: list, episode_ids: range, seed: int) -> np.n
     return out
 
 
-def _run_waves(policy: Policy, envs: _Envs, waves: list[range], seed: int, next_wave) -> dict[int, np.ndarray]:
+def _run_waves(policy: Policy, env: str, waves: list[range], seed: int, next_wave) -> dict[int, np.ndarray]:
     """Run waves until ``next_wave()`` hands out an index past the last one."""
     done = {}
     while (w := next_wave()) < len(waves):
-        done[w] = _run_wave(policy, envs.take(len(waves[w])), waves[w], seed)
+        done[w] = _run_wave(policy, _environments(env, len(waves[w])), waves[w], seed)
     return done
 
 
@@ -175,14 +175,12 @@ def _one_torch_thread():
 
 
 def _worker(conn, policy: Policy, env: str, waves: list[range], seed: int, counter) -> None:
-    envs = _Envs(env)
     try:
         with _one_torch_thread():
-            conn.send(("done", _run_waves(policy, envs, waves, seed, _shared_counter(counter))))
+            conn.send(("done", _run_waves(policy, env, waves, seed, _shared_counter(counter))))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
     finally:
-        envs.close()
         conn.close()
 
 
@@ -196,15 +194,15 @@ def _process_count(workers: int, waves: int) -> int:
     return workers
 
 
-def _run_all(policy: Policy, env: str, envs: _Envs, waves: list[range], seed: int,
-             processes: int) -> dict[int, np.ndarray]:
+def _run_all(policy: Policy, env: str, waves: list[range], seed: int, processes: int) -> dict[int, np.ndarray]:
     """All waves, in this process and ``processes - 1`` forked ones; each process takes the next wave when it is
     free, so a slower core takes fewer, and no process waits on another until the end."""
     if processes == 1:
-        return _run_waves(policy, envs, waves, seed, itertools.count().__next__)
+        return _run_waves(policy, env, waves, seed, itertools.count().__next__)
     import multiprocessing as mp
 
-    # fork starts in milliseconds and shares the policy as it is; spawn (where fork does not exist) pickles it.
+    # fork starts in milliseconds and hands over the policy and this process's environments as they are (each
+    # process then steps its own copies); spawn, where fork does not exist, pickles the policy and makes new ones.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     counter = ctx.Value("i", 0)
     conns, procs = [], []
@@ -216,7 +214,7 @@ def _run_all(policy: Policy, env: str, envs: _Envs, waves: list[range], seed: in
             child.close()
             conns.append(parent)
             procs.append(proc)
-        done = _run_waves(policy, envs, waves, seed, _shared_counter(counter))
+        done = _run_waves(policy, env, waves, seed, _shared_counter(counter))
         for conn, proc in zip(conns, procs, strict=True):
             try:
                 status, payload = conn.recv()
@@ -248,16 +246,12 @@ def evaluate(policy: Policy, env: str, episodes: int, seed: int, ref_min: float 
         raise ValueError(f"episodes ({episodes}) and num_envs ({num_envs}) must be at least 1")
     n = min(num_envs, episodes)
     waves = [range(s, min(s + n, episodes)) for s in range(0, episodes, n)]
-    envs = _Envs(env)
-    try:
-        space = envs.take(1)[0].action_space
-        if not (np.all(space.low == -1) and np.all(space.high == 1)):
-            raise ValueError(f"{env_label(env)} has actions in [{space.low}, {space.high}]; the suite's policies act "
-                             "in [-1, 1] and need an environment with that action range")
-        with _one_torch_thread():
-            done = _run_all(policy, env, envs, waves, seed, _process_count(workers, len(waves)))
-    finally:
-        envs.close()
+    space = _environments(env, n)[0].action_space  # all made before any fork, so workers need not make their own
+    if not (np.all(space.low == -1) and np.all(space.high == 1)):
+        raise ValueError(f"{env_label(env)} has actions in [{space.low}, {space.high}]; the suite's policies act in "
+                         "[-1, 1] and need an environment with that action range")
+    with _one_torch_thread():
+        done = _run_all(policy, env, waves, seed, _process_count(workers, len(waves)))
     rows = np.concatenate([done[w] for w in range(len(waves))])
     returns, lengths, success = rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2].astype(bool)
     subtasks = rows[:, 3] / np.maximum(rows[:, 4], 1)

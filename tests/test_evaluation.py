@@ -115,3 +115,17 @@ def test_a_failing_worker_is_reported_with_its_error():
         evaluate(_FailsInAWorker(dies=True), "Hopper-v5", episodes=8, seed=0, num_envs=1, workers=2)
     with pytest.raises(ValueError, match="at least 1"):
         evaluate(LinearPolicy(11, 3), "Hopper-v5", episodes=0, seed=0)
+
+
+def test_environments_are_reused_across_evaluations_without_changing_results():
+    from bench import evaluation
+
+    evaluation._environments("Hopper-v4", 1)  # drops any Hopper-v5 envs made by earlier tests: the next are new
+    policy = LinearPolicy(11, 3, seed=4)
+    fresh = evaluate(policy, "Hopper-v5", episodes=3, seed=2, num_envs=3)
+    made = list(evaluation._ENVS["Hopper-v5"])
+    reused = evaluate(policy, "Hopper-v5", episodes=3, seed=2, num_envs=3, workers=2)
+    assert evaluation._ENVS["Hopper-v5"] == made and len(made) == 3  # the same objects, none made again
+    assert fresh.returns == reused.returns and fresh.lengths == reused.lengths
+    evaluate(policy, "Hopper-v4", episodes=1, seed=0, num_envs=1)
+    assert list(evaluation._ENVS) == ["Hopper-v4"]  # one env reference kept at a time
