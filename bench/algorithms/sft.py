@@ -61,10 +61,12 @@ class SFTConfig:
     bc_batch_unit: str = "trajectories"
     bc_loss_normalization: str = "trajectory_mean"
     bc_learning_rate: float = 1e-3
+    bc_precision: str = "float32"  # of the reference BC's forward pass: "float32" or "bfloat16" (see bc.py)
 
     def reference_bc(self) -> BCConfig:
         return BCConfig(steps=self.bc_steps, batch_size=self.bc_batch_size, batch_unit=self.bc_batch_unit,
-                        loss_normalization=self.bc_loss_normalization, learning_rate=self.bc_learning_rate)
+                        loss_normalization=self.bc_loss_normalization, learning_rate=self.bc_learning_rate,
+                        precision=self.bc_precision)
 
 
 @dataclass
