@@ -105,8 +105,7 @@ def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, 
     for step in range(start + 1, cfg.steps + 1):
         rows = torch.stack([sample(cfg.batch_size, g) for g in gens])
         with forward_precision(cfg.precision, device):
-            logp = stacked.log_prob(obs[rows], act[rows])
-        per_seed = -logp.float().mean(dim=1)
+            per_seed = -stacked.log_prob(obs[rows], act[rows]).float().mean(dim=1)
         optim.zero_grad(set_to_none=True)
         per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
         optim.step()
