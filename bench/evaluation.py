@@ -205,7 +205,7 @@ def _run_all(policy: Policy, env: str, waves: list[range], seed: int, processes:
     # process then steps its own copies); spawn, where fork does not exist, pickles the policy and makes new ones.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     counter = ctx.Value("i", 0)
-    conns, procs = [], []
+    conns, procs, finished = [], [], False
     try:
         for _ in range(processes - 1):
             parent, child = ctx.Pipe(duplex=False)
@@ -225,9 +225,12 @@ def _run_all(policy: Policy, env: str, waves: list[range], seed: int, processes:
             if status == "error":
                 raise RuntimeError(f"an evaluation worker process failed:\n{payload}")
             done.update(payload)
+        finished = True
         return done
     finally:
         for proc in procs:
+            if not finished:  # this process failed or was interrupted: the workers' remaining waves are not wanted
+                proc.terminate()
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()

@@ -129,3 +129,28 @@ def test_environments_are_reused_across_evaluations_without_changing_results():
     assert fresh.returns == reused.returns and fresh.lengths == reused.lengths
     evaluate(policy, "Hopper-v4", episodes=1, seed=0, num_envs=1)
     assert list(evaluation._ENVS) == ["Hopper-v4"]  # one env reference kept at a time
+
+
+class _FailsHere(LinearPolicy):
+    """Fails in this process at its third forward pass; slow in a worker, which would run for long if left alone."""
+
+    def __init__(self):
+        super().__init__(11, 3)
+        self.pid, self.calls = os.getpid(), 0
+
+    def act(self, observations):
+        if os.getpid() == self.pid:
+            self.calls += 1
+            if self.calls == 3:
+                raise FloatingPointError("policy broke here")
+        else:
+            time.sleep(0.05)
+        return super().act(observations)
+
+
+def test_an_error_in_this_process_stops_the_workers():
+    import multiprocessing
+
+    with pytest.raises(FloatingPointError, match="policy broke here"):
+        evaluate(_FailsHere(), "Hopper-v5", episodes=40, seed=0, num_envs=1, workers=2)
+    assert multiprocessing.active_children() == []
