@@ -51,7 +51,8 @@ def main() -> None:
         same = np.array_equal(res.returns, results[num_envs, 1].returns)
         print(f"{num_envs:>2} env(s), {workers} process(es): {args.episodes / dt:7.1f} episodes/s "
               f"({sum(res.lengths) / dt:6.0f} env steps/s, mean length {np.mean(res.lengths):.0f}) "
-              f"{args.episodes / dt / plain:5.2f}x vs 1 env in 1 process; returns equal to 1 process: {same}")
+              f"{args.episodes / dt / plain:5.2f}x vs 1 env in 1 process; returns equal to 1 process: {same}"
+              + (" (fewer waves than processes)" if -(-args.episodes // num_envs) < workers else ""))
 
 if __name__ == "__main__":
     main()
