@@ -70,6 +70,11 @@ def test_set_overrides_and_their_errors(hopper_minari_dataset):
         resolve_config(f"minari:{dataset_id}", "bcc")
     with pytest.raises(KeyError, match="unknown dataset 'hopper-medium-replayy'.*hopper-medium-replay"):
         resolve_config("hopper-medium-replayy", "bc")
+    # a bad value fails while resolving, before a run writes anything
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'float16'"):
+        resolve_config(f"minari:{dataset_id}", "bc", overrides={"precision": "float16"})
+    with pytest.raises(ValueError, match="batch_unit must be 'transitions' or 'trajectories'"):
+        resolve_config(f"minari:{dataset_id}", "iw_sft_q", overrides={"bc_batch_unit": "episodes"})
 
 
 def test_nan_loss_stops_with_advice_and_keeps_the_record(fast_cfg, tmp_path):

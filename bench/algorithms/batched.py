@@ -75,7 +75,6 @@ def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, 
     if cfg.batch_unit != "transitions":
         raise ValueError("batched seeds support batch_unit='transitions' only")
     device = ctxs[0].device
-    forward_precision(cfg.precision, device)
     policies = []
     for ctx in ctxs:
         torch.manual_seed(ctx.seed)  # the same initialisation a separate run of this seed gets

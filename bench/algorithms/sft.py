@@ -63,6 +63,9 @@ class SFTConfig:
     bc_learning_rate: float = 1e-3
     bc_precision: str = "float32"  # of the reference BC's forward pass: "float32" or "bfloat16" (see bc.py)
 
+    def __post_init__(self):
+        self.reference_bc()  # a bad bc_* value fails when the config is resolved, before any record is written
+
     def reference_bc(self) -> BCConfig:
         return BCConfig(steps=self.bc_steps, batch_size=self.bc_batch_size, batch_unit=self.bc_batch_unit,
                         loss_normalization=self.bc_loss_normalization, learning_rate=self.bc_learning_rate,
