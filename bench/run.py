@@ -119,6 +119,12 @@ def resolve_config(env: str, algo: str, seed: int = 0, overrides: dict[str, Any]
     return RunConfig(env=env, algo=algo, seed=seed, algo_config=resolved, **run_fields)
 
 
+def make_algorithm(cfg: RunConfig):
+    """The algorithm of ``cfg`` with its resolved config."""
+    algo_cls = get_algorithm(cfg.algo)
+    return algo_cls(algo_cls.Config(**cfg.algo_config))
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -183,7 +189,7 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
                       "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
                       "paper_comparable": spec.paper_comparable}
     record.timings["load"] = time.time() - t_start
-    algo = get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config))  # a bad config: no record
+    algo = make_algorithm(cfg)  # a bad config: no record
     save_record(record, out)
 
     def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
@@ -220,10 +226,16 @@ def _end(run_: _Started, out: Path, error: BaseException | None) -> None:
         record.error = "".join(traceback.format_exception(error))
     record.timings["total"] = time.time() - run_.t_start
     save_record(record, out)
-    if record.status == "complete" and run_.ckpt.exists():
-        run_.ckpt.unlink()
-        if not any(run_.ckpt.parent.iterdir()):
-            run_.ckpt.parent.rmdir()
+    if record.status == "complete":
+        _remove_checkpoint(run_.ckpt)
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Delete a finished run's checkpoint, and the checkpoints folder once it is empty."""
+    if path.exists():
+        path.unlink()
+        if not any(path.parent.iterdir()):
+            path.parent.rmdir()
 
 
 def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
@@ -252,7 +264,7 @@ def _run_one(cfg: RunConfig, out: Path, force: bool, log) -> RunRecord:
 
 def batchable(cfg: RunConfig) -> bool:
     """Whether seeds of ``cfg``'s algorithm can train as one batched model (BC on transitions)."""
-    return get_algorithm(cfg.algo)(get_algorithm(cfg.algo).Config(**cfg.algo_config)).can_batch_seeds()
+    return make_algorithm(cfg).can_batch_seeds()
 
 
 def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = False,
@@ -289,9 +301,7 @@ def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = 
     finally:
         for r in runs:
             _end(r, out, error if r.record.status != "complete" else None)
-        if error is None and group_ckpt.exists():
-            group_ckpt.unlink()
-            if not any(group_ckpt.parent.iterdir()):
-                group_ckpt.parent.rmdir()
+        if error is None:
+            _remove_checkpoint(group_ckpt)
     records.update({r.cfg.seed: r.record for r in runs})
     return [records[c.seed] for c in cfgs]

@@ -41,20 +41,16 @@ class BCConfig:
     def __post_init__(self):  # a bad --set fails when the config is resolved, before any record is written
         if self.batch_unit not in ("transitions", "trajectories"):
             raise ValueError(f"batch_unit must be 'transitions' or 'trajectories', got {self.batch_unit!r}")
-        check_precision(self.precision)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 PRECISIONS = ("float32", "bfloat16")
 
 
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
 def forward_precision(precision: str, device: torch.device):
-    """The context the forward pass runs in: nothing for float32, bf16 autocast for bfloat16."""
-    check_precision(precision)
+    """The context the forward pass runs in (every step): nothing for float32, bf16 autocast for bfloat16; the
+    value was checked when the config was built."""
     if precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
