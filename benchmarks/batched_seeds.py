@@ -6,6 +6,10 @@ First the training loops alone (train_bc per seed vs train_bc_seeds, at float32 
 best of --repeats rounds, each round running all four, so that noise on a shared machine hits them alike), then
 whole runs (the float32 preset) with evaluation and records, once
 (`bench run --seed S` for each seed vs `bench run --seeds K`, i.e. run() per seed vs run_seeds(); 0 steps skips them).
+
+Also prints the floor no batching can go below: the float32 matrix multiplies one seed's BC step performs
+(forward x @ W per layer, backward h^T @ g and g @ W^T), timed alone on warm buffers. Batching K seeds removes
+per-operation overhead, never matmul work, so sequential step time / that floor bounds the speed-up.
 """
 
 from __future__ import annotations
@@ -21,6 +25,28 @@ from bench.algorithms.bc import BCConfig, train_bc
 from bench.datasets.curation import all_episodes
 from bench.datasets.sources import load_dataset
 from bench.specs import get_spec
+
+
+def matmul_floor(batch: int, dims: list[int], repeats: int) -> float:
+    """Seconds per BC step of one seed spent in float32 matmuls alone (best of ``repeats`` rounds of 20)."""
+    x = [torch.randn(batch, d) for d in dims]  # layer inputs (and output-sized gradients)
+    w = [torch.randn(i, o) for i, o in zip(dims[:-1], dims[1:], strict=True)]
+
+    def one_step():
+        for i, wi in enumerate(w):
+            x[i] @ wi  # forward
+            x[i].T @ x[i + 1]  # weight gradient
+            if i > 0:
+                x[i + 1] @ wi.T  # input gradient (none for the first layer: observations need none)
+
+    one_step()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(20):
+            one_step()
+        best = min(best, (time.perf_counter() - t0) / 20)
+    return best
 
 
 def main() -> None:
@@ -58,6 +84,11 @@ def main() -> None:
         seq, bat = best[precision, "sequential"], best[precision, "batched"]
         print(f"  {precision:8s}  sequential {seq:5.1f} s ({updates / seq:4.0f} seed-updates/s)   batched {bat:5.1f} s "
               f"({updates / bat:4.0f} seed-updates/s)   speed-up {seq / bat:.2f}x")
+    floor = matmul_floor(256, [traj.obs_dim, 256, 256, 256, traj.act_dim], args.repeats)
+    seq_step = best["float32", "sequential"] / updates
+    print(f"  float32 matmuls alone: {floor * 1e3:.2f} ms per seed-update = {100 * floor / seq_step:.0f}% of a "
+          f"sequential step ({seq_step * 1e3:.2f} ms); batching removes only the rest, so it cannot beat "
+          f"{seq_step / floor:.2f}x in float32 here")
     both = best["float32", "sequential"] / best["bfloat16", "batched"]
     print(f"  batched bfloat16 vs sequential float32: {both:.2f}x")
     if args.run_steps <= 0:
