@@ -8,8 +8,8 @@ whole runs (the float32 preset) with evaluation and records, once
 (`bench run --seed S` for each seed vs `bench run --seeds K`, i.e. run() per seed vs run_seeds(); 0 steps skips them).
 
 Also prints the floor no batching can go below: the float32 matrix multiplies one seed's BC step performs
-(forward x @ W per layer, backward h^T @ g and g @ W^T), timed alone on warm buffers. Batching K seeds removes
-per-operation overhead, never matmul work, so sequential step time / that floor bounds the speed-up.
+(forward x @ W per layer, backward h^T @ g and g @ W^T), timed alone on warm buffers in the same rounds. Batching
+removes per-operation overhead, never matmul work, so sequential step time / that floor bounds the speed-up.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from bench.specs import get_spec
 
 
 def matmul_floor(batch: int, dims: list[int], repeats: int) -> float:
-    """Seconds per BC step of one seed spent in float32 matmuls alone (best of ``repeats`` rounds of 20)."""
+    """Seconds per BC step of one seed spent in float32 matmuls alone (best of ``repeats`` rounds of 20 steps) for
+    an MLP with layer widths ``dims``."""
     x = [torch.randn(batch, d) for d in dims]  # layer inputs (and output-sized gradients)
     w = [torch.randn(i, o) for i, o in zip(dims[:-1], dims[1:], strict=True)]
 
@@ -67,7 +68,11 @@ def main() -> None:
 
     precisions = ("float32", "bfloat16")
     best = {(p, mode): float("inf") for p in precisions for mode in ("sequential", "batched")}
+    bc = BCConfig()
+    dims = [traj.obs_dim] + [bc.hidden] * bc.layers + [traj.act_dim]
+    floor = float("inf")
     for _ in range(args.repeats):
+        floor = min(floor, matmul_floor(256, dims, 1))  # in the same rounds: the cores' speed drifts
         for precision in precisions:
             cfg = BCConfig(steps=args.steps, batch_size=256, precision=precision)
             t0 = time.perf_counter()
@@ -84,7 +89,6 @@ def main() -> None:
         seq, bat = best[precision, "sequential"], best[precision, "batched"]
         print(f"  {precision:8s}  sequential {seq:5.1f} s ({updates / seq:4.0f} seed-updates/s)   batched {bat:5.1f} s "
               f"({updates / bat:4.0f} seed-updates/s)   speed-up {seq / bat:.2f}x")
-    floor = matmul_floor(256, [traj.obs_dim, 256, 256, 256, traj.act_dim], args.repeats)
     seq_step = best["float32", "sequential"] / updates
     print(f"  float32 matmuls alone: {floor * 1e3:.2f} ms per seed-update = {100 * floor / seq_step:.0f}% of a "
           f"sequential step ({seq_step * 1e3:.2f} ms); batching removes only the rest, so it cannot beat "
