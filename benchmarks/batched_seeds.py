@@ -8,8 +8,9 @@ whole runs (the float32 preset) with evaluation and records, once
 (`bench run --seed S` for each seed vs `bench run --seeds K`, i.e. run() per seed vs run_seeds(); 0 steps skips them).
 
 Also prints the floor no batching can go below: the float32 matrix multiplies one seed's BC step performs
-(forward x @ W per layer, backward h^T @ g and g @ W^T), timed alone on warm buffers in the same rounds. Batching
-removes per-operation overhead, never matmul work, so sequential step time / that floor bounds the speed-up.
+(forward x @ W per layer, backward h^T @ g and g @ W^T) at this machine's matmul rate on the same shapes (the
+roofline of finetune_throughput.py), measured in the same rounds. Batching removes per-operation overhead, never
+matmul work, so sequential step time / that floor bounds the speed-up.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import time
 
 import torch
+from finetune_throughput import matmul_roofline  # this folder is on sys.path when a script here runs
 
 from bench.algorithms.base import RunContext
 from bench.algorithms.batched import train_bc_seeds
@@ -25,29 +27,6 @@ from bench.algorithms.bc import BCConfig, train_bc
 from bench.datasets.curation import all_episodes
 from bench.datasets.sources import load_dataset
 from bench.specs import get_spec
-
-
-def matmul_floor(batch: int, dims: list[int], repeats: int) -> float:
-    """Seconds per BC step of one seed spent in float32 matmuls alone (best of ``repeats`` rounds of 20 steps) for
-    an MLP with layer widths ``dims``."""
-    x = [torch.randn(batch, d) for d in dims]  # layer inputs (and output-sized gradients)
-    w = [torch.randn(i, o) for i, o in zip(dims[:-1], dims[1:], strict=True)]
-
-    def one_step():
-        for i, wi in enumerate(w):
-            x[i] @ wi  # forward
-            x[i].T @ x[i + 1]  # weight gradient
-            if i > 0:
-                x[i + 1] @ wi.T  # input gradient (none for the first layer: observations need none)
-
-    one_step()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(20):
-            one_step()
-        best = min(best, (time.perf_counter() - t0) / 20)
-    return best
 
 
 def main() -> None:
@@ -70,9 +49,12 @@ def main() -> None:
     best = {(p, mode): float("inf") for p in precisions for mode in ("sequential", "batched")}
     bc = BCConfig()
     dims = [traj.obs_dim] + [bc.hidden] * bc.layers + [traj.act_dim]
+    shapes = list(zip(dims[:-1], dims[1:], strict=True))
+    # a seed's step: forward and weight gradient of every layer, input gradient of all but the first
+    step_flops = 2.0 * 256 * (2 * sum(i * o for i, o in shapes) + sum(i * o for i, o in shapes[1:]))
     floor = float("inf")
-    for _ in range(args.repeats):
-        floor = min(floor, matmul_floor(256, dims, 1))  # in the same rounds: the cores' speed drifts
+    for _ in range(args.repeats):  # in the same rounds as the loops: the cores' speed drifts
+        floor = min(floor, step_flops / (matmul_roofline(256, shapes) * 1e9))
         for precision in precisions:
             cfg = BCConfig(steps=args.steps, batch_size=256, precision=precision)
             t0 = time.perf_counter()
