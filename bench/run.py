@@ -7,6 +7,8 @@ again with the same config skips a complete record and resumes from the checkpoi
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 import sys
 import time
 import traceback
@@ -131,6 +133,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def describe_device(device: torch.device, precision: str) -> dict:
+    """What the record says about where a run trained."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+                    platform.processor() or platform.machine())
+    return {"device": str(device), "name": name, "precision": precision, "torch_threads": torch.get_num_threads(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def set_seed(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -190,13 +210,15 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
                       "paper_comparable": spec.paper_comparable}
     record.timings["load"] = time.time() - t_start
     algo = make_algorithm(cfg)  # a bad config: no record
+    device = resolve_device(cfg.device)
+    record.device = describe_device(device, getattr(algo.config, "precision", "float32"))
     save_record(record, out)
 
     def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
         return evaluate(policy, spec.env_id, episodes, cfg.seed + EVAL_SEED_OFFSET,
                         spec.ref_min_score, spec.ref_max_score, cfg.eval_envs, spec.score, cfg.eval_workers)
 
-    ctx = RunContext(seed=cfg.seed, device=resolve_device(cfg.device), total_steps=cfg.algo_config.get("steps", 0),
+    ctx = RunContext(seed=cfg.seed, device=device, total_steps=cfg.algo_config.get("steps", 0),
                      evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,
                      log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"))
     return _Started(cfg, record, ckpt, traj, algo, ctx, evaluate_policy, t_start)

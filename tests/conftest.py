@@ -54,18 +54,18 @@ def hopper_minari_dataset():
     return "bench/test-hopper/random-v0", episodes
 
 
-def kill_after_first_checkpoint(monkeypatch, run_fn, when=lambda state: True):
+def kill_after_first_checkpoint(monkeypatch, run_fn, when=lambda checkpoint: True):
     """Run ``run_fn()`` so that it dies (KeyboardInterrupt) right after the first checkpoint ``when`` accepts."""
-    from bench.algorithms.base import RunContext
+    from bench.algorithms.checkpoint import Checkpoint
 
-    original = RunContext._save
+    original = Checkpoint.save
 
-    def save_then_die(self, state):
-        original(self, state)
-        if when(state):
+    def save_then_die(self, step):
+        original(self, step)
+        if self.path is not None and when(self):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(RunContext, "_save", save_then_die)
+    monkeypatch.setattr(Checkpoint, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_fn()
-    monkeypatch.setattr(RunContext, "_save", original)
+    monkeypatch.setattr(Checkpoint, "save", original)

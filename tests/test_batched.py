@@ -62,7 +62,7 @@ def test_bfloat16_forward_stays_within_tolerance_of_float32_and_batches_alike():
     for seed, batched in zip([0, 1], train_bc_seeds(traj, all_episodes(traj), cfg, [ctx(0), ctx(1)]), strict=True):
         separate = bf16 if seed == 0 else train_bc(traj, all_episodes(traj), cfg, ctx(1))
         assert abs(nll(batched) - nll(separate)) < 1e-3 * abs(nll(separate))
-    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+    with pytest.raises(ValueError, match="precision must be one of float32, tf32, bfloat16"):
         BCConfig(precision="float16")
 
 
@@ -85,7 +85,8 @@ def test_run_seeds_batches_bc_and_writes_the_records_of_separate_runs(hopper_min
         assert b.filename == s.filename and b.train_info["batched_seeds"] == [0, 1, 2]
         assert read_record(tmp_path / "batched" / b.filename).status == "complete"
         assert [p["step"] for p in b.curve] == [p["step"] for p in s.curve] == [100, 200]
-        np.testing.assert_allclose([p["loss"] for p in b.curve], [p["loss"] for p in s.curve], rtol=1e-4)
+        # window means of the loss: batched and separate runs differ by float rounding, which grows over the steps
+        np.testing.assert_allclose([p["loss"] for p in b.curve], [p["loss"] for p in s.curve], rtol=1e-3)
         assert len(b.final["returns"]) == 3
     assert not (tmp_path / "batched" / "checkpoints").exists()
     # a second call skips what is complete
@@ -94,25 +95,15 @@ def test_run_seeds_batches_bc_and_writes_the_records_of_separate_runs(hopper_min
 
 
 def test_an_interrupted_batched_group_resumes_to_the_same_result(hopper_minari_dataset, tmp_path, monkeypatch):
-    import pytest
+    from conftest import kill_after_first_checkpoint
 
-    from bench.algorithms import batched as batched_module
     from bench.results.store import read_record
     from bench.run import run_seeds
 
     dataset_id, _ = hopper_minari_dataset
     cfgs = _bc_cfgs(dataset_id, [4, 5])
     reference = run_seeds(cfgs, tmp_path / "ref", log=lambda m: None)
-    original = batched_module._save_group
-
-    def save_then_die(path, state):
-        original(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(batched_module, "_save_group", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_seeds(cfgs, tmp_path / "out", log=lambda m: None)
-    monkeypatch.setattr(batched_module, "_save_group", original)
+    kill_after_first_checkpoint(monkeypatch, lambda: run_seeds(cfgs, tmp_path / "out", log=lambda m: None))
     assert all(read_record(tmp_path / "out" / r.filename).status == "interrupted" for r in reference)
     messages = []
     resumed = run_seeds(cfgs, tmp_path / "out", log=messages.append)

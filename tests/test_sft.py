@@ -54,7 +54,7 @@ def test_a_fine_tuning_run_resumes_to_the_same_result(env_name, tmp_path, monkey
     reference = run(cfg, tmp_path / "ref", log=lambda m: None)
     # die after the first fine-tuning checkpoint (not the reference BC's)
     kill_after_first_checkpoint(monkeypatch, lambda: run(cfg, tmp_path / "out", log=lambda m: None),
-                                when=lambda state: "q_policy" in state)
+                                when=lambda checkpoint: "q_policy" in checkpoint.components)
     resumed = run(cfg, tmp_path / "out", log=lambda m: None)
     assert [p["loss"] for p in resumed.curve] == [p["loss"] for p in reference.curve]
     assert resumed.final["returns"] == reference.final["returns"]

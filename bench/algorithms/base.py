@@ -9,16 +9,16 @@ An algorithm is a class with a config dataclass (``Config``) and two methods:
 from __future__ import annotations
 
 import math
-import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
+from bench.algorithms.checkpoint import Checkpoint, Stateful
 from bench.datasets.curation import Curated
 from bench.datasets.trajectories import Trajectories
 from bench.evaluation import EvalResult, Policy
@@ -30,60 +30,101 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class RunContext:
-    """What the run gives an algorithm: seed, device, evaluation and checkpoint cadence, progress output."""
+    """What the run gives an algorithm: seed, device, evaluation and checkpoint cadence, progress output.
+
+    A training loop calls :meth:`resume` once with the state it must restore (modules, optimisers, schedulers,
+    generators: one :class:`~bench.algorithms.checkpoint.Checkpoint` for all of it) and :meth:`step` after every
+    update with its statistics as tensors on the training device. The context accumulates them there and reads
+    them back only at an evaluation step, so a training step never waits for the device; a window's statistics are
+    its means, except names ending in ``_min`` / ``_max`` (its minimum / maximum).
+    """
 
     seed: int
     device: torch.device
     total_steps: int
-    evaluate: Callable[[Policy], EvalResult] | None  # the run's evaluator; None = progress only, no curve
+    evaluate: Callable[[Policy], EvalResult] | None  # the run's evaluator; None = statistics only, no scores
     eval_every: int
     checkpoint_path: Path | None = None
     log: Callable[[str], None] = print
-    curve: list[dict] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)  # one entry per evaluation step: statistics and scores
     info: dict = field(default_factory=dict)  # what the algorithm wants in the record (train_info)
     _t0: float = field(default_factory=time.time)
     _first_step: int = 0
+    _window: dict[str, torch.Tensor] = field(default_factory=dict)  # statistics since the last evaluation step
+    _window_steps: int = 0
+    _checkpoint: Checkpoint | None = None
 
-    def resume(self) -> dict[str, Any] | None:
-        """The algorithm's state from the last checkpoint, or None; restores the learning curve too.
+    def resume(self, **components: Stateful | torch.Generator) -> int:
+        """Register the loop's state and restore it (and this context's curve) from the last checkpoint.
 
-        Algorithms call it right before their update loop, which also starts the steps/s clock.
+        Returns the step the checkpoint was written after (0 without one); the loop continues with the next.
+        Call it right before the update loop: it also starts the steps/s clock.
         """
+        self._checkpoint = Checkpoint(self.checkpoint_path, {**components, "run": self})
+        self._first_step = self._checkpoint.restore()
         self._t0 = time.time()
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
-            return None
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        self.curve = state.pop("_curve")
-        self._first_step = state["step"]
-        self.log(f"resumed from {self.checkpoint_path} at step {state['step']}")
-        return state
+        if self._first_step:
+            self.log(f"resumed from {self.checkpoint_path} at step {self._first_step}")
+        return self._first_step
 
-    def step(self, step: int, policy: Policy, loss: float, state: Callable[[], dict]) -> None:
-        """Call after each update ``step`` (1-based): checks the loss, evaluates and checkpoints when due."""
-        if not math.isfinite(loss):
-            raise TrainingError(f"the loss became {loss} at step {step}; lower the learning rate "
-                                "(--set learning_rate=...) and run again — it resumes from the last checkpoint")
-        if step % self.eval_every != 0 and step != self.total_steps:
+    def state_dict(self) -> dict:
+        return {"curve": self.curve}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.curve = state["curve"]
+
+    def due(self, step: int) -> bool:
+        """Whether update ``step`` (1-based) is an evaluation step, where statistics are read and checkpoints made."""
+        return step % self.eval_every == 0 or step == self.total_steps
+
+    def step(self, step: int, policy: Policy | None, stats: Mapping[str, torch.Tensor]) -> None:
+        """Call after update ``step`` with its statistics (``loss`` among them, device tensors).
+
+        Between evaluation steps this only adds them up on the device. At an evaluation step it reads the window's
+        statistics (one transfer), stops a run whose loss is not finite, evaluates ``policy``, logs and checkpoints.
+        """
+        self._accumulate(stats)
+        if not self.due(step):
             return
+        window = self._read_window()
+        if not math.isfinite(window["loss"]):
+            raise TrainingError(f"the loss became {window['loss']} between steps {step - self.eval_every + 1} and "
+                                f"{step}; lower the learning rate and run again")
         elapsed = time.time() - self._t0
         rate = (step - self._first_step) / max(elapsed, 1e-9)
         eta = (self.total_steps - step) / max(rate, 1e-9)
-        line = f"step {step}/{self.total_steps} | {rate:.1f} steps/s | loss {loss:.3f}"
+        line = f"step {step}/{self.total_steps} | {rate:.1f} steps/s | loss {window['loss']:.3f}"
+        point = {"step": step, **window, "time": elapsed}
         if self.evaluate is not None:
             result = self.evaluate(policy)
-            self.curve.append({"step": step, "loss": loss, "return_mean": result.return_mean,
-                               "normalized_mean": result.normalized_mean, "time": elapsed})
+            point.update(return_mean=result.return_mean, normalized_mean=result.normalized_mean)
             score = f"{result.normalized_mean:.1f}" if result.normalized_mean is not None else "n/a"
             line += f" | return {result.return_mean:.1f} | score {score}"
+        self.curve.append(point)
         self.log(f"{line} | ETA {eta:.0f}s")
-        if self.checkpoint_path is not None and step != self.total_steps:
-            self._save({**state(), "step": step, "_curve": self.curve})
+        if self._checkpoint is not None and step != self.total_steps:
+            self._checkpoint.save(step)
 
-    def _save(self, state: dict) -> None:
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+    def _accumulate(self, stats: Mapping[str, torch.Tensor]) -> None:
+        for name, value in stats.items():
+            value = value.detach()
+            if name not in self._window:
+                self._window[name] = value.clone()
+            elif name.endswith("_min"):
+                self._window[name] = torch.minimum(self._window[name], value)
+            elif name.endswith("_max"):
+                self._window[name] = torch.maximum(self._window[name], value)
+            else:
+                self._window[name] = self._window[name] + value
+        self._window_steps += 1
+
+    def _read_window(self) -> dict[str, float]:
+        names = list(self._window)
+        values = torch.stack([self._window[n].float() for n in names]).tolist() if names else []
+        window = {n: v if n.endswith(("_min", "_max")) else v / self._window_steps
+                  for n, v in zip(names, values, strict=True)}
+        self._window, self._window_steps = {}, 0
+        return window
 
 
 class Algorithm(ABC):

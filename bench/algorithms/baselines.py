@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from bench.algorithms.base import Algorithm, RunContext
+from bench.algorithms.checkpoint import GlobalRNG
 from bench.datasets.curation import Curated, all_episodes
 from bench.datasets.trajectories import Trajectories
 
@@ -181,6 +182,22 @@ class D3rlpyPolicy:
         return self.algo.predict(np.asarray(observations, dtype=np.float32))
 
 
+class _D3rlpyState:
+    """A d3rlpy algorithm's networks, optimisers and gradient-step count as one checkpoint component."""
+
+    def __init__(self, algo: Any):
+        self.algo = algo
+
+    def state_dict(self) -> dict:
+        buf = io.BytesIO()
+        self.algo.impl.save_model(buf)
+        return {"model": buf.getvalue(), "grad_step": self.algo.grad_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.algo.impl.load_model(io.BytesIO(state["model"]))
+        self.algo._grad_step = state["grad_step"]  # TD3+BC's delayed actor updates count from it
+
+
 class D3rlpyAlgorithm(Algorithm):
     """Trains a d3rlpy algorithm with the suite's loop; subclasses only name their config."""
 
@@ -203,24 +220,12 @@ class D3rlpyAlgorithm(Algorithm):
         ctx.info["d3rlpy"] = {"version": d3rlpy.__version__, "algorithm": type(algo).__name__,
                               "transitions": dataset.transition_count}
 
-        start = 0
-        if (state := ctx.resume()) is not None:
-            algo.impl.load_model(io.BytesIO(state["d3rlpy"]))
-            algo._grad_step = state["step"]  # TD3+BC's delayed actor updates count from it
-            np.random.set_state(state["numpy_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            start = state["step"]
-
-        def checkpoint() -> dict:
-            buf = io.BytesIO()
-            algo.impl.save_model(buf)
-            return {"d3rlpy": buf.getvalue(), "numpy_rng": np.random.get_state(),
-                    "torch_rng": torch.get_rng_state()}
-
+        start = ctx.resume(algo=_D3rlpyState(algo), rng=GlobalRNG())
         policy = D3rlpyPolicy(algo)
         for step in range(start + 1, cfg.steps + 1):
             metrics = algo.update(dataset.sample_transition_batch(cfg.batch_size))
-            ctx.step(step, policy, float(metrics.get("critic_loss", next(iter(metrics.values())))), checkpoint)
+            loss = metrics.get("critic_loss", next(iter(metrics.values())))  # d3rlpy returns floats
+            ctx.step(step, policy, {"loss": torch.tensor(loss)})
         ctx.info["d3rlpy"]["grad_steps"] = algo.grad_step
         return policy
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,8 +18,10 @@ import torch
 from torch import nn
 
 from bench.algorithms.base import RunContext
-from bench.algorithms.bc import BCConfig, forward_precision, transition_sampler
+from bench.algorithms.bc import BCConfig, transition_sampler
+from bench.algorithms.checkpoint import Checkpoint
 from bench.algorithms.policy import LOG_STD_MAX, LOG_STD_MIN, GaussianMLPPolicy
+from bench.algorithms.precision import step_precision
 from bench.datasets.curation import Curated
 from bench.datasets.trajectories import Trajectories
 
@@ -81,47 +82,35 @@ def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, 
         policies.append(GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers))
     stacked = StackedGaussianMLP(policies).to(device)
     optim = torch.optim.Adam(stacked.parameters(), lr=cfg.learning_rate, fused=True)  # as train_bc's
-    gens = [torch.Generator(device="cpu").manual_seed(ctx.seed) for ctx in ctxs]
+    gens = [torch.Generator(device=device).manual_seed(ctx.seed) for ctx in ctxs]
     obs = torch.as_tensor(trajectories.observations, device=device)
     act = torch.as_tensor(trajectories.actions, device=device)
     sample = transition_sampler(trajectories, curated, device)
 
-    start = 0
+    # the group checkpoints as a whole: one file with the stacked model and every seed's generator and curve
+    group = Checkpoint(checkpoint_path, {"stacked": stacked, "optim": optim, **{f"generator{k}": g for k, g in
+                                         enumerate(gens)}, **{f"run{k}": ctx for k, ctx in enumerate(ctxs)}})
     for ctx in ctxs:
-        ctx.checkpoint_path = None  # the group checkpoints as a whole
+        ctx.checkpoint_path = None
         ctx.resume()
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        stacked.load_state_dict(state["stacked"])
-        optim.load_state_dict(state["optim"])
-        start = state["step"]
-        for ctx, gen, gen_state, curve in zip(ctxs, gens, state["generators"], state["curves"], strict=True):
-            gen.set_state(gen_state)
-            ctx.curve, ctx._first_step = curve, start
+    start = group.restore()
+    for ctx in ctxs:
+        ctx._first_step = start
+    if start:
         ctxs[0].log(f"resumed {len(ctxs)} batched seeds from {checkpoint_path} at step {start}")
 
     stacked.train()
     for step in range(start + 1, cfg.steps + 1):
         rows = torch.stack([sample(cfg.batch_size, g) for g in gens])
-        with forward_precision(cfg.precision, device):
+        with step_precision(cfg.precision, device):
             per_seed = -stacked.log_prob(obs[rows], act[rows]).float().mean(dim=1)
         optim.zero_grad(set_to_none=True)
         per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
         optim.step()
-        losses = per_seed.detach().tolist()
-        due = step % ctxs[0].eval_every == 0 or step == cfg.steps
+        due = ctxs[0].due(step)
         for k, ctx in enumerate(ctxs):
-            # a real policy only when an evaluation is due; otherwise ctx.step just checks the loss
-            ctx.step(step, stacked.unstack(k, policies[0]) if due else None, losses[k], dict)
-        if due and checkpoint_path is not None and step != cfg.steps:
-            _save_group(checkpoint_path, {"stacked": stacked.state_dict(), "optim": optim.state_dict(), "step": step,
-                                          "generators": [g.get_state() for g in gens],
-                                          "curves": [ctx.curve for ctx in ctxs]})
+            # a real policy only when an evaluation is due; otherwise ctx.step just adds up the statistics
+            ctx.step(step, stacked.unstack(k, policies[0]) if due else None, {"loss": per_seed[k]})
+        if due and step != cfg.steps:
+            group.save(step)
     return [stacked.unstack(k, policies[0]) for k in range(len(ctxs))]
-
-
-def _save_group(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)

@@ -5,15 +5,13 @@ Objective (maximum likelihood of the data's actions; Pomerleau 1989; the paper's
     J_BC(theta) = E_{(s, a) ~ D+} [ log pi_theta(a | s) ]
 
 Batches are either transitions sampled uniformly (the peers' BC) or whole trajectories (the paper's reference
-policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant rate. ``precision="bfloat16"``
-runs the forward pass under bf16 autocast (matrix multiplies in bf16 with float32 accumulation; weights, Adam state and
-the loss stay float32): steps 1.5x (256 transitions) to 3.2x (128 whole trajectories) faster on a CPU core with bf16
-matrix units, a fit within 1% of float32's (tested), not bit-equal — so it is part of the config and the run's hash.
+policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant rate. ``precision`` selects float32,
+TF32 (CUDA) or a bfloat16 forward pass (``precision``). Batch indices are drawn on the training device with the run's
+own generator and the loss stays there: a step never waits for the device (``RunContext.step``).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 
 from bench.algorithms.base import Algorithm, RunContext
 from bench.algorithms.policy import GaussianMLPPolicy
+from bench.algorithms.precision import check_precision, step_precision
 from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
 from bench.datasets.curation import Curated, all_episodes, quality_bins
 from bench.datasets.trajectories import Trajectories
@@ -36,24 +35,12 @@ class BCConfig:
     learning_rate: float = 1e-3  # Adam (REFERENCE §2)
     hidden: int = 256  # units per hidden layer
     layers: int = 3  # hidden layers
-    precision: str = "float32"  # "float32", or "bfloat16": matmuls under bf16 autocast (see the module docstring)
+    precision: str = "float32"  # "float32", "tf32" (CUDA) or "bfloat16" autocast (bench/algorithms/precision.py)
 
     def __post_init__(self):  # a bad --set fails when the config is resolved, before any record is written
         if self.batch_unit not in ("transitions", "trajectories"):
             raise ValueError(f"batch_unit must be 'transitions' or 'trajectories', got {self.batch_unit!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-
-
-PRECISIONS = ("float32", "bfloat16")
-
-
-def forward_precision(precision: str, device: torch.device):
-    """The context the forward pass runs in (every step): nothing for float32, bf16 autocast for bfloat16; the
-    value was checked when the config was built."""
-    if precision == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+        check_precision("precision", self.precision)
 
 
 @dataclass
@@ -69,13 +56,14 @@ class BC5Config(BCConfig):
 def transition_sampler(trajectories: Trajectories, curated: Curated,
                        device: torch.device | str) -> Callable[[int, torch.Generator], torch.Tensor]:
     """``sample(n, generator)`` -> n transition rows drawn with the curated multiplicities (uniform draws when all
-    are equal, which is cheaper); BC and the batched-seed BC share it so both draw the same rows for a seed."""
+    are equal, which is cheaper); BC and the batched-seed BC share it so both draw the same rows for a seed. The
+    draw happens on ``device`` with ``generator``, which must live there too."""
     idx, weights = curated.transition_indices(trajectories)
     idx = torch.as_tensor(idx, device=device)
     if (weights == weights[0]).all():
-        return lambda n, gen: idx[torch.randint(len(idx), (n,), generator=gen).to(device)]
-    probs = torch.as_tensor(weights / weights.sum())
-    return lambda n, gen: idx[torch.multinomial(probs, n, replacement=True, generator=gen).to(device)]
+        return lambda n, gen: idx[torch.randint(len(idx), (n,), generator=gen, device=device)]
+    probs = torch.as_tensor(weights / weights.sum(), device=device)
+    return lambda n, gen: idx[torch.multinomial(probs, n, replacement=True, generator=gen)]
 
 
 def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: RunContext) -> GaussianMLPPolicy:
@@ -84,7 +72,7 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
     policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers).to(ctx.device)
     # fused: one pass over the parameters instead of ~9; a BC step on 256 transitions is 17% faster on a CPU core
     optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
-    gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
+    gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
     obs = torch.as_tensor(trajectories.observations, device=ctx.device)
     act = torch.as_tensor(trajectories.actions, device=ctx.device)
     if cfg.batch_unit == "transitions":
@@ -92,23 +80,14 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
     else:
         table = EpisodeTable.from_curated(trajectories, curated, ctx.device)
 
-    start = 0
-    if (state := ctx.resume()) is not None:
-        policy.load_state_dict(state["policy"])
-        optim.load_state_dict(state["optim"])
-        gen.set_state(state["generator"])
-        start = state["step"]
-
-    def checkpoint() -> dict:
-        return {"policy": policy.state_dict(), "optim": optim.state_dict(), "generator": gen.get_state()}
-
+    start = ctx.resume(policy=policy, optim=optim, generator=gen)
     policy.train()
     for step in range(start + 1, cfg.steps + 1):
         if cfg.batch_unit == "transitions":
             rows = sample(cfg.batch_size, gen)
         else:
             rows, seg, lengths = table.sample(cfg.batch_size, gen)
-        with forward_precision(cfg.precision, ctx.device):
+        with step_precision(cfg.precision, ctx.device):
             logp = policy.log_prob(obs[rows], act[rows]).float()
         if cfg.batch_unit == "transitions":
             loss = -logp.mean()
@@ -117,7 +96,7 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        ctx.step(step, policy, loss.item(), checkpoint)
+        ctx.step(step, policy, {"loss": loss})
     policy.eval()
     return policy
 

@@ -49,7 +49,8 @@ def reference_policy(trajectories: Trajectories, bc: BCConfig, seed: int, device
         try:
             if path.exists():
                 policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
-                policy.to(device).load_state_dict(torch.load(path, map_location=device, weights_only=True))
+                # read to the CPU, then copied into the policy's tensors on the training device
+                policy.to(device).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
                 log(f"reference BC policy from cache {path}")
                 return policy.eval(), {**info, "cached": True}
             return _train_and_store(trajectories, bc, seed, device, log, path), {**info, "cached": False}

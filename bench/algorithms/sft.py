@@ -15,6 +15,14 @@ pi_ref is BC on all data (cached, see ``reference``); theta, theta_q and pi_ref 
 every weight is 1. q is an exponential moving average of theta, updated after every step:
 theta_q <- ema * theta_q + (1 - ema) * theta. g is one of the named weight functions in ``weights``.
 Batches: ``batch_size`` whole trajectories drawn with replacement; Adam, linear warm-up then cosine decay to 0.
+
+A batch is laid out in one of two ways, with the same loss and gradient (tested):
+- ``static_shapes=False``: each distinct drawn trajectory once, weighted by how often it was drawn — the least work,
+  but the shapes change every step;
+- ``static_shapes=True``: every curated transition every step, each trajectory weighted by its draw count (0 for
+  most) — fixed shapes, so ``compile=True`` (``torch.compile(fullgraph=True, dynamic=False)``) and CUDA graphs can
+  capture the step; more work when the curated set is much larger than what a batch draws.
+Statistics (loss, weight mean/min/max, ESS) stay on the device until an evaluation step reads them.
 """
 
 from __future__ import annotations
@@ -22,15 +30,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from bench.algorithms.base import Algorithm, RunContext
 from bench.algorithms.bc import BCConfig
 from bench.algorithms.policy import GaussianMLPPolicy
+from bench.algorithms.precision import check_precision, step_precision
 from bench.algorithms.reference import reference_policy
 from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
-from bench.algorithms.weights import effective_sample_size, ema_update, trajectory_weights, warmup_cosine
+from bench.algorithms.weights import ema_update, trajectory_weights, warmup_cosine, weight_statistics
 from bench.datasets.curation import Curated, quality_bins
 from bench.datasets.trajectories import Trajectories
 
@@ -61,10 +69,17 @@ class SFTConfig:
     bc_batch_unit: str = "trajectories"
     bc_loss_normalization: str = "trajectory_mean"
     bc_learning_rate: float = 1e-3
-    bc_precision: str = "float32"  # of the reference BC's forward pass: "float32" or "bfloat16" (see bc.py)
+    bc_precision: str = "float32"  # the reference BC's: "float32", "tf32" (CUDA) or "bfloat16" (precision.py)
+    precision: str = "float32"  # the fine-tuning step's: "float32", "tf32" (CUDA) or "bfloat16" (precision.py)
+    static_shapes: bool = False  # compute every curated transition each step, weighted by draw counts (see above)
+    compile: bool = False  # torch.compile the loss (needs static_shapes; pays on GPUs, see benchmarks/)
 
-    def __post_init__(self):
-        self.reference_bc()  # a bad bc_* value fails when the config is resolved, before any record is written
+    def __post_init__(self):  # a bad value fails when the config is resolved, before any record is written
+        self.reference_bc()
+        check_precision("precision", self.precision)
+        if self.compile and not self.static_shapes:
+            raise ValueError("compile=true needs static_shapes=true (a compiled step must see the same shapes "
+                             "every step): add --set static_shapes=true")
 
     def reference_bc(self) -> BCConfig:
         return BCConfig(steps=self.bc_steps, batch_size=self.bc_batch_size, batch_unit=self.bc_batch_unit,
@@ -138,58 +153,71 @@ class SFT(Algorithm):
             with torch.no_grad():
                 logp_ref_all = torch.cat([reference.log_prob(o, a) for o, a in
                                           zip(obs.split(65536), act.split(65536), strict=True)])
-        optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+        # fused: one kernel over all parameters; on a GPU its step counters stay on the device (no host sync)
+        optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(
             optim, lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
-        gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
-        stats: list[tuple[float, float, float, float]] = []  # per step: mean, min, max, ESS / batch
-        windows: list[dict] = []
+        gen = torch.Generator(device="cpu").manual_seed(ctx.seed)  # trajectory draws happen on the host
+        loss_fn = _batch_loss(policy, q_policy, obs, act, logp_ref_all, table, cfg, ctx.device)
 
-        start = 0
-        if (state := ctx.resume()) is not None:
-            policy.load_state_dict(state["policy"])
-            if q_policy is not None:
-                q_policy.load_state_dict(state["q_policy"])
-            optim.load_state_dict(state["optim"])
-            sched.load_state_dict(state["sched"])
-            gen.set_state(state["generator"])
-            windows = state["weight_windows"]
-            start = state["step"]
-
-        def checkpoint() -> dict:
-            return {"policy": policy.state_dict(), "q_policy": q_policy and q_policy.state_dict(),
-                    "optim": optim.state_dict(), "sched": sched.state_dict(), "generator": gen.get_state(),
-                    "weight_windows": windows}
-
+        start = ctx.resume(policy=policy, optim=optim, sched=sched, generator=gen,
+                           **({"q_policy": q_policy} if q_policy is not None else {}))
         for step in range(start + 1, cfg.steps + 1):
-            # a trajectory drawn several times is computed once and weighted by its count (same loss, less work)
-            rows, seg, lengths, counts = table.sample_unique(cfg.batch_size, gen)
-            loss, w = iw_sft_loss(policy, q_policy, obs[rows], act[rows],
-                                  None if logp_ref_all is None else logp_ref_all[rows], seg, lengths, cfg,
-                                  table.mean_length, counts)
+            loss, stats = loss_fn(gen)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
             sched.step()
             if q_policy is not None:
                 ema_update(q_policy, policy, cfg.ema)
-                drawn = w.repeat_interleave(counts)  # statistics over the batch as drawn
-                stats.append((drawn.mean().item(), drawn.min().item(), drawn.max().item(),
-                              effective_sample_size(drawn) / len(drawn)))
-            if q_policy is not None and (step % ctx.eval_every == 0 or step == cfg.steps):
-                a = np.asarray(stats)
-                windows.append({"step": step, "mean": float(a[:, 0].mean()), "min": float(a[:, 1].min()),
-                                "max": float(a[:, 2].max()), "ess_fraction": float(a[:, 3].mean())})
-                stats.clear()
-            ctx.step(step, policy, loss.item(), checkpoint)
+            ctx.step(step, policy, {"loss": loss, **stats})
         if q_policy is not None:
+            # per evaluation window, as the curve holds them: mean / min / max of the weights, mean ESS fraction
+            windows = [{"step": p["step"], **{k.removeprefix("weight_"): p[k] for k in WEIGHT_STATISTICS}}
+                       for p in ctx.curve]
             ctx.info["weights"] = {
                 "function": cfg.weight_fn, "normalized": cfg.normalize_weights, "per_window": windows,
-                "mean": float(np.mean([x["mean"] for x in windows])), "max": max(x["max"] for x in windows),
+                "mean": sum(x["mean"] for x in windows) / len(windows), "max": max(x["max"] for x in windows),
                 "min": min(x["min"] for x in windows),
-                "ess_fraction": float(np.mean([x["ess_fraction"] for x in windows])),
+                "ess_fraction": sum(x["ess_fraction"] for x in windows) / len(windows),
             }
         return policy.eval()
+
+
+WEIGHT_STATISTICS = ("weight_mean", "weight_min", "weight_max", "ess_fraction")
+
+
+def _batch_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, obs: torch.Tensor, act: torch.Tensor,
+                logp_ref_all: torch.Tensor | None, table: EpisodeTable, cfg: SFTConfig, device: torch.device):
+    """``loss_fn(generator) -> (loss, statistics)`` for one step: draws a batch and computes its loss.
+
+    Both layouts (see the module docstring) draw the same trajectories from ``generator`` and give the same loss.
+    """
+    def statistics(w: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {} if q_policy is None else weight_statistics(w, counts)
+
+    if not cfg.static_shapes:
+        def unique_loss(gen: torch.Generator):
+            rows, seg, lengths, counts = table.sample_unique(cfg.batch_size, gen)
+            with step_precision(cfg.precision, device):
+                loss, w = iw_sft_loss(policy, q_policy, obs[rows], act[rows],
+                                      None if logp_ref_all is None else logp_ref_all[rows], seg, lengths, cfg,
+                                      table.mean_length, counts)
+            return loss, statistics(w, counts)
+        return unique_loss
+
+    rows, seg, lengths = table.packed()
+    packed_obs, packed_act = obs[rows], act[rows]
+    packed_ref = None if logp_ref_all is None else logp_ref_all[rows]
+
+    def packed_loss(counts: torch.Tensor):
+        with step_precision(cfg.precision, device):
+            loss, w = iw_sft_loss(policy, q_policy, packed_obs, packed_act, packed_ref, seg, lengths, cfg,
+                                  table.mean_length, counts)
+        return loss, statistics(w, counts)
+
+    step = torch.compile(packed_loss, fullgraph=True, dynamic=False) if cfg.compile else packed_loss
+    return lambda gen: step(table.sample_counts(cfg.batch_size, gen))
 
 
 def _load_reference_data(name: str) -> Trajectories:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from bench.algorithms.weights import segment_sum
@@ -22,24 +23,35 @@ LOSS_NORMALIZATIONS = ("trajectory_mean", "sum")
 
 @dataclass
 class EpisodeTable:
-    starts: torch.Tensor  # (K,) first transition of each selected episode
-    lengths: torch.Tensor  # (K,) its length
-    probs: torch.Tensor  # (K,) sampling probability (multiplicity / total)
+    """The curated episodes to draw whole trajectories from, drawn on the host and handed to ``device``.
+
+    Draws use a CPU ``torch.Generator`` and the index arithmetic runs in numpy, so the host knows every batch's size
+    without asking the device; the finished indices travel to the device with a non-blocking copy. A batch of
+    trajectories of varying length therefore never makes the training step wait (no ``.item()``, no
+    ``repeat_interleave`` that must read its output size back).
+    """
+
+    starts: np.ndarray  # (K,) first transition of each selected episode
+    lengths: np.ndarray  # (K,) its length
+    probs: torch.Tensor  # (K,) sampling probability (multiplicity / total), float64 on the CPU
     mean_length: float  # expected length of a sampled trajectory
+    device: torch.device
 
     @classmethod
     def from_curated(cls, trajectories: Trajectories, curated: Curated, device: torch.device) -> EpisodeTable:
-        lengths = torch.as_tensor(trajectories.episode_lengths[curated.episode_indices], device=device)
-        probs = torch.as_tensor(curated.sampling_probabilities(), dtype=torch.float64)
-        return cls(starts=torch.as_tensor(trajectories.episode_starts[curated.episode_indices], device=device),
-                   lengths=lengths, probs=probs,
-                   mean_length=float((probs * lengths.cpu().double()).sum()))
+        lengths = trajectories.episode_lengths[curated.episode_indices].astype(np.int64)
+        probs = curated.sampling_probabilities()
+        return cls(starts=trajectories.episode_starts[curated.episode_indices].astype(np.int64), lengths=lengths,
+                   probs=torch.as_tensor(probs, dtype=torch.float64), mean_length=float((probs * lengths).sum()),
+                   device=torch.device(device))
+
+    def _draw(self, batch_size: int, generator: torch.Generator) -> np.ndarray:
+        return torch.multinomial(self.probs, batch_size, replacement=True, generator=generator).numpy()
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw ``batch_size`` trajectories with replacement: (transition indices, segment ids, lengths)."""
-        picks = torch.multinomial(self.probs, batch_size, replacement=True, generator=generator)
-        picks = picks.to(self.starts.device)
-        return gather(self.starts[picks], self.lengths[picks])
+        picks = self._draw(batch_size, generator)
+        return self._to_device(*gather(self.starts[picks], self.lengths[picks]))
 
     def sample_unique(self, batch_size: int, generator: torch.Generator):
         """The same draw as ``sample``, each distinct trajectory once with its count in the batch.
@@ -47,17 +59,37 @@ class EpisodeTable:
         Returns (transition indices, segment ids, lengths, counts); a loss that weights trajectory b by counts[b]
         equals the loss over the ``batch_size`` draws exactly, with the repeated trajectories computed once.
         """
-        picks = torch.multinomial(self.probs, batch_size, replacement=True, generator=generator)
-        unique, counts = torch.unique(picks.to(self.starts.device), return_counts=True)
-        return (*gather(self.starts[unique], self.lengths[unique]), counts)
+        unique, counts = np.unique(self._draw(batch_size, generator), return_counts=True)
+        return self._to_device(*gather(self.starts[unique], self.lengths[unique]), torch.from_numpy(counts))
+
+    def sample_counts(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """The same draw as ``sample`` as (K,) counts, how often each curated episode was drawn (mostly 0).
+
+        With :meth:`packed` this is the static-shape form of the batch: every step computes every curated transition
+        and weights each trajectory by its count, so shapes never change and the loss equals ``sample_unique``'s.
+        """
+        counts = np.bincount(self._draw(batch_size, generator), minlength=len(self.lengths))
+        return self._to_device(torch.from_numpy(counts))[0]
+
+    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(transition indices, segment ids, lengths) of every curated episode, in table order, on the device."""
+        return self._to_device(*gather(self.starts, self.lengths))
+
+    def _to_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.device.type == "cpu":
+            return tensors
+        return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in tensors)
 
 
-def gather(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flat transition indices of the given episodes, each transition's segment (0..B-1), and the lengths."""
-    seg = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
-    offsets = torch.arange(len(seg), device=lengths.device) - torch.repeat_interleave(
-        torch.cumsum(lengths, 0) - lengths, lengths)
-    return starts[seg] + offsets, seg, lengths
+def gather(starts, lengths) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat transition indices of the given episodes, each transition's segment (0..B-1), and the lengths.
+
+    Host arithmetic (numpy) on CPU arrays or tensors; returns CPU int64 tensors.
+    """
+    starts, lengths = np.asarray(starts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+    seg = np.repeat(np.arange(len(lengths)), lengths)
+    offsets = np.arange(len(seg)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return torch.from_numpy(starts[seg] + offsets), torch.from_numpy(seg), torch.from_numpy(lengths)
 
 
 def trajectory_log_likelihood(logp: torch.Tensor, seg: torch.Tensor, lengths: torch.Tensor, normalization: str,

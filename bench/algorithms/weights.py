@@ -67,6 +67,17 @@ def effective_sample_size(w: torch.Tensor) -> float:
     return float(w.sum() ** 2 / (w.pow(2).sum() + 1e-30))
 
 
+def weight_statistics(w: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Statistics of the batch as drawn, where trajectory b with weight ``w[b]`` was drawn ``counts[b]`` times
+    (0 allowed): mean, min, max and Kish's ESS as a fraction of the draws. Device tensors; nothing is read back."""
+    c = counts.to(w.dtype)
+    drawn = c > 0
+    cw = c * w
+    return {"weight_mean": cw.sum() / c.sum(),
+            "weight_min": torch.where(drawn, w, torch.inf).min(), "weight_max": torch.where(drawn, w, -torch.inf).max(),
+            "ess_fraction": cw.sum() ** 2 / ((cw * w).sum() + 1e-30) / c.sum()}
+
+
 @torch.no_grad()
 def ema_update(target: torch.nn.Module, source: torch.nn.Module, decay: float) -> None:
     """theta_q <- decay * theta_q + (1 - decay) * theta (the paper's time-lagged q for control)."""

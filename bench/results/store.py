@@ -58,6 +58,7 @@ class RunRecord:
     versions: dict = field(default_factory=package_versions)
     host: dict = field(default_factory=lambda: {"machine": platform.machine(), "node": platform.node(),
                                                 "cpus": os.cpu_count()})
+    device: dict = field(default_factory=dict)  # where it trained: device, its name, precision, CUDA_VISIBLE_DEVICES
     error: str | None = None
     schema_version: int = SCHEMA_VERSION
 

@@ -1,0 +1,101 @@
+"""The one checkpoint mechanism every training loop uses: named state, one file, atomic, device-independent.
+
+A loop names what it must restore to continue bit-identically — modules, optimisers, schedulers, generators, the
+global RNGs, the run context (curve, statistics) — and :class:`Checkpoint` saves and restores all of it:
+
+- a component is anything with ``state_dict()`` / ``load_state_dict()`` (``nn.Module``, ``Optimizer``,
+  ``LRScheduler``, :class:`GlobalRNG`, :class:`~bench.algorithms.base.RunContext`, ...) or a ``torch.Generator``;
+- the file is written to a temporary file with a unique name beside it, then renamed, so a reader sees the old
+  checkpoint or the new one, never half of one, and two processes never write the same temporary file; a failed
+  write (a full disk) removes its temporary file;
+- it is read back to the CPU (``map_location="cpu"``) and each component moves what it needs: a module's or an
+  optimiser's ``load_state_dict`` copies into tensors already on the training device, while generator and RNG
+  states stay CPU byte tensors, which is what ``Generator.set_state`` expects for CPU and CUDA generators alike. So
+  a checkpoint written on a GPU resumes on a CPU and the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+class GlobalRNG:
+    """numpy's and torch's global generators (CPU and every CUDA device) as one component.
+
+    Only for code that draws from the global generators and cannot be handed one (d3rlpy); the native algorithms
+    draw from their own ``torch.Generator``.
+    """
+
+    def state_dict(self) -> dict:
+        return {"numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state: dict) -> None:
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _state_of(component: Stateful | torch.Generator) -> Any:
+    return component.get_state() if isinstance(component, torch.Generator) else component.state_dict()
+
+
+def _restore(component: Stateful | torch.Generator, state: Any) -> None:
+    if isinstance(component, torch.Generator):
+        component.set_state(state)
+    else:
+        component.load_state_dict(state)
+
+
+class Checkpoint:
+    """Every named component of a training loop in one file at ``path`` (None: never saved, nothing restored)."""
+
+    def __init__(self, path: Path | None, components: dict[str, Stateful | torch.Generator]):
+        self.path = None if path is None else Path(path)
+        self.components = components
+
+    def save(self, step: int) -> None:
+        if self.path is None:
+            return
+        state = {"step": step, "components": {name: _state_of(c) for name, c in self.components.items()}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def restore(self) -> int:
+        """Restore every component from the file; returns the step it was saved at (0 when there is none)."""
+        if self.path is None or not self.path.exists():
+            return 0
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        saved = state["components"]
+        if set(saved) != set(self.components):
+            raise ValueError(f"checkpoint {self.path} holds {sorted(saved)}, this run needs "
+                             f"{sorted(self.components)}; delete it to start the run afresh")
+        for name, component in self.components.items():
+            _restore(component, saved[name])
+        return int(state["step"])
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
