@@ -6,6 +6,17 @@ import numpy as np
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (scripts/device_check.sh runs it on a GPU)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def offline_and_isolated(tmp_path, monkeypatch):
     """No network, and every store (Minari, D4RL cache, generator work dirs) inside the test's tmp folder."""

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.algorithms.checkpoint import Checkpoint, Stateful
+from bench.algorithms.checkpoint import Checkpoint, Component
 from bench.datasets.curation import Curated
 from bench.datasets.trajectories import Trajectories
 from bench.evaluation import EvalResult, Policy
@@ -54,7 +54,7 @@ class RunContext:
     _window_steps: int = 0
     _checkpoint: Checkpoint | None = None
 
-    def resume(self, **components: Stateful | torch.Generator) -> int:
+    def resume(self, **components: Component) -> int:
         """Register the loop's state and restore it (and this context's curve) from the last checkpoint.
 
         Returns the step the checkpoint was written after (0 without one); the loop continues with the next.

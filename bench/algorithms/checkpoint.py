@@ -4,18 +4,23 @@ A loop names what it must restore to continue bit-identically — modules, optim
 global RNGs, the run context (curve, statistics) — and :class:`Checkpoint` saves and restores all of it:
 
 - a component is anything with ``state_dict()`` / ``load_state_dict()`` (``nn.Module``, ``Optimizer``,
-  ``LRScheduler``, :class:`GlobalRNG`, :class:`~bench.algorithms.base.RunContext`, ...) or a ``torch.Generator``;
+  ``LRScheduler``, :class:`GlobalRNG`, :class:`~bench.algorithms.base.RunContext`, ...), a ``torch.Generator`` or
+  a numpy ``Generator``;
 - the file is written to a temporary file with a unique name beside it, then renamed, so a reader sees the old
   checkpoint or the new one, never half of one, and two processes never write the same temporary file; a failed
   write (a full disk) removes its temporary file;
 - it is read back to the CPU (``map_location="cpu"``) and each component moves what it needs: a module's or an
   optimiser's ``load_state_dict`` copies into tensors already on the training device, while generator and RNG
   states stay CPU byte tensors, which is what ``Generator.set_state`` expects for CPU and CUDA generators alike. So
-  a checkpoint written on a GPU resumes on a CPU and the other way round.
+  a checkpoint written on a GPU resumes on a CPU and the other way round. A torch generator's stream is specific to
+  its device type (CPU: Mersenne Twister, CUDA: Philox), so a generator restored onto another kind of device is
+  seeded from the saved state instead: deterministic, but not the stream an uninterrupted run would have drawn
+  (whose numbers would differ on the other device anyway).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -49,13 +54,26 @@ class GlobalRNG:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _state_of(component: Stateful | torch.Generator) -> Any:
-    return component.get_state() if isinstance(component, torch.Generator) else component.state_dict()
+Component = Stateful | torch.Generator | np.random.Generator
 
 
-def _restore(component: Stateful | torch.Generator, state: Any) -> None:
+def _state_of(component: Component) -> Any:
     if isinstance(component, torch.Generator):
-        component.set_state(state)
+        return {"device_type": component.device.type, "state": component.get_state()}
+    if isinstance(component, np.random.Generator):
+        return component.bit_generator.state
+    return component.state_dict()
+
+
+def _restore(component: Component, state: Any) -> None:
+    if isinstance(component, torch.Generator):
+        if state["device_type"] == component.device.type:
+            component.set_state(state["state"])
+        else:
+            digest = hashlib.sha256(state["state"].numpy().tobytes()).digest()
+            component.manual_seed(int.from_bytes(digest[:8], "little"))
+    elif isinstance(component, np.random.Generator):
+        component.bit_generator.state = state
     else:
         component.load_state_dict(state)
 
@@ -63,7 +81,7 @@ def _restore(component: Stateful | torch.Generator, state: Any) -> None:
 class Checkpoint:
     """Every named component of a training loop in one file at ``path`` (None: never saved, nothing restored)."""
 
-    def __init__(self, path: Path | None, components: dict[str, Stateful | torch.Generator]):
+    def __init__(self, path: Path | None, components: dict[str, Component]):
         self.path = None if path is None else Path(path)
         self.components = components
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from bench.algorithms.base import Algorithm, RunContext
@@ -157,7 +158,7 @@ class SFT(Algorithm):
         optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(
             optim, lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
-        gen = torch.Generator(device="cpu").manual_seed(ctx.seed)  # trajectory draws happen on the host
+        gen = np.random.default_rng(ctx.seed)  # trajectories are drawn on the host (EpisodeTable)
         loss_fn = _batch_loss(policy, q_policy, obs, act, logp_ref_all, table, cfg, ctx.device)
 
         start = ctx.resume(policy=policy, optim=optim, sched=sched, generator=gen,
@@ -197,7 +198,7 @@ def _batch_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, o
         return {} if q_policy is None else weight_statistics(w, counts)
 
     if not cfg.static_shapes:
-        def unique_loss(gen: torch.Generator):
+        def unique_loss(gen: np.random.Generator):
             rows, seg, lengths, counts = table.sample_unique(cfg.batch_size, gen)
             with step_precision(cfg.precision, device):
                 loss, w = iw_sft_loss(policy, q_policy, obs[rows], act[rows],

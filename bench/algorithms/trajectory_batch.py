@@ -25,7 +25,7 @@ LOSS_NORMALIZATIONS = ("trajectory_mean", "sum")
 class EpisodeTable:
     """The curated episodes to draw whole trajectories from, drawn on the host and handed to ``device``.
 
-    Draws use a CPU ``torch.Generator`` and the index arithmetic runs in numpy, so the host knows every batch's size
+    Draws use the run's numpy generator and the index arithmetic runs in numpy, so the host knows every batch's size
     without asking the device; the finished indices travel to the device with a non-blocking copy. A batch of
     trajectories of varying length therefore never makes the training step wait (no ``.item()``, no
     ``repeat_interleave`` that must read its output size back).
@@ -33,7 +33,7 @@ class EpisodeTable:
 
     starts: np.ndarray  # (K,) first transition of each selected episode
     lengths: np.ndarray  # (K,) its length
-    probs: torch.Tensor  # (K,) sampling probability (multiplicity / total), float64 on the CPU
+    probs: np.ndarray  # (K,) sampling probability (multiplicity / total)
     mean_length: float  # expected length of a sampled trajectory
     device: torch.device
 
@@ -42,18 +42,19 @@ class EpisodeTable:
         lengths = trajectories.episode_lengths[curated.episode_indices].astype(np.int64)
         probs = curated.sampling_probabilities()
         return cls(starts=trajectories.episode_starts[curated.episode_indices].astype(np.int64), lengths=lengths,
-                   probs=torch.as_tensor(probs, dtype=torch.float64), mean_length=float((probs * lengths).sum()),
+                   probs=probs, mean_length=float((probs * lengths).sum()),
                    device=torch.device(device))
 
-    def _draw(self, batch_size: int, generator: torch.Generator) -> np.ndarray:
-        return torch.multinomial(self.probs, batch_size, replacement=True, generator=generator).numpy()
+    def _draw(self, batch_size: int, generator: np.random.Generator) -> np.ndarray:
+        return generator.choice(len(self.probs), size=batch_size, replace=True, p=self.probs)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(self, batch_size: int,
+               generator: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw ``batch_size`` trajectories with replacement: (transition indices, segment ids, lengths)."""
         picks = self._draw(batch_size, generator)
         return self._to_device(*gather(self.starts[picks], self.lengths[picks]))
 
-    def sample_unique(self, batch_size: int, generator: torch.Generator):
+    def sample_unique(self, batch_size: int, generator: np.random.Generator):
         """The same draw as ``sample``, each distinct trajectory once with its count in the batch.
 
         Returns (transition indices, segment ids, lengths, counts); a loss that weights trajectory b by counts[b]
@@ -62,7 +63,7 @@ class EpisodeTable:
         unique, counts = np.unique(self._draw(batch_size, generator), return_counts=True)
         return self._to_device(*gather(self.starts[unique], self.lengths[unique]), torch.from_numpy(counts))
 
-    def sample_counts(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_counts(self, batch_size: int, generator: np.random.Generator) -> torch.Tensor:
         """The same draw as ``sample`` as (K,) counts, how often each curated episode was drawn (mostly 0).
 
         With :meth:`packed` this is the static-shape form of the batch: every step computes every curated transition

@@ -1,0 +1,153 @@
+"""The one checkpoint mechanism: resume bit-identically, across devices, atomically, with clear errors."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+import torch
+
+from bench.algorithms import RunContext
+from bench.algorithms.checkpoint import Checkpoint, GlobalRNG
+from bench.algorithms.policy import GaussianMLPPolicy
+
+
+def _loop(device: torch.device):
+    """A small training loop's state: policy, fused Adam, scheduler, a device generator and a numpy generator."""
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(5, 2, hidden=16, layers=2).to(device)
+    optim = torch.optim.Adam(policy.parameters(), lr=1e-2, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda k: 1.0 / (1 + k))
+    components = {"policy": policy, "optim": optim, "sched": sched,
+                  "generator": torch.Generator(device=device).manual_seed(1), "rng": np.random.default_rng(2)}
+    return components
+
+
+def _train(components, steps: int, device: torch.device) -> None:
+    data = torch.arange(200 * 7, dtype=torch.float32, device=device).reshape(200, 7).sin()
+    for _ in range(steps):
+        rows = torch.randint(200, (16,), generator=components["generator"], device=device)
+        rows = rows + int(components["rng"].integers(0, 1))  # the numpy draw must be restored too
+        loss = -components["policy"].log_prob(data[rows, :5], data[rows, 5:]).mean()
+        components["optim"].zero_grad()
+        loss.backward()
+        components["optim"].step()
+        components["sched"].step()
+
+
+def _params(components) -> list[torch.Tensor]:
+    return [p.detach().cpu().clone() for p in components["policy"].parameters()]
+
+
+def _resumes_identically(tmp_path, save_device: torch.device, load_device: torch.device, tag=None) -> None:
+    reference = _loop(save_device)
+    _train(reference, 10, save_device)
+    written = _loop(save_device)
+    _train(written, 5, save_device)
+    Checkpoint(tmp_path / "c.pt", written).save(5)
+    resumed = _loop(load_device)
+    assert Checkpoint(tmp_path / "c.pt", resumed).restore() == 5
+    _train(resumed, 5, load_device)
+    assert resumed["sched"].last_epoch == 10
+    assert resumed["optim"].state[next(resumed["policy"].parameters())]["step"].device.type == load_device.type
+    for a, b in zip(_params(reference), _params(resumed), strict=True):
+        if save_device == load_device:
+            assert torch.equal(a, b)
+        else:  # another device's generator stream and rounding: the same training, not the same bits
+            assert torch.isfinite(b).all() and a.shape == b.shape
+
+
+def test_a_checkpoint_resumes_bit_identically(tmp_path):
+    _resumes_identically(tmp_path, torch.device("cpu"), torch.device("cpu"))
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_only_machine(tmp_path):
+    """Every tensor of the file is tagged "cuda:0", as torch.save tags a GPU run's tensors; the loader reads it to
+    the CPU (map_location semantics), so a GPU run's checkpoint resumes here — bit-identically."""
+    from torch import serialization
+
+    entry = (0, lambda storage: "cuda:0", lambda storage, location: None)
+    serialization._package_registry.insert(0, entry)  # torch.save tags every storage "cuda:0" while it is there
+    try:
+        components = _loop(torch.device("cpu"))
+        _train(components, 5, torch.device("cpu"))
+        Checkpoint(tmp_path / "c.pt", components).save(5)
+    finally:
+        serialization._package_registry.remove(entry)
+    with pytest.raises(RuntimeError, match="CUDA"):  # what a loader without map_location="cpu" meets here
+        torch.load(tmp_path / "c.pt", weights_only=False)
+    reference = _loop(torch.device("cpu"))
+    _train(reference, 10, torch.device("cpu"))
+    resumed = _loop(torch.device("cpu"))
+    assert Checkpoint(tmp_path / "c.pt", resumed).restore() == 5
+    _train(resumed, 5, torch.device("cpu"))
+    for a, b in zip(_params(reference), _params(resumed), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.cuda
+def test_checkpoints_move_between_cpu_and_cuda(tmp_path):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for save, load in ((cpu, cuda), (cuda, cpu), (cuda, cuda)):
+        _resumes_identically(tmp_path, save, load)
+
+
+def test_global_rng_and_run_context_are_components(tmp_path):
+    ctx = RunContext(seed=0, device=torch.device("cpu"), total_steps=4, evaluate=None, eval_every=2,
+                     checkpoint_path=tmp_path / "run.pt", log=lambda m: None)
+    assert ctx.resume(rng=GlobalRNG()) == 0
+    np.random.seed(3)
+    torch.manual_seed(3)
+    for step in (1, 2):
+        ctx.step(step, None, {"loss": torch.tensor(float(step))})
+    expected = (np.random.rand(), torch.rand(1).item())
+    np.random.seed(99)
+    torch.manual_seed(99)
+    again = RunContext(seed=0, device=torch.device("cpu"), total_steps=4, evaluate=None, eval_every=2,
+                       checkpoint_path=tmp_path / "run.pt", log=lambda m: None)
+    assert again.resume(rng=GlobalRNG()) == 2
+    assert again.curve == ctx.curve and again.curve[0]["loss"] == 1.5
+    assert (np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_a_checkpoint_of_other_components_is_refused_with_the_fix(tmp_path):
+    Checkpoint(tmp_path / "c.pt", {"policy": torch.nn.Linear(2, 2)}).save(3)
+    with pytest.raises(ValueError, match=r"holds \['policy'\], this run needs \['optim', 'policy'\]; delete it"):
+        Checkpoint(tmp_path / "c.pt", {"policy": torch.nn.Linear(2, 2), "optim": GlobalRNG()}).restore()
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    component = {"policy": torch.nn.Linear(2, 2)}
+    Checkpoint(tmp_path / "c.pt", component).save(1)
+    before = (tmp_path / "c.pt").read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        Checkpoint(tmp_path / "c.pt", component).save(2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    assert (tmp_path / "c.pt").read_bytes() == before
+
+
+def test_temporary_files_have_unique_names(tmp_path, monkeypatch):
+    import tempfile
+
+    from bench.algorithms import checkpoint
+
+    names = []
+    real_mkstemp = tempfile.mkstemp
+
+    def record_name(**kwargs):
+        fd, name = real_mkstemp(**kwargs)
+        names.append(name)
+        return fd, name
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", record_name)
+    for step in (1, 2):
+        Checkpoint(tmp_path / "c.pt", {"policy": torch.nn.Linear(2, 2)}).save(step)
+    assert len(set(names)) == 2 and all(n != str(tmp_path / "c.pt") for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
