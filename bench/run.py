@@ -226,7 +226,8 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
 
 def _complete(run_: _Started, policy, curated, train_seconds: float, log) -> None:
     cfg, record = run_.cfg, run_.record
-    record.timings["train"] = train_seconds
+    record.timings["train"] = train_seconds  # evaluations during training included
+    record.timings["train_evals"] = run_.ctx.eval_seconds
     record.curve = run_.ctx.curve
     record.train_info = {"curation": curated.description, **run_.ctx.info}
     t0 = time.time()

@@ -1,6 +1,7 @@
 """K seeds of BC pre-training as one batched model against K sequential runs (one process, one thread).
 
     python benchmarks/batched_seeds.py [--seeds 5] [--steps 300] [--threads 1] [--repeats 3] [--run-steps 2000]
+                                       [--device cpu]
 
 First the training loops alone (train_bc per seed vs train_bc_seeds, at float32 and at bfloat16 forward precision;
 best of --repeats rounds, each round running all four, so that noise on a shared machine hits them alike), then
@@ -36,13 +37,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run-steps", type=int, default=2000)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on cuda: the loops only, no matmul floor)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     torch.set_num_threads(args.threads)
     traj = load_dataset(get_spec("hopper-mini-replay"))
     seeds = list(range(args.seeds))
 
     def ctx(seed):
-        return RunContext(seed=seed, device=torch.device("cpu"), total_steps=args.steps, evaluate=None,
+        return RunContext(seed=seed, device=device, total_steps=args.steps, evaluate=None,
                           eval_every=10**9, log=lambda m: None)
 
     precisions = ("float32", "bfloat16")
@@ -54,27 +58,31 @@ def main() -> None:
     step_flops = 2.0 * 256 * (2 * sum(i * o for i, o in shapes) + sum(i * o for i, o in shapes[1:]))
     floor = float("inf")
     for _ in range(args.repeats):  # in the same rounds as the loops: the cores' speed drifts
-        floor = min(floor, step_flops / (matmul_roofline(256, shapes) * 1e9))
+        if device.type == "cpu":
+            floor = min(floor, step_flops / (matmul_roofline(256, shapes) * 1e9))
         for precision in precisions:
             cfg = BCConfig(steps=args.steps, batch_size=256, precision=precision)
             t0 = time.perf_counter()
             for seed in seeds:
                 train_bc(traj, all_episodes(traj), cfg, ctx(seed))
+            sync()
             best[precision, "sequential"] = min(best[precision, "sequential"], time.perf_counter() - t0)
             t0 = time.perf_counter()
             train_bc_seeds(traj, all_episodes(traj), cfg, [ctx(s) for s in seeds])
+            sync()
             best[precision, "batched"] = min(best[precision, "batched"], time.perf_counter() - t0)
     updates = args.seeds * args.steps
-    print(f"BC, {args.seeds} seeds x {args.steps} steps of 256 transitions, {args.threads} thread(s), "
+    print(f"BC, {args.seeds} seeds x {args.steps} steps of 256 transitions, {device}, {args.threads} thread(s), "
           f"best of {args.repeats} rounds:")
     for precision in precisions:
         seq, bat = best[precision, "sequential"], best[precision, "batched"]
         print(f"  {precision:8s}  sequential {seq:5.1f} s ({updates / seq:4.0f} seed-updates/s)   batched {bat:5.1f} s "
               f"({updates / bat:4.0f} seed-updates/s)   speed-up {seq / bat:.2f}x")
     seq_step = best["float32", "sequential"] / updates
-    print(f"  float32 matmuls alone: {floor * 1e3:.2f} ms per seed-update = {100 * floor / seq_step:.0f}% of a "
-          f"sequential step ({seq_step * 1e3:.2f} ms); batching removes only the rest, so it cannot beat "
-          f"{seq_step / floor:.2f}x in float32 here")
+    if device.type == "cpu":
+        print(f"  float32 matmuls alone: {floor * 1e3:.2f} ms per seed-update = {100 * floor / seq_step:.0f}% of a "
+              f"sequential step ({seq_step * 1e3:.2f} ms); batching removes only the rest, so it cannot beat "
+              f"{seq_step / floor:.2f}x in float32 here")
     both = best["float32", "sequential"] / best["bfloat16", "batched"]
     print(f"  batched bfloat16 vs sequential float32: {both:.2f}x")
     if args.run_steps <= 0:

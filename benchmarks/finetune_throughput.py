@@ -1,12 +1,15 @@
 """iw-SFT(Q) fine-tuning throughput: the suite's step against the plain computation, and against the roofline.
 
-    python benchmarks/finetune_throughput.py [--steps 20] [--batch 256] [--threads 1] [--rounds 5]
+    python benchmarks/finetune_throughput.py [--steps 20] [--batch 256] [--threads 1] [--rounds 5] [--device cpu]
 
 Plain computation (what a direct transcription of the objective does): pad the B drawn trajectories to the longest
 one, run theta, theta_q and pi_ref on every padded step, mask, and compute every drawn trajectory even when the same
 one is drawn several times. The suite's step packs the drawn trajectories without padding (segment sums), computes a
 trajectory drawn k times once with weight k, and reads log pi_ref from a table computed once (pi_ref is frozen).
 Both give the same loss and gradient (tests/test_weights.py). Throughput is in drawn trajectory-steps per second.
+Then the suite's fine-tuning step as ``SFT.fit`` runs it, in its three forms — each drawn trajectory once (the
+default), static shapes (every curated transition, weighted by draw counts) and static shapes under torch.compile —
+in interleaved rounds, best of each (the compiled form's first call, which compiles, is not timed).
 The roofline is this machine's float32 matrix-multiply rate on the MLP's own layer shapes; the suite's step does
 3 MLP passes' worth of matmul work per transition it computes (theta forward + backward ~ 3 forward passes) plus
 one forward of theta_q, i.e. 4 forward passes.
@@ -18,10 +21,11 @@ import argparse
 import copy
 import time
 
+import numpy as np
 import torch
 
 from bench.algorithms.policy import GaussianMLPPolicy
-from bench.algorithms.sft import SFTConfig, iw_sft_loss
+from bench.algorithms.sft import SFTConfig, _batch_loss, iw_sft_loss
 from bench.algorithms.trajectory_batch import EpisodeTable
 from bench.algorithms.weights import temperature_weights
 from bench.datasets.curation import quality_bins
@@ -57,6 +61,40 @@ def suite_step(policy, q, logp_ref_all, optim, obs, act, table, gen, cfg: SFTCon
     return int((lengths * counts).sum())
 
 
+def layouts(ref, obs, act, logp_ref_all, table, batch: int, device: torch.device, rounds: int, steps: int) -> None:
+    """Fine-tuning steps/s of the three layouts SFT.fit offers, interleaved rounds, best of each."""
+    forms = {"drawn trajectories once": {}, "static shapes": {"static_shapes": True},
+             "static shapes + compile": {"static_shapes": True, "compile": True}}
+    loops = {}
+    for name, extra in forms.items():
+        cfg = SFTConfig(importance_weighted=True, batch_size=batch, **extra)
+        policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
+        optim = torch.optim.Adam(policy.parameters(), lr=1e-4, fused=True)
+        loss_fn = _batch_loss(policy, q, obs, act, logp_ref_all, table, cfg, device)
+        gen = np.random.default_rng(0)
+
+        def loop(n, loss_fn=loss_fn, optim=optim, gen=gen):
+            for _ in range(n):
+                loss, _ = loss_fn(gen)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        loop(2)  # warm-up (and compilation)
+        loops[name] = loop
+    best = dict.fromkeys(loops, float("inf"))
+    for _ in range(rounds):
+        for name, loop in loops.items():
+            t0 = time.perf_counter()
+            loop(steps)
+            best[name] = min(best[name], (time.perf_counter() - t0) / steps)
+    print(f"SFT.fit's step, {batch} trajectories, {device}, best of {rounds} interleaved rounds of {steps} steps:")
+    base = best["drawn trajectories once"]
+    for name, dt in best.items():
+        print(f"  {name:25s} {dt * 1e3:8.1f} ms/step  {1 / dt:8.1f} steps/s  ({base / dt:.2f}x the default)")
+
+
 def matmul_roofline(rows: int, shapes: list[tuple[int, int]], repeats: int = 5) -> float:
     """GFLOP/s of float32 (rows x in) @ (in x out) for the MLP's layer shapes."""
     flops, seconds = 0.0, 0.0
@@ -77,21 +115,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="trajectories per step (paper: 256)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the roofline comparison")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: on cuda only the three layouts are timed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
     traj = load_dataset(get_spec("hopper-mini-replay"))
     curated = quality_bins(traj, [90, 95, 98])
     cfg = SFTConfig(importance_weighted=True, batch_size=args.batch)
-    obs, act = torch.as_tensor(traj.observations), torch.as_tensor(traj.actions)
-    ref = GaussianMLPPolicy(traj.obs_dim, traj.act_dim).requires_grad_(False)
-    table = EpisodeTable.from_curated(traj, curated, torch.device("cpu"))
+    obs = torch.as_tensor(traj.observations, device=device)
+    act = torch.as_tensor(traj.actions, device=device)
+    ref = GaussianMLPPolicy(traj.obs_dim, traj.act_dim).to(device).requires_grad_(False)
+    table = EpisodeTable.from_curated(traj, curated, device)
+    if device.type == "cuda":
+        with torch.no_grad():
+            layouts(ref, obs, act, ref.log_prob(obs, act), table, args.batch, device, args.rounds, args.steps)
+        return
 
     results = {}
     for name in ("plain", "suite"):
         policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
         optim = torch.optim.Adam(policy.parameters(), lr=1e-4)
-        gen = torch.Generator().manual_seed(0)
+        gen = np.random.default_rng(0)
         logp_ref_all = None
         t0 = time.perf_counter()
         if name == "suite":
@@ -100,8 +145,9 @@ def main() -> None:
         drawn = 0
         for _ in range(args.steps):
             if name == "plain":
-                picks = torch.multinomial(table.probs, args.batch, replacement=True, generator=gen)
-                drawn += plain_step(policy, q, ref, optim, obs, act, table.starts[picks], table.lengths[picks], cfg)
+                picks = gen.choice(len(table.probs), size=args.batch, replace=True, p=table.probs)
+                drawn += plain_step(policy, q, ref, optim, obs, act, torch.from_numpy(table.starts[picks]),
+                                    torch.from_numpy(table.lengths[picks]), cfg)
             else:
                 drawn += suite_step(policy, q, logp_ref_all, optim, obs, act, table, gen, cfg)
         results[name] = (drawn / (time.perf_counter() - t0), time.perf_counter() - t0)
@@ -110,8 +156,7 @@ def main() -> None:
     print(f"speed-up: {results['suite'][0] / results['plain'][0]:.2f}x")
 
     # How close the suite's step runs to the matmul roofline: time it on a fixed unique batch
-    gen = torch.Generator().manual_seed(1)
-    rows, seg, lengths, counts = table.sample_unique(args.batch, gen)
+    rows, seg, lengths, counts = table.sample_unique(args.batch, np.random.default_rng(1))
     policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
     optim = torch.optim.Adam(policy.parameters(), lr=1e-4)
     with torch.no_grad():
@@ -139,6 +184,8 @@ def main() -> None:
     print(f"suite step on {len(rows)} computed transitions: {dt * 1e3:.0f} ms, {achieved:.1f} GFLOP/s of matmul "
           f"work; roofline (float32 matmul, same shapes) {peak:.1f} GFLOP/s -> {100 * achieved / peak:.0f}% "
           f"(best of {args.rounds} interleaved rounds each)")
+
+    layouts(ref, obs, act, logp_ref_all, table, args.batch, device, args.rounds, max(args.steps // args.rounds, 1))
 
 
 if __name__ == "__main__":

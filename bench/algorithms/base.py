@@ -48,6 +48,7 @@ class RunContext:
     log: Callable[[str], None] = print
     curve: list[dict] = field(default_factory=list)  # one entry per evaluation step: statistics and scores
     info: dict = field(default_factory=dict)  # what the algorithm wants in the record (train_info)
+    eval_seconds: float = 0.0  # time spent in evaluations during training (the record's timings.train_evals)
     _t0: float = field(default_factory=time.time)
     _first_step: int = 0
     _window: dict[str, torch.Tensor] = field(default_factory=dict)  # statistics since the last evaluation step
@@ -96,7 +97,9 @@ class RunContext:
         line = f"step {step}/{self.total_steps} | {rate:.1f} steps/s | loss {window['loss']:.3f}"
         point = {"step": step, **window, "time": elapsed}
         if self.evaluate is not None:
+            t0 = time.time()
             result = self.evaluate(policy)
+            self.eval_seconds += time.time() - t0
             point.update(return_mean=result.return_mean, normalized_mean=result.normalized_mean)
             score = f"{result.normalized_mean:.1f}" if result.normalized_mean is not None else "n/a"
             line += f" | return {result.return_mean:.1f} | score {score}"

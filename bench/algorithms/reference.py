@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def reference_policy(trajectories: Trajectories, bc: BCConfig, seed: int, device
                 policy.to(device).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
                 log(f"reference BC policy from cache {path}")
                 return policy.eval(), {**info, "cached": True}
-            return _train_and_store(trajectories, bc, seed, device, log, path), {**info, "cached": False}
+            t0 = time.time()
+            policy = _train_and_store(trajectories, bc, seed, device, log, path)
+            return policy, {**info, "cached": False, "train_seconds": time.time() - t0}
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
