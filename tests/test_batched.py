@@ -1,6 +1,7 @@
 """K seeds trained as one batched model give the same policies as K separate runs."""
 
 import numpy as np
+import pytest
 import torch
 from conftest import marked_episodes
 
@@ -8,7 +9,9 @@ from bench.algorithms.base import RunContext
 from bench.algorithms.batched import train_bc_seeds
 from bench.algorithms.bc import BCConfig, train_bc
 from bench.datasets.curation import all_episodes
+from bench.datasets.sources import load_dataset
 from bench.datasets.trajectories import Trajectories
+from bench.specs import get_spec
 
 
 def test_batched_seeds_equal_separate_runs():
@@ -121,8 +124,76 @@ def test_plan_jobs_groups_bc_seeds_and_keeps_cores_busy(hopper_minari_dataset):
     bc_traj = _bc_cfgs(dataset_id, range(2), batch_unit="trajectories")
     iql = _bc_cfgs(dataset_id, range(2), algo="iql")
     jobs = plan_jobs(bc + bc_traj + iql, workers=2)
-    assert sorted(len(j) for j in jobs) == [1, 1, 1, 1, 6]  # trajectory batches and IQL run one seed per job
+    assert sorted(len(j) for j in jobs) == [1, 1, 2, 6]  # BC batches seeds (transitions or trajectories), IQL not
     assert [c.seed for c in max(jobs, key=len)] == list(range(6))
     split = plan_jobs(bc, workers=2)  # one cell, two cores: two batched halves
     assert sorted([c.seed for c in j] for j in split) == [[0, 1, 2], [3, 4, 5]]
     assert len(plan_jobs(bc, workers=16)) == 6
+
+
+def test_bc_on_trajectories_batches_seeds_like_separate_runs():
+    traj = load_dataset(get_spec("hopper-mini-replay"))
+    cfg = BCConfig(steps=60, batch_unit="trajectories", batch_size=16)
+
+    def ctx(seed):
+        return RunContext(seed=seed, device=torch.device("cpu"), total_steps=60, evaluate=None, eval_every=30,
+                          log=lambda m: None)
+
+    ctxs = [ctx(0), ctx(1)]
+    batched = train_bc_seeds(traj, all_episodes(traj), cfg, ctxs)
+    for k, policy in enumerate(batched):
+        alone = ctx(k)
+        separate = train_bc(traj, all_episodes(traj), cfg, alone)
+        # each seed drew its own trajectories, as its separate run does: the same losses up to float rounding
+        np.testing.assert_allclose([p["loss"] for p in ctxs[k].curve], [p["loss"] for p in alone.curve], rtol=1e-5)
+        obs, act = torch.as_tensor(traj.observations), torch.as_tensor(traj.actions)
+        with torch.no_grad():
+            nll_b, nll_s = -policy.log_prob(obs, act).mean(), -separate.log_prob(obs, act).mean()
+        assert abs(nll_b - nll_s) < 1e-3 * abs(nll_s)
+    assert ctxs[0].curve[0]["loss"] != ctxs[1].curve[0]["loss"]  # and the seeds differ
+
+
+@pytest.mark.parametrize("algo", ["sft_q", "iw_sft_q"])
+def test_run_seeds_batches_the_sft_family_like_separate_runs(hopper_minari_dataset, tmp_path, monkeypatch, algo):
+    """Reference BC and fine-tuning of 2 seeds as stacked models give the records of 2 separate runs (to float
+    rounding); the references trained together are cached per seed like separately trained ones."""
+    from bench.run import run, run_seeds
+
+    dataset_id, _ = hopper_minari_dataset
+    tiny = {"steps": 40, "eval_every": 20, "eval_episodes": 1, "final_eval_episodes": 2, "batch_size": 8,
+            "warmup_steps": 5, "bc_steps": 30, "bc_batch_size": 8}
+    cfgs = _bc_cfgs(dataset_id, [0, 1], algo=algo, **tiny)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache_batched"))
+    batched = run_seeds(cfgs, tmp_path / "batched", log=lambda m: None)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache_separate"))
+    separate = [run(c, tmp_path / "separate", log=lambda m: None) for c in cfgs]
+    for b, s in zip(batched, separate, strict=True):
+        assert b.status == "complete" and b.train_info["batched_seeds"] == [0, 1]
+        assert b.train_info["reference"]["key"] == s.train_info["reference"]["key"]
+        assert b.train_info["reference"]["cached"] is False
+        np.testing.assert_allclose([p["loss"] for p in b.curve], [p["loss"] for p in s.curve], rtol=1e-3)
+        if algo == "iw_sft_q":
+            for name in ("mean", "min", "max", "ess_fraction"):
+                assert b.train_info["weights"][name] == pytest.approx(s.train_info["weights"][name], rel=1e-3)
+    assert batched[0].curve[0]["loss"] != batched[1].curve[0]["loss"]
+    assert len(list((tmp_path / "cache_batched" / "reference").glob("*.pt"))) == 2
+    assert not list((tmp_path / "cache_batched" / "reference").glob("*.ckpt"))  # the group checkpoint is gone
+
+
+def test_an_interrupted_batched_fine_tuning_resumes_to_the_same_result(hopper_minari_dataset, tmp_path, monkeypatch):
+    from conftest import kill_after_first_checkpoint
+
+    from bench.run import run_seeds
+
+    dataset_id, _ = hopper_minari_dataset
+    tiny = {"steps": 40, "eval_every": 20, "eval_episodes": 1, "final_eval_episodes": 2, "batch_size": 8,
+            "warmup_steps": 5, "bc_steps": 30, "bc_batch_size": 8}
+    cfgs = _bc_cfgs(dataset_id, [2, 3], algo="iw_sft_q", **tiny)
+    reference = run_seeds(cfgs, tmp_path / "ref", log=lambda m: None)
+    kill_after_first_checkpoint(monkeypatch, lambda: run_seeds(cfgs, tmp_path / "out", log=lambda m: None),
+                                when=lambda checkpoint: "q_policy" in checkpoint.components)
+    resumed = run_seeds(cfgs, tmp_path / "out", log=lambda m: None)
+    for a, b in zip(resumed, reference, strict=True):
+        assert a.status == "complete" and [p["loss"] for p in a.curve] == [p["loss"] for p in b.curve]
+        assert a.train_info["weights"] == b.train_info["weights"]
+        assert a.final["returns"] == b.final["returns"]

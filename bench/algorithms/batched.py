@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,6 +23,7 @@ from bench.algorithms.bc import BCConfig, transition_sampler
 from bench.algorithms.checkpoint import Checkpoint
 from bench.algorithms.policy import LOG_STD_MAX, LOG_STD_MIN, GaussianMLPPolicy
 from bench.algorithms.precision import step_precision
+from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
 from bench.datasets.curation import Curated
 from bench.datasets.trajectories import Trajectories
 
@@ -65,16 +67,32 @@ class StackedGaussianMLP(nn.Module):
         return policy.eval()
 
 
+def resume_group(checkpoint_path: Path | None, ctxs: Sequence[RunContext],
+                 components: dict) -> tuple[Checkpoint, int]:
+    """The checkpoint of K seeds trained together — ``components`` plus every seed's run context (curve) — restored;
+    returns it and the step to continue after. The seeds' own contexts do not checkpoint: the group does."""
+    group = Checkpoint(checkpoint_path, {**components, **{f"run{k}": ctx for k, ctx in enumerate(ctxs)}})
+    for ctx in ctxs:
+        ctx.checkpoint_path = None
+        ctx.resume()
+    start = group.restore()
+    for ctx in ctxs:
+        ctx._first_step = start  # steps/s counts from here
+    if start:
+        ctxs[0].log(f"resumed {len(ctxs)} batched seeds from {checkpoint_path} at step {start}")
+    return group, start
+
+
 def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctxs: Sequence[RunContext],
                    checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
-    """BC on the curated transitions for every context's seed at once: the policies ``train_bc`` gives each seed.
+    """BC on the curated data for every context's seed at once: the policies ``train_bc`` gives each seed.
 
-    Each context gets its own progress, evaluations and learning curve (``ctx.step``) as in a separate run; the
-    group checkpoints as one file (stacked weights, Adam state, every seed's generator and curve) at the
-    evaluation steps and resumes from it.
+    Each seed draws its own batches with its own generator, exactly as its separate run would (transitions on the
+    device; whole trajectories on the host, padded to one shape: ``EpisodeTable.sample_seeds``). Each context gets
+    its own progress, evaluations and learning curve (``ctx.step``) as in a separate run; the group checkpoints as
+    one file (stacked weights, Adam state, every seed's generator and curve) at the evaluation steps and resumes
+    from it.
     """
-    if cfg.batch_unit != "transitions":
-        raise ValueError("batched seeds support batch_unit='transitions' only")
     device = ctxs[0].device
     policies = []
     for ctx in ctxs:
@@ -82,28 +100,30 @@ def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, 
         policies.append(GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers))
     stacked = StackedGaussianMLP(policies).to(device)
     optim = torch.optim.Adam(stacked.parameters(), lr=cfg.learning_rate, fused=True)  # as train_bc's
-    gens = [torch.Generator(device=device).manual_seed(ctx.seed) for ctx in ctxs]
     obs = torch.as_tensor(trajectories.observations, device=device)
     act = torch.as_tensor(trajectories.actions, device=device)
-    sample = transition_sampler(trajectories, curated, device)
+    if cfg.batch_unit == "transitions":  # the draws of train_bc, seed by seed
+        sample = transition_sampler(trajectories, curated, device)
+        gens = [torch.Generator(device=device).manual_seed(ctx.seed) for ctx in ctxs]
+    else:
+        table = EpisodeTable.from_curated(trajectories, curated, device)
+        gens = [np.random.default_rng(ctx.seed) for ctx in ctxs]
 
-    # the group checkpoints as a whole: one file with the stacked model and every seed's generator and curve
-    group = Checkpoint(checkpoint_path, {"stacked": stacked, "optim": optim, **{f"generator{k}": g for k, g in
-                                         enumerate(gens)}, **{f"run{k}": ctx for k, ctx in enumerate(ctxs)}})
-    for ctx in ctxs:
-        ctx.checkpoint_path = None
-        ctx.resume()
-    start = group.restore()
-    for ctx in ctxs:
-        ctx._first_step = start
-    if start:
-        ctxs[0].log(f"resumed {len(ctxs)} batched seeds from {checkpoint_path} at step {start}")
+    group, start = resume_group(checkpoint_path, ctxs, {"stacked": stacked, "optim": optim,
+                                                        **{f"generator{k}": g for k, g in enumerate(gens)}})
 
     stacked.train()
     for step in range(start + 1, cfg.steps + 1):
-        rows = torch.stack([sample(cfg.batch_size, g) for g in gens])
-        with step_precision(cfg.precision, device):
-            per_seed = -stacked.log_prob(obs[rows], act[rows]).float().mean(dim=1)
+        if cfg.batch_unit == "transitions":
+            rows = torch.stack([sample(cfg.batch_size, g) for g in gens])
+            with step_precision(cfg.precision, device):
+                per_seed = -stacked.log_prob(obs[rows], act[rows]).float().mean(dim=1)
+        else:
+            rows, seg, lengths, counts = table.sample_seeds(cfg.batch_size, gens, unique=False)
+            with step_precision(cfg.precision, device):
+                logp = stacked.log_prob(obs[rows], act[rows]).float().reshape(-1)
+            ll = trajectory_log_likelihood(logp, seg, lengths, cfg.loss_normalization, table.mean_length)
+            per_seed = -(ll.view_as(counts) * counts).sum(1) / counts.sum(1)  # padding has count 0
         optim.zero_grad(set_to_none=True)
         per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
         optim.step()

@@ -114,7 +114,7 @@ class BC(Algorithm):
         return train_bc(trajectories, curated, self.config, ctx)
 
     def can_batch_seeds(self) -> bool:
-        return self.config.batch_unit == "transitions"
+        return True
 
     def fit_seeds(self, trajectories: Trajectories, curated: Curated, ctxs: list[RunContext],
                   checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:

@@ -7,6 +7,7 @@ config or dataset never reuses a stale policy. Writes are atomic; an interrupted
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from bench.algorithms.base import RunContext
+from bench.algorithms.batched import train_bc_seeds
 from bench.algorithms.bc import BCConfig, train_bc
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.datasets.curation import all_episodes
@@ -37,38 +39,56 @@ def reference_key(fingerprint: str, bc: BCConfig, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def reference_policy(trajectories: Trajectories, bc: BCConfig, seed: int, device: torch.device,
-                     log: Callable[[str], None]) -> tuple[GaussianMLPPolicy, dict]:
-    """(pi_ref, info): loaded from the cache, or trained on all episodes and stored there."""
-    key = reference_key(trajectories.fingerprint(), bc, seed)
-    path = reference_cache_dir() / f"{key}.pt"
-    info = {"key": key, "path": str(path), "bc_config": dataclasses.asdict(bc)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One process trains, concurrent runs that need the same policy wait here and then load it.
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if path.exists():
-                policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
-                # read to the CPU, then copied into the policy's tensors on the training device
-                policy.to(device).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-                log(f"reference BC policy from cache {path}")
-                return policy.eval(), {**info, "cached": True}
-            t0 = time.time()
-            policy = _train_and_store(trajectories, bc, seed, device, log, path)
-            return policy, {**info, "cached": False, "train_seconds": time.time() - t0}
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def reference_policies(trajectories: Trajectories, bc: BCConfig, seeds: list[int], device: torch.device,
+                       log: Callable[[str], None]) -> list[tuple[GaussianMLPPolicy, dict]]:
+    """(pi_ref, info) per seed: loaded from the cache, or trained on all episodes and stored there — the seeds
+    missing from the cache trained together as one batched model when there are several (``train_bc_seeds``: each
+    the policy its separate training gives, up to float rounding)."""
+    fingerprint = trajectories.fingerprint()
+    paths = [reference_cache_dir() / f"{reference_key(fingerprint, bc, seed)}.pt" for seed in seeds]
+    infos = [{"key": p.stem, "path": str(p), "bc_config": dataclasses.asdict(bc)} for p in paths]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    # One process trains, concurrent runs that need the same policies wait here and then load them; locks are
+    # taken in key order, so two processes asking for overlapping seeds cannot deadlock.
+    with contextlib.ExitStack() as locks:
+        for path in sorted(set(paths)):
+            lock = locks.enter_context(open(path.with_suffix(".lock"), "w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [k for k, path in enumerate(paths) if not path.exists()]
+        t0 = time.time()
+        trained = _train_and_store(trajectories, bc, [seeds[k] for k in missing], device, log,
+                                   [paths[k] for k in missing]) if missing else []
+        seconds = (time.time() - t0) / max(len(missing), 1)  # a batched training's time, shared
+        out = []
+        for k, (path, info) in enumerate(zip(paths, infos, strict=True)):
+            if k in missing:
+                out.append((trained[missing.index(k)], {**info, "cached": False, "train_seconds": seconds}))
+                continue
+            policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
+            # read to the CPU, then copied into the policy's tensors on the training device
+            policy.to(device).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            log(f"reference BC policy from cache {path}")
+            out.append((policy.eval(), {**info, "cached": True}))
+        return out
 
 
-def _train_and_store(trajectories: Trajectories, bc: BCConfig, seed: int, device: torch.device,
-                     log: Callable[[str], None], path: Path) -> GaussianMLPPolicy:
-    ctx = RunContext(seed=seed, device=device, total_steps=bc.steps, evaluate=None,
-                     eval_every=max(bc.steps // 5, 1), checkpoint_path=path.with_suffix(".ckpt"),
-                     log=lambda m: log(f"reference BC: {m}"))
-    policy = train_bc(trajectories, all_episodes(trajectories), bc, ctx)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(policy.state_dict(), tmp)
-    os.replace(tmp, path)
-    path.with_suffix(".ckpt").unlink(missing_ok=True)
-    return policy.eval()
+def _train_and_store(trajectories: Trajectories, bc: BCConfig, seeds: list[int], device: torch.device,
+                     log: Callable[[str], None], paths: list[Path]) -> list[GaussianMLPPolicy]:
+    ctxs = [RunContext(seed=seed, device=device, total_steps=bc.steps, evaluate=None,
+                       eval_every=max(bc.steps // 5, 1), checkpoint_path=path.with_suffix(".ckpt"),
+                       log=lambda m, seed=seed: log(f"reference BC seed {seed}: {m}"))
+            for seed, path in zip(seeds, paths, strict=True)]
+    curated = all_episodes(trajectories)
+    if len(seeds) == 1:
+        policies = [train_bc(trajectories, curated, bc, ctxs[0])]
+    else:
+        group = hashlib.sha256("".join(p.stem for p in paths).encode()).hexdigest()[:20]
+        group_ckpt = paths[0].with_name(f"group-{group}.ckpt")
+        policies = train_bc_seeds(trajectories, curated, bc, ctxs, group_ckpt)
+        group_ckpt.unlink(missing_ok=True)
+    for policy, path in zip(policies, paths, strict=True):
+        tmp = path.with_name(path.name + ".part")
+        torch.save(policy.state_dict(), tmp)
+        os.replace(tmp, path)
+        path.with_suffix(".ckpt").unlink(missing_ok=True)
+    return [p.eval() for p in policies]

@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.algorithms.base import Algorithm, RunContext
+from bench.algorithms.batched import StackedGaussianMLP, resume_group
 from bench.algorithms.bc import BCConfig
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.precision import check_precision, step_precision
-from bench.algorithms.reference import reference_policy
+from bench.algorithms.reference import reference_policies
 from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
 from bench.algorithms.weights import ema_update, trajectory_weights, warmup_cosine, weight_statistics
 from bench.datasets.curation import Curated, quality_bins
@@ -103,6 +105,32 @@ class IWSFTQConfig(SFTQConfig):
     importance_weighted: bool = True
 
 
+def trajectory_terms(policy, q_policy, obs: torch.Tensor, act: torch.Tensor, logp_ref: torch.Tensor | None,
+                     seg: torch.Tensor, lengths: torch.Tensor, cfg: SFTConfig,
+                     mean_length: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-likelihood under theta, importance weight) of each trajectory of a packed batch; w = 1 without q.
+
+    ``obs``/``act`` may carry a leading seed dimension for a stacked policy; ``seg`` indexes the flattened
+    transitions (and ``logp_ref`` has their shape).
+    """
+    ll = trajectory_log_likelihood(policy.log_prob(obs, act).reshape(-1), seg, lengths, cfg.loss_normalization,
+                                   mean_length)
+    if q_policy is None:
+        return ll, torch.ones_like(ll)
+    with torch.no_grad():
+        rho = (q_policy.log_prob(obs, act) - logp_ref).reshape(-1)
+        w = trajectory_weights(rho, seg, lengths, cfg.weight_fn, temperature=cfg.temperature,
+                               alpha=cfg.smoothing_alpha, max_weight=cfg.max_weight, ratio_min=cfg.ratio_min,
+                               ratio_max=cfg.ratio_max, weight_min=cfg.min_weight)
+    return ll, w
+
+
+def weighted_nll(ll: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """-sum_b c_b w_b ll_b / sum_b c_b (or / sum_b c_b w_b, normalised weights) along the last dimension."""
+    c = counts.to(ll.dtype)
+    return -(c * w * ll).sum(-1) / ((c * w).sum(-1) if normalize else c.sum(-1))
+
+
 def iw_sft_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, obs: torch.Tensor,
                 act: torch.Tensor, logp_ref: torch.Tensor | None, seg: torch.Tensor, lengths: torch.Tensor,
                 cfg: SFTConfig, mean_length: float,
@@ -111,19 +139,9 @@ def iw_sft_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, o
 
     ``counts[b]``: how many times trajectory b was drawn (default 1 each); the loss is the one over all draws.
     """
-    ll = trajectory_log_likelihood(policy.log_prob(obs, act), seg, lengths, cfg.loss_normalization, mean_length)
-    if q_policy is None:
-        w = torch.ones_like(ll)
-    else:
-        with torch.no_grad():
-            rho = q_policy.log_prob(obs, act) - logp_ref
-            w = trajectory_weights(rho, seg, lengths, cfg.weight_fn, temperature=cfg.temperature,
-                                   alpha=cfg.smoothing_alpha, max_weight=cfg.max_weight, ratio_min=cfg.ratio_min,
-                                   ratio_max=cfg.ratio_max, weight_min=cfg.min_weight)
-    c = torch.ones_like(ll) if counts is None else counts.to(ll.dtype)
-    if cfg.normalize_weights and q_policy is not None:
-        return -(c * w * ll).sum() / (c * w).sum(), w
-    return -(c * w * ll).sum() / c.sum(), w
+    ll, w = trajectory_terms(policy, q_policy, obs, act, logp_ref, seg, lengths, cfg, mean_length)
+    c = torch.ones_like(ll) if counts is None else counts
+    return weighted_nll(ll, w, c, cfg.normalize_weights and q_policy is not None), w
 
 
 class SFT(Algorithm):
@@ -135,29 +153,16 @@ class SFT(Algorithm):
 
     def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> GaussianMLPPolicy:
         cfg: SFTConfig = self.config
-        ref_data = trajectories if cfg.reference_dataset is None else _load_reference_data(cfg.reference_dataset)
-        if (ref_data.obs_dim, ref_data.act_dim) != (trajectories.obs_dim, trajectories.act_dim):
-            raise ValueError(f"reference_dataset {cfg.reference_dataset} has observation/action sizes "
-                             f"{(ref_data.obs_dim, ref_data.act_dim)}, the fine-tuning data "
-                             f"{(trajectories.obs_dim, trajectories.act_dim)}")
-        reference, ref_info = reference_policy(ref_data, cfg.reference_bc(), ctx.seed, ctx.device, ctx.log)
-        ctx.info["reference"] = {**ref_info, "dataset": ref_data.name}
-        policy = copy.deepcopy(reference).train()
+        (reference,) = self._references(trajectories, [ctx])
+        policy = copy.deepcopy(reference).requires_grad_(True).train()
         q_policy = copy.deepcopy(reference).requires_grad_(False) if cfg.importance_weighted else None
-        reference.requires_grad_(False)
-
         obs = torch.as_tensor(trajectories.observations, device=ctx.device)
         act = torch.as_tensor(trajectories.actions, device=ctx.device)
         table = EpisodeTable.from_curated(trajectories, curated, ctx.device)
-        logp_ref_all = None
-        if cfg.importance_weighted:  # pi_ref is frozen: its log-probs are computed once, not every step
-            with torch.no_grad():
-                logp_ref_all = torch.cat([reference.log_prob(o, a) for o, a in
-                                          zip(obs.split(65536), act.split(65536), strict=True)])
+        logp_ref_all = _reference_log_probs([reference], obs, act)[0] if cfg.importance_weighted else None
         # fused: one kernel over all parameters; on a GPU its step counters stay on the device (no host sync)
         optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            optim, lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
         gen = np.random.default_rng(ctx.seed)  # trajectories are drawn on the host (EpisodeTable)
         loss_fn = _batch_loss(policy, q_policy, obs, act, logp_ref_all, table, cfg, ctx.device)
 
@@ -173,16 +178,88 @@ class SFT(Algorithm):
                 ema_update(q_policy, policy, cfg.ema)
             ctx.step(step, policy, {"loss": loss, **stats})
         if q_policy is not None:
-            # per evaluation window, as the curve holds them: mean / min / max of the weights, mean ESS fraction
-            windows = [{"step": p["step"], **{k.removeprefix("weight_"): p[k] for k in WEIGHT_STATISTICS}}
-                       for p in ctx.curve]
-            ctx.info["weights"] = {
-                "function": cfg.weight_fn, "normalized": cfg.normalize_weights, "per_window": windows,
-                "mean": sum(x["mean"] for x in windows) / len(windows), "max": max(x["max"] for x in windows),
-                "min": min(x["min"] for x in windows),
-                "ess_fraction": sum(x["ess_fraction"] for x in windows) / len(windows),
-            }
+            ctx.info["weights"] = _weights_info(cfg, ctx.curve)
         return policy.eval()
+
+    def can_batch_seeds(self) -> bool:
+        return not self.config.static_shapes  # the static-shape (compiled) step trains one seed at a time
+
+    def fit_seeds(self, trajectories: Trajectories, curated: Curated, ctxs: list[RunContext],
+                  checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
+        """K seeds as one stacked model: each seed its own pi_ref, q, data order and Adam state; the loss is the sum
+        of the per-seed losses, so each seed gets exactly its own gradient (equal to K separate runs up to float
+        rounding). Each seed's drawn trajectories once, padded to one shape (``EpisodeTable.sample_seeds``)."""
+        cfg: SFTConfig = self.config
+        device, weighted = ctxs[0].device, cfg.importance_weighted
+        references = self._references(trajectories, ctxs)
+        policy = StackedGaussianMLP(references).to(device).train()
+        q_policy = copy.deepcopy(policy).requires_grad_(False) if weighted else None
+        obs = torch.as_tensor(trajectories.observations, device=device)
+        act = torch.as_tensor(trajectories.actions, device=device)
+        table = EpisodeTable.from_curated(trajectories, curated, device)
+        logp_ref_all = torch.stack(_reference_log_probs(references, obs, act)) if weighted else None
+        optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
+        gens = [np.random.default_rng(ctx.seed) for ctx in ctxs]
+        group, start = resume_group(checkpoint_path, ctxs, {
+            "stacked": policy, "optim": optim, "sched": sched, **({"q_policy": q_policy} if weighted else {}),
+            **{f"generator{k}": g for k, g in enumerate(gens)}})
+
+        for step in range(start + 1, cfg.steps + 1):
+            rows, seg, lengths, counts = table.sample_seeds(cfg.batch_size, gens, unique=True)
+            logp_ref = logp_ref_all.gather(1, rows) if weighted else None
+            with step_precision(cfg.precision, device):
+                ll, w = trajectory_terms(policy, q_policy, obs[rows], act[rows], logp_ref, seg, lengths, cfg,
+                                         table.mean_length)
+            ll, w = ll.view_as(counts), w.view_as(counts)
+            per_seed = weighted_nll(ll, w, counts, cfg.normalize_weights and weighted)
+            optim.zero_grad(set_to_none=True)
+            per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
+            optim.step()
+            sched.step()
+            if weighted:
+                ema_update(q_policy, policy, cfg.ema)
+            due = ctxs[0].due(step)
+            for k, ctx in enumerate(ctxs):
+                stats = weight_statistics(w[k], counts[k]) if weighted else {}
+                ctx.step(step, policy.unstack(k, references[0]) if due else None, {"loss": per_seed[k], **stats})
+            if due and step != cfg.steps:
+                group.save(step)
+        if weighted:
+            for ctx in ctxs:
+                ctx.info["weights"] = _weights_info(cfg, ctx.curve)
+        return [policy.unstack(k, references[0]) for k in range(len(ctxs))]
+
+    def _references(self, trajectories: Trajectories, ctxs: list[RunContext]) -> list[GaussianMLPPolicy]:
+        """pi_ref of each context's seed (cached; the missing ones trained together), frozen; notes it in ctx.info."""
+        cfg: SFTConfig = self.config
+        ref_data = trajectories if cfg.reference_dataset is None else _load_reference_data(cfg.reference_dataset)
+        if (ref_data.obs_dim, ref_data.act_dim) != (trajectories.obs_dim, trajectories.act_dim):
+            raise ValueError(f"reference_dataset {cfg.reference_dataset} has observation/action sizes "
+                             f"{(ref_data.obs_dim, ref_data.act_dim)}, the fine-tuning data "
+                             f"{(trajectories.obs_dim, trajectories.act_dim)}")
+        found = reference_policies(ref_data, cfg.reference_bc(), [c.seed for c in ctxs], ctxs[0].device, ctxs[0].log)
+        for ctx, (_, info) in zip(ctxs, found, strict=True):
+            ctx.info["reference"] = {**info, "dataset": ref_data.name}
+        return [policy.requires_grad_(False) for policy, _ in found]
+
+
+def _reference_log_probs(references: list[GaussianMLPPolicy], obs: torch.Tensor,
+                         act: torch.Tensor) -> list[torch.Tensor]:
+    """log pi_ref of every transition, per reference: pi_ref is frozen, so this is computed once, not every step."""
+    with torch.no_grad():
+        return [torch.cat([ref.log_prob(o, a) for o, a in zip(obs.split(65536), act.split(65536), strict=True)])
+                for ref in references]
+
+
+def _weights_info(cfg: SFTConfig, curve: list[dict]) -> dict:
+    """The record's weight summary: per evaluation window as the curve holds them (mean / min / max of the
+    weights, mean ESS fraction) and over the run."""
+    windows = [{"step": p["step"], **{k.removeprefix("weight_"): p[k] for k in WEIGHT_STATISTICS}} for p in curve]
+    return {"function": cfg.weight_fn, "normalized": cfg.normalize_weights, "per_window": windows,
+            "mean": sum(x["mean"] for x in windows) / len(windows), "max": max(x["max"] for x in windows),
+            "min": min(x["min"] for x in windows),
+            "ess_fraction": sum(x["ess_fraction"] for x in windows) / len(windows)}
 
 
 WEIGHT_STATISTICS = ("weight_mean", "weight_min", "weight_max", "ess_fraction")

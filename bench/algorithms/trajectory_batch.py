@@ -72,6 +72,33 @@ class EpisodeTable:
         counts = np.bincount(self._draw(batch_size, generator), minlength=len(self.lengths))
         return self._to_device(torch.from_numpy(counts))[0]
 
+    def sample_seeds(self, batch_size: int, generators: list[np.random.Generator], unique: bool):
+        """One draw per generator (seed) — each the draw ``sample`` / ``sample_unique`` makes with it — padded to
+        one shape, for K seeds trained as one stacked model.
+
+        Returns rows (K, N): each seed's transition indices, padded with row 0; segment ids (K * N,) into
+        K * (B + 1) segments, where segments k * (B + 1) .. k * (B + 1) + B - 1 are seed k's trajectories (B = the
+        most any seed has) and the last of each seed's block collects its padding rows; lengths (K * (B + 1),) and
+        counts (K, B + 1), with length 1 and count 0 for padding. A loss that weights segment s by counts[s] is each
+        seed's own batch loss; padding never counts.
+        """
+        draws = []
+        for gen in generators:
+            picks = self._draw(batch_size, gen)
+            episodes, counts = np.unique(picks, return_counts=True) if unique else (picks, np.ones_like(picks))
+            rows, seg, lengths = (t.numpy() for t in gather(self.starts[episodes], self.lengths[episodes]))
+            draws.append((rows, seg, lengths, counts))
+        width = max(len(d[0]) for d in draws)
+        segments = max(len(d[2]) for d in draws) + 1
+        rows = np.zeros((len(draws), width), np.int64)
+        seg = np.full((len(draws), width), segments - 1, np.int64)  # padding rows: each seed's last segment
+        lengths = np.ones((len(draws), segments), np.int64)
+        counts = np.zeros((len(draws), segments), np.int64)
+        for k, (r, s, n, c) in enumerate(draws):
+            rows[k, :len(r)], seg[k, :len(s)], lengths[k, :len(n)], counts[k, :len(c)] = r, s, n, c
+        seg += np.arange(len(draws))[:, None] * segments
+        return self._to_device(*(torch.from_numpy(a) for a in (rows, seg.reshape(-1), lengths.reshape(-1), counts)))
+
     def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(transition indices, segment ids, lengths) of every curated episode, in table order, on the device."""
         return self._to_device(*gather(self.starts, self.lengths))
