@@ -260,6 +260,43 @@ def datasets_info(
                f"(multiset: {bins['multiset_episodes']} episode draws)")
 
 
+@datasets_app.command("download")
+def datasets_download(
+    names: Annotated[list[str], typer.Argument(help="Dataset names (bench datasets list) or minari:<dataset id>.")],
+) -> None:
+    """Fetch datasets ahead of time: D4RL files from the first mirror that serves the published file (resuming a
+    partial download, verified against the published sha256), Minari datasets from the hub."""
+    from bench.datasets.sources import fetch
+    from bench.datasets.trajectories import DatasetError
+    from bench.specs import get_spec
+
+    failed = []
+    for name in names:
+        try:
+            typer.echo(fetch(get_spec(name)))
+        except KeyError as e:
+            failed.append(f"{name}: {e.args[0]}")
+        except DatasetError as e:
+            failed.append(str(e))
+    if failed:
+        _fail("\n".join(failed))
+
+
+@datasets_app.command("verify")
+def datasets_verify() -> None:
+    """Hash every D4RL file in the cache again and check it against its published sha256; a file that fails is
+    moved aside (beside the cache, in <cache>-rejected/) and never used."""
+    from bench.datasets.sources import cache_dir, verify_cache
+
+    results = verify_cache()
+    for name, verdict in results:
+        typer.echo(f"{name}: {verdict}")
+    if not results:
+        typer.echo(f"no D4RL files in {cache_dir()}")
+    if any(v.startswith("FAILED") for _, v in results):
+        raise typer.Exit(1)
+
+
 @datasets_app.command("generate")
 def datasets_generate(
     env: Annotated[str, typer.Option(help="gymnasium MuJoCo environment id.")] = "Hopper-v5",

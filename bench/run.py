@@ -207,7 +207,8 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
                       "obs_dim": traj.obs_dim, "act_dim": traj.act_dim, "eval_env": env_label(spec.env_id),
                       "eval_env_spec": spec.env_id, "score": spec.score,
                       "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
-                      "paper_comparable": spec.paper_comparable}
+                      "paper_comparable": spec.paper_comparable,
+                      "file": traj.metadata.get("file")}  # a D4RL file: its sha256 and where it came from
     record.timings["load"] = time.time() - t_start
     algo = make_algorithm(cfg)  # a bad config: no record
     device = resolve_device(cfg.device)

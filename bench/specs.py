@@ -17,11 +17,9 @@ D4RL_REFERENCE_BY_BODY: dict[str, tuple[float, float]] = {
     "Ant": (-325.6, 3879.7),
 }
 
-D4RL_V2_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/{file}"
-
 # D4RL level -> the family a report groups it under (the paper's Table 2 rows).
 _FAMILIES = {"medium-replay": "Medium Replay", "expert": "Expert", "medium": "Medium",
-             "medium-expert": "Medium Expert", "random": "Random"}
+             "medium-expert": "Medium Expert", "random": "Random", "full-replay": "Full Replay"}
 
 
 @dataclass(frozen=True)

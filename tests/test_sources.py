@@ -40,12 +40,17 @@ def test_d4rl_hdf5_reader_is_aligned(tmp_path, with_next):
         assert traj.fingerprint() == expected.fingerprint()
 
 
-def test_d4rl_registry_loads_from_cache_and_from_path(tmp_path):
+def test_d4rl_registry_loads_from_cache_and_from_path(tmp_path, monkeypatch):
+    import hashlib
+
     eps = marked_episodes([3, 2])
     cache = tmp_path / "d4rl"
     cache.mkdir()
     spec = get_spec("hopper-medium-replay")
     write_d4rl_file(cache / spec.location, eps)
+    data = (cache / spec.location).read_bytes()
+    (tmp_path / "sums.tsv").write_text(f"{spec.location}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\n")
+    monkeypatch.setenv("BENCH_D4RL_CHECKSUMS", str(tmp_path / "sums.tsv"))  # this file's checksum, for the test
     traj = load_dataset(spec)
     assert traj.num_episodes == 2 and traj.metadata["env_id"] == "Hopper-v4"
     write_d4rl_file(tmp_path / "elsewhere.hdf5", eps)

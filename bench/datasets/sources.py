@@ -1,7 +1,7 @@
 """Dataset sources: D4RL v2 HDF5 files, Minari datasets (local store, path or hub) and the embedded dataset.
 
 Each loader returns `Trajectories`; metadata carries ``env_id`` and the reference scores where the data has them.
-Downloads go to a temporary file and are renamed into place, so an interrupted download never leaves a half file.
+D4RL files are verified against their published sha256 and downloaded from mirrors with resume (``download``).
 Offline, a missing dataset fails at once with what is missing, where we looked and what to do.
 """
 
@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
-import urllib.error
-import urllib.request
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
+from bench.datasets.download import VerifiedCache, download_file, known_files, sha256_of
 from bench.datasets.trajectories import DatasetError, Trajectories
-from bench.specs import D4RL_V2_URL, DatasetSpec
+from bench.specs import DatasetSpec
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 NETWORK_TIMEOUT_S = 5.0
@@ -73,49 +72,52 @@ def read_d4rl_hdf5(path: Path, name: str = "unnamed", metadata: dict | None = No
                            "load again to re-download, or pass --data with a good copy") from e
 
 
-def download(url: str, dest: Path) -> None:
-    """Download ``url`` to ``dest`` atomically (temporary file, then rename)."""
-    reason = offline_reason(url)
-    if reason:
-        raise DatasetError(f"cannot download {url}: {reason}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            total = int(resp.headers.get("Content-Length", 0))
-            done = 0
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                done += len(chunk)
-            if total and done != total:
-                raise DatasetError(f"download of {url} stopped at {done} of {total} bytes; try again")
-        os.replace(tmp, dest)
-    except (OSError, urllib.error.URLError) as e:
-        raise DatasetError(f"download of {url} failed: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_d4rl(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
+    """A D4RL v2 file: from ``data_path``, or the cache (verified against its published sha256), or downloaded
+    into the cache from the first mirror that serves the published file (``download``)."""
     meta = {"source": "d4rl", "env_id": spec.env_id,
             "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score}
+    known = known_files().get(spec.location)
     if data_path is not None:
-        if not Path(data_path).exists():
+        path = Path(data_path)
+        if not path.exists():
             raise DatasetError(f"--data {data_path} does not exist")
-        return read_d4rl_hdf5(Path(data_path), spec.name, meta)
-    path = cache_dir() / spec.location
-    if not path.exists():
-        url = D4RL_V2_URL.format(file=spec.location)
+        sha = sha256_of(path)  # a file the user chose is used as it is; the record says whether it is D4RL's own
+        meta["file"] = {"name": path.name, "sha256": sha, "source": str(path.resolve()),
+                        "published_sha256": known.sha256 if known else None,
+                        "matches_published": bool(known and sha == known.sha256)}
+        return read_d4rl_hdf5(path, spec.name, meta)
+    if known is None:
+        raise DatasetError(f"{spec.location} has no published checksum; add it to a table named by "
+                           "BENCH_D4RL_CHECKSUMS (url or file name, bytes, sha256) or pass --data PATH")
+    meta["file"] = {"name": spec.location, **fetch_d4rl(spec), "matches_published": True}
+    return read_d4rl_hdf5(cache_dir() / spec.location, spec.name, meta)
+
+
+def fetch_d4rl(spec: DatasetSpec) -> dict:
+    """Make sure the cache holds the published file of ``spec``: {sha256, source} (source: the URL it came from).
+
+    A cached file is verified (hashed once, then remembered by size and mtime); one that fails is moved aside and
+    downloaded again.
+    """
+    known = known_files()[spec.location]
+    path, verified = cache_dir() / spec.location, VerifiedCache(cache_dir())
+    if path.exists():
         try:
-            download(url, path)
+            seen = verified.verify(path, known)
+            return {"sha256": seen["sha256"], "source": seen["url"] or "cache"}
         except DatasetError as e:
-            raise DatasetError(
-                f"dataset {spec.name} is not in the cache ({path}) and the download failed: {e}. "
-                f"Copy {spec.location} into {cache_dir()} (or set BENCH_DATA_DIR), pass --data PATH, "
-                "or use --env hopper-mini-replay, which ships with the suite."
-            ) from e
-    return read_d4rl_hdf5(path, spec.name, meta)
+            print(f"{e}; downloading it again", file=sys.stderr, flush=True)
+    try:
+        url = download_file(path, known, offline_reason)
+    except DatasetError as e:
+        raise DatasetError(
+            f"dataset {spec.name} is not in the cache ({path}) and the download failed: {e}. "
+            f"Copy {spec.location} into {cache_dir()} (or set BENCH_DATA_DIR), pass --data PATH, "
+            "or use --env hopper-mini-replay, which ships with the suite."
+        ) from e
+    verified.remember(path, known.sha256, url)
+    return {"sha256": known.sha256, "source": url}
 
 
 # -- Minari -------------------------------------------------------------------------------------------------------
@@ -145,7 +147,14 @@ def load_minari(spec: DatasetSpec, data_path: Path | None = None) -> Trajectorie
             raise DatasetError(f"--data {data_path} is not a Minari dataset folder (no metadata.json in it or in "
                                "its data/ sub-folder)")
         return read_minari(minari.MinariDataset(path), spec.name)
-    dataset_id = spec.location
+    ensure_minari(spec.location)
+    return read_minari(minari.load_dataset(spec.location), spec.name)
+
+
+def ensure_minari(dataset_id: str) -> Path:
+    """The local folder of a Minari dataset, downloaded from the hub first when it is not in the store."""
+    import minari
+
     local = minari_root() / dataset_id
     if not (local / "data").is_dir():
         url = "https://huggingface.co"
@@ -162,7 +171,40 @@ def load_minari(spec: DatasetSpec, data_path: Path | None = None) -> Trajectorie
             raise DatasetError(f"downloading Minari datasets needs: pip install 'minari[hf]' ({e})") from e
         except Exception as e:  # the hub client raises many kinds; all mean the same to the user
             raise DatasetError(f"download of Minari dataset {dataset_id} failed: {e}") from e
-    return read_minari(minari.load_dataset(dataset_id), spec.name)
+    return local
+
+
+def fetch(spec: DatasetSpec) -> str:
+    """Put ``spec``'s data on disk ahead of time (download it if needed); a line saying what is where."""
+    if spec.source == "d4rl":
+        got = fetch_d4rl(spec)
+        return f"{spec.name}: {cache_dir() / spec.location} (sha256 {got['sha256'][:16]}..., from {got['source']})"
+    if spec.source == "minari":
+        return f"{spec.name}: {ensure_minari(spec.location)}"
+    if spec.source == "concat":
+        from bench.specs import get_spec
+
+        return "\n".join(fetch(get_spec(name)) for name in spec.location.split(","))
+    return f"{spec.name}: ships with the package ({EMBEDDED_DIR / spec.location})"
+
+
+def verify_cache() -> list[tuple[str, str]]:
+    """Every D4RL file in the cache hashed again and checked against its published sha256: (file, verdict).
+
+    A file that fails is moved aside (as when it is loaded); partial downloads are listed as such.
+    """
+    known, verified, out = known_files(), VerifiedCache(cache_dir()), []
+    for path in sorted(cache_dir().glob("*.hdf5*")) if cache_dir().exists() else []:
+        if path.name.endswith(".part"):
+            out.append((path.name, f"partial download ({path.stat().st_size} bytes); resumed on next use"))
+        elif path.name not in known:
+            out.append((path.name, "no published checksum (not used by any registered dataset)"))
+        else:
+            try:
+                out.append((path.name, f"ok (sha256 {verified.verify(path, known[path.name], rehash=True)['sha256']})"))
+            except DatasetError as e:
+                out.append((path.name, f"FAILED: {e}"))
+    return out
 
 
 # -- embedded -----------------------------------------------------------------------------------------------------
