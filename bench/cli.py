@@ -185,7 +185,7 @@ def toy(
 
 @datasets_app.command("list")
 def datasets_list() -> None:
-    """Registered datasets: name, source, evaluation environment, whether on disk, size."""
+    """Registered datasets: name, source, evaluation environment, reference scores, whether on disk, size."""
     from rich.console import Console
     from rich.table import Table
 
@@ -194,7 +194,7 @@ def datasets_list() -> None:
 
     table = Table()
     table.add_column("name", no_wrap=True)
-    for column in ("source", "eval env", "family", "on disk", "size"):
+    for column in ("source", "eval env", "family", "reference scores", "paper", "on disk", "size"):
         table.add_column(column)
     for name, spec in REGISTRY.items():
         present, where = is_on_disk(spec)
@@ -203,8 +203,8 @@ def datasets_list() -> None:
             nbytes = where.stat().st_size if where.is_file() else sum(
                 p.stat().st_size for p in where.rglob("*") if p.is_file())
             size = f"{nbytes / 2**20:.1f} MB"
-        table.add_row(name, spec.source, spec.env_id or "(from the data)", spec.family,
-                      "yes" if present else "no", size)
+        table.add_row(name, spec.source, spec.env_id or "(from the data)", spec.family, spec.reference,
+                      "yes" if spec.paper_comparable else "-", "yes" if present else "no", size)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     typer.echo("Any Minari dataset: minari:<dataset id>, e.g. minari:D4RL/antmaze/umaze-v1.")
 

@@ -33,6 +33,7 @@ class DatasetSpec:
     location: str | None = None  # d4rl: file; minari: dataset id; embedded: package folder; concat: "a,b"
     paper_comparable: bool = False  # same data as the paper's tables (only the real D4RL/Minari datasets)
     score: str = "return"  # per-episode score: "return" (D4RL normalised), "success" (antmaze), "subtasks" (kitchen)
+    reference: str = "dataset metadata"  # where the reference scores come from (bench datasets list shows it)
 
     def with_dataset_metadata(self, metadata: dict) -> DatasetSpec:
         """Fill what the registry left open (Minari datasets) from the loaded dataset's metadata."""
@@ -55,6 +56,7 @@ def _d4rl_locomotion() -> dict[str, DatasetSpec]:
                 # v4: gymnasium's closest match to the v3 dynamics D4RL v2 data was collected and scored in
                 env_id=f"{body}-v4", ref_min_score=lo, ref_max_score=hi, family=family,
                 location=f"{prefix}_{level.replace('-', '_')}-v2.hdf5", paper_comparable=True,
+                reference="D4RL (infos.py)",
             )
     return specs
 
@@ -64,28 +66,50 @@ def _minari_d4rl() -> dict[str, DatasetSpec]:
     specs = {
         f"kitchen-{part}": DatasetSpec(name=f"kitchen-{part}", source="minari", env_id=None, ref_min_score=0.0,
                                        ref_max_score=4.0, family="Kitchen", location=f"D4RL/kitchen/{part}-v2",
-                                       score="subtasks")
+                                       score="subtasks", reference="sub-tasks done of 4")
         for part in ("partial", "complete", "mixed")
     }
     # The paper's §4.3 fine-tuning data: the top 5% of complete plus the top 5% of mixed (curated per part).
     specs["kitchen-complete+mixed"] = DatasetSpec(
         name="kitchen-complete+mixed", source="concat", env_id=None, ref_min_score=0.0, ref_max_score=4.0,
-        family="Kitchen", location="kitchen-complete,kitchen-mixed", score="subtasks")
-    # The paper's table names antmaze-umaze-v0 (D4RL); Minari has no v0: umaze-v1 is its regenerated port, evaluated
-    # in AntMaze_UMaze-v4. Same task, not the same data — so never compared with the paper's number.
-    specs["antmaze-umaze"] = DatasetSpec(name="antmaze-umaze", source="minari", env_id=None, ref_min_score=0.0,
-                                         ref_max_score=1.0, family="Ant-maze", location="D4RL/antmaze/umaze-v1",
-                                         score="success")
+        family="Kitchen", location="kitchen-complete,kitchen-mixed", score="subtasks", reference="sub-tasks done of 4")
+    # The paper's table names antmaze-umaze-v0 (D4RL); Minari has no v0: its v1 datasets are regenerated ports,
+    # evaluated in AntMaze_*-v4. Same tasks, not the same data — so never compared with the paper's number.
+    for maze in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"):
+        specs[f"antmaze-{maze}"] = DatasetSpec(
+            name=f"antmaze-{maze}", source="minari", env_id=None, ref_min_score=0.0, ref_max_score=1.0,
+            family="Ant-maze", location=f"D4RL/antmaze/{maze}-v1", score="success", reference="success rate")
+    # Adroit (Minari's ports of D4RL's human / cloned / expert data, v2); scored with the dataset's own reference
+    # returns, which Minari copied from D4RL.
+    for task in ("pen", "door", "hammer", "relocate"):
+        for kind in ("human", "cloned", "expert"):
+            specs[f"{task}-{kind}"] = DatasetSpec(
+                name=f"{task}-{kind}", source="minari", env_id=None, ref_min_score=None, ref_max_score=None,
+                family="Adroit", location=f"D4RL/{task}/{kind}-v2", reference="Minari metadata (D4RL's)")
+    return specs
+
+
+def _minari_mujoco() -> dict[str, DatasetSpec]:
+    """Minari's own MuJoCo datasets on gymnasium's v5 environments: other data than D4RL's, scored with Minari's own
+    reference returns, so their names carry "-v5-" and they are never compared with the paper."""
+    specs = {}
+    for env in ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "invertedpendulum",
+                "inverteddoublependulum", "pusher", "reacher", "swimmer", "walker2d"):
+        for kind in ("simple", "medium", "expert"):
+            specs[f"{env}-v5-{kind}"] = DatasetSpec(
+                name=f"{env}-v5-{kind}", source="minari", env_id=None, ref_min_score=None, ref_max_score=None,
+                family="MuJoCo v5 (Minari)", location=f"mujoco/{env}/{kind}-v0", reference="Minari metadata (own)")
     return specs
 
 
 REGISTRY: dict[str, DatasetSpec] = {
     **_d4rl_locomotion(),
     **_minari_d4rl(),
+    **_minari_mujoco(),
     # Made by `bench datasets generate` (see bench/datasets/embedded/README.md); scores are its own, not D4RL's.
     "hopper-mini-replay": DatasetSpec(
         name="hopper-mini-replay", source="embedded", env_id=None, ref_min_score=None, ref_max_score=None,
-        family="Medium Replay", location="hopper-mini-replay",
+        family="Medium Replay", location="hopper-mini-replay", reference="own (generated, see its README)",
     ),
 }
 

@@ -69,3 +69,24 @@ def test_presets_cite_peer_settings():
     assert resolve_config("hopper-medium", "cql").algo_config["conservative_weight"] == 10.0
     assert resolve_config("hopper-medium-replay", "cql").algo_config["conservative_weight"] == 5.0
     assert resolve_config("hopper-medium-replay", "awac").algo_config["hidden_units"] == [256] * 4
+
+
+def test_d4rl_files_without_next_observations_follow_qlearning_dataset_for_the_baselines():
+    """D4RL's qlearning_dataset convention: a time-limited episode's last step has no known next observation, so
+    it is dropped from TD learning; it is never paired with the next episode's first observation. A terminal step
+    is kept, with terminal = 1."""
+    from bench.algorithms.baselines import to_d3rlpy_dataset
+    from bench.datasets.curation import all_episodes
+    from bench.datasets.trajectories import Trajectories
+
+    obs = np.arange(7 * 2, dtype=np.float32).reshape(7, 2)  # row t holds [2t, 2t + 1]
+    traj = Trajectories.from_flat(obs, np.zeros((7, 1)), np.ones(7), terminals=np.array([0, 0, 0, 0, 0, 0, 1]),
+                                  timeouts=np.array([0, 0, 1, 0, 0, 0, 0]))  # episode 0 (3 steps) times out
+    assert traj.next_observations[2].tolist() != obs[3].tolist()  # not the next episode's first observation
+    dataset = to_d3rlpy_dataset(traj, all_episodes(traj))
+    assert [e.transition_count for e in dataset.episodes] == [2, 4] and dataset.transition_count == 6
+    pairs = [(dataset.transition_picker(e, i)) for e in dataset.episodes for i in range(e.transition_count)]
+    expected_next = [obs[1], obs[2], obs[4], obs[5], obs[6], np.zeros(2)]
+    for tr, nxt in zip(pairs, expected_next, strict=True):
+        np.testing.assert_array_equal(tr.next_observation, nxt)
+    assert [float(tr.terminal) for tr in pairs] == [0, 0, 0, 0, 0, 1]

@@ -202,3 +202,22 @@ def test_download_and_verify_commands(d4rl_file, monkeypatch):
     result = runner.invoke(app, ["datasets", "verify"])
     assert result.exit_code == 1 and "FAILED" in result.output and "moved aside" in result.output
     assert not (cache_dir() / NAME).exists()
+
+
+def test_every_common_offline_dataset_has_a_registered_name_that_says_whose_data_it_is():
+    from typer.testing import CliRunner
+
+    expected = {"antmaze-large-diverse": "D4RL/antmaze/large-diverse-v1", "pen-human": "D4RL/pen/human-v2",
+                "relocate-expert": "D4RL/relocate/expert-v2", "hopper-v5-medium": "mujoco/hopper/medium-v0",
+                "humanoid-v5-simple": "mujoco/humanoid/simple-v0",
+                "walker2d-full-replay": "walker2d_full_replay-v2.hdf5"}
+    for name, location in expected.items():
+        assert get_spec(name).location == location
+    assert sum(s.family == "Ant-maze" for s in REGISTRY.values()) == 6
+    assert sum(s.family == "Adroit" for s in REGISTRY.values()) == 12
+    v5 = [s for s in REGISTRY.values() if s.location and s.location.startswith("mujoco/")]
+    assert len(v5) == 33 and all("-v5-" in s.name and not s.paper_comparable for s in v5)
+    result = CliRunner().invoke(app, ["datasets", "list"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for name in ("antmaze-large-diverse", "door-cloned", "swimmer-v5-expert", "Minari metadata (own)", "D4RL (infos"):
+        assert name in result.output
