@@ -1,6 +1,7 @@
 """iw-SFT(Q) fine-tuning throughput: the suite's step against the plain computation, and against the roofline.
 
     python benchmarks/finetune_throughput.py [--steps 20] [--batch 256] [--threads 1] [--rounds 5] [--device cpu]
+                                             [--precision float32]
 
 Plain computation (what a direct transcription of the objective does): pad the B drawn trajectories to the longest
 one, run theta, theta_q and pi_ref on every padded step, mask, and compute every drawn trajectory even when the same
@@ -61,13 +62,14 @@ def suite_step(policy, q, logp_ref_all, optim, obs, act, table, gen, cfg: SFTCon
     return int((lengths * counts).sum())
 
 
-def layouts(ref, obs, act, logp_ref_all, table, batch: int, device: torch.device, rounds: int, steps: int) -> None:
+def layouts(ref, obs, act, logp_ref_all, table, batch: int, device: torch.device, rounds: int, steps: int,
+            precision: str = "float32") -> None:
     """Fine-tuning steps/s of the three layouts SFT.fit offers, interleaved rounds, best of each."""
     forms = {"drawn trajectories once": {}, "static shapes": {"static_shapes": True},
              "static shapes + compile": {"static_shapes": True, "compile": True}}
     loops = {}
     for name, extra in forms.items():
-        cfg = SFTConfig(importance_weighted=True, batch_size=batch, **extra)
+        cfg = SFTConfig(importance_weighted=True, batch_size=batch, precision=precision, **extra)
         policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
         optim = torch.optim.Adam(policy.parameters(), lr=1e-4, fused=True)
         loss_fn = _batch_loss(policy, q, obs, act, logp_ref_all, table, cfg, device)
@@ -89,7 +91,8 @@ def layouts(ref, obs, act, logp_ref_all, table, batch: int, device: torch.device
             t0 = time.perf_counter()
             loop(steps)
             best[name] = min(best[name], (time.perf_counter() - t0) / steps)
-    print(f"SFT.fit's step, {batch} trajectories, {device}, best of {rounds} interleaved rounds of {steps} steps:")
+    print(f"SFT.fit's step, {batch} trajectories, {device}, {precision}, best of {rounds} interleaved rounds of "
+          f"{steps} steps:")
     base = best["drawn trajectories once"]
     for name, dt in best.items():
         print(f"  {name:25s} {dt * 1e3:8.1f} ms/step  {1 / dt:8.1f} steps/s  ({base / dt:.2f}x the default)")
@@ -116,6 +119,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the roofline comparison")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: on cuda only the three layouts are timed")
+    parser.add_argument("--precision", default="float32", help="of the layouts' steps: float32, tf32, bfloat16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -129,7 +133,8 @@ def main() -> None:
     table = EpisodeTable.from_curated(traj, curated, device)
     if device.type == "cuda":
         with torch.no_grad():
-            layouts(ref, obs, act, ref.log_prob(obs, act), table, args.batch, device, args.rounds, args.steps)
+            layouts(ref, obs, act, ref.log_prob(obs, act), table, args.batch, device, args.rounds, args.steps,
+                    args.precision)
         return
 
     results = {}
@@ -185,7 +190,8 @@ def main() -> None:
           f"work; roofline (float32 matmul, same shapes) {peak:.1f} GFLOP/s -> {100 * achieved / peak:.0f}% "
           f"(best of {args.rounds} interleaved rounds each)")
 
-    layouts(ref, obs, act, logp_ref_all, table, args.batch, device, args.rounds, max(args.steps // args.rounds, 1))
+    layouts(ref, obs, act, logp_ref_all, table, args.batch, device, args.rounds, max(args.steps // args.rounds, 1),
+            args.precision)
 
 
 if __name__ == "__main__":
