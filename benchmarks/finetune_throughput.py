@@ -133,8 +133,8 @@ def main() -> None:
     table = EpisodeTable.from_curated(traj, curated, device)
     if device.type == "cuda":
         with torch.no_grad():
-            layouts(ref, obs, act, ref.log_prob(obs, act), table, args.batch, device, args.rounds, args.steps,
-                    args.precision)
+            logp_ref_all = ref.log_prob(obs, act)
+        layouts(ref, obs, act, logp_ref_all, table, args.batch, device, args.rounds, args.steps, args.precision)
         return
 
     results = {}
