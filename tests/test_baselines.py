@@ -90,3 +90,52 @@ def test_d4rl_files_without_next_observations_follow_qlearning_dataset_for_the_b
     for tr, nxt in zip(pairs, expected_next, strict=True):
         np.testing.assert_array_equal(tr.next_observation, nxt)
     assert [float(tr.terminal) for tr in pairs] == [0, 0, 0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("algo", ["td3_bc", "iql", "cql", "awac"])
+def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, algo):
+    """Given the same transitions, N updates through DeviceTransitions + d3rlpy_update leave the parameters that
+    d3rlpy's own ``algo.update(TransitionMiniBatch)`` leaves (scalers, terminals, TD3+BC's delayed actor)."""
+    import torch
+    from d3rlpy.algos.utility import build_scalers_with_transition_picker
+    from d3rlpy.dataset import TransitionMiniBatch
+
+    from bench.algorithms import get_algorithm
+    from bench.algorithms.baselines import DeviceTransitions, d3rlpy_update, import_d3rlpy, to_d3rlpy_dataset
+    from bench.datasets.curation import all_episodes
+    from bench.datasets.trajectories import Trajectories
+
+    d3rlpy = import_d3rlpy()
+    traj = Trajectories.from_episodes(hopper_minari_dataset[1][:8])
+    dataset = to_d3rlpy_dataset(traj, all_episodes(traj))
+    cfg = get_algorithm(algo).Config(batch_size=16, hidden_units=[32, 32], steps=10)
+
+    def build():
+        d3rlpy.seed(0)
+        made = cfg.d3rlpy_config(d3rlpy).create(device="cpu")
+        build_scalers_with_transition_picker(made, dataset)
+        made.build_with_dataset(dataset)
+        return made
+
+    ours, theirs = build(), build()
+    transitions = DeviceTransitions(dataset, ours, torch.device("cpu"))
+    where = [(ep, i) for ep in dataset.episodes for i in range(ep.transition_count)]
+    assert transitions.size == len(where) == dataset.transition_count
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        idx = torch.randint(transitions.size, (16,), generator=gen)
+        torch.manual_seed(7)  # the same noise inside both updates (target smoothing, CQL's action samples)
+        d3rlpy_update(ours, transitions.batch(idx))
+        torch.manual_seed(7)
+        theirs.update(TransitionMiniBatch.from_transitions(
+            [dataset.transition_picker(*where[i]) for i in idx.tolist()]))
+    assert ours.grad_step == theirs.grad_step == 6
+    mine, reference = ours.impl.modules, theirs.impl.modules
+    compared = 0
+    for name in vars(reference):
+        a, b = getattr(mine, name), getattr(reference, name)
+        if isinstance(a, torch.nn.Module):
+            for p, q in zip(a.parameters(), b.parameters(), strict=True):
+                torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+                compared += 1
+    assert compared >= 8  # actor and critics (and targets) were all compared

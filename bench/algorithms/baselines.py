@@ -5,6 +5,11 @@ The suite keeps control of everything around d3rlpy's update rule: it builds the
 gradient steps with its own loop (d3rlpy's ``fit`` rounds down to whole epochs), evaluates with its own seeded
 evaluator, checkpoints and resumes through the run context, and writes nothing to ./d3rlpy_logs.
 
+Batches come from :class:`DeviceTransitions`: the dataset's transitions as tensors on the training device, laid out
+exactly as d3rlpy's transition picker lays them out and with d3rlpy's own scalers applied once, so a step draws
+indices on the device and hands the batch to d3rlpy's own update (``impl.update``): the objective stays d3rlpy's
+code, while its Python transition sampler and the numpy-to-torch conversion of every batch are gone.
+
 Objectives (see each config class for the paper):
 - AWAC:   max_pi E[ exp(A(s, a) / lambda) log pi(a|s) ],  Q by TD learning            (Nair et al. 2020)
 - TD3+BC: max_pi E[ lambda Q(s, pi(s)) - (pi(s) - a)^2 ],  lambda = alpha / mean|Q|   (Fujimoto & Gu 2021)
@@ -69,6 +74,7 @@ class D3rlpyConfig:
     reward_scaling: str = "none"  # "none", "return_range" (r * multiplier / (max R - min R)) or "shift" (r + shift)
     reward_multiplier: float = 1000.0  # for return_range (IQL locomotion: 1000)
     reward_shift: float = -1.0  # for shift (IQL antmaze: r - 1)
+    compile: bool = False  # on CUDA, d3rlpy's compile_graph (torch.compile + CUDA graphs); ignored on a CPU
 
     def _common(self, d3rlpy) -> dict:
         pre = d3rlpy.preprocessing
@@ -80,7 +86,8 @@ class D3rlpyConfig:
             if value not in options:
                 raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
         encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(self.hidden_units))
-        return {"batch_size": self.batch_size, "gamma": self.gamma, "actor_encoder_factory": encoder,
+        return {"batch_size": self.batch_size, "gamma": self.gamma, "compile_graph": self.compile,
+                "actor_encoder_factory": encoder,
                 "critic_encoder_factory": encoder, "observation_scaler": obs[self.observation_scaling],
                 "reward_scaler": rew[self.reward_scaling]}
 
@@ -172,6 +179,70 @@ class AWACConfig(D3rlpyConfig):
             actor_optim_factory=d3rlpy.optimizers.AdamFactory(weight_decay=self.actor_weight_decay), tau=self.tau)
 
 
+class DeviceTransitions:
+    """A d3rlpy dataset's TD transitions as device tensors, in the layout of d3rlpy's ``BasicTransitionPicker``.
+
+    Transition i of an episode pairs observation i with observation i + 1 of the same episode; a terminated
+    episode's last step has a zero next observation (and next action) and terminal = 1; a truncated episode's last
+    step is not a transition (its next observation is unknown), exactly as d3rlpy counts ``transition_count``.
+    The algorithm's observation / action / reward scalers transform the whole arrays once, with d3rlpy's own
+    ``transform`` — the same element-wise arithmetic it applies to every sampled batch.
+    """
+
+    def __init__(self, dataset, algo, device: torch.device):
+        from d3rlpy.torch_utility import TorchMiniBatch
+
+        if algo.need_returns_to_go:
+            raise ValueError(f"{type(algo).__name__} needs returns-to-go, which DeviceTransitions does not build")
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "rew", "next_obs", "next_act", "term")}
+        for ep in dataset.episodes:
+            n, count = ep.size(), ep.transition_count
+            obs, act = np.asarray(ep.observations, np.float32), np.asarray(ep.actions, np.float32)
+            next_obs, next_act = np.zeros_like(obs[:count]), np.zeros_like(act[:count])
+            inner = min(count, n - 1)  # transitions whose next step is in the episode
+            next_obs[:inner], next_act[:inner] = obs[1:inner + 1], act[1:inner + 1]
+            term = np.zeros((count, 1), np.float32)
+            if ep.terminated:
+                term[-1] = 1.0
+            for key, value in (("obs", obs[:count]), ("act", act[:count]), ("next_obs", next_obs),
+                               ("next_act", next_act), ("term", term),
+                               ("rew", np.asarray(ep.rewards, np.float32).reshape(n, -1)[:count])):
+                parts[key].append(value)
+        t = {k: torch.as_tensor(np.concatenate(v), device=device) for k, v in parts.items()}
+        cfg = algo.config
+        with torch.no_grad():
+            if cfg.observation_scaler is not None:
+                t["obs"], t["next_obs"] = (cfg.observation_scaler.transform(t[k]) for k in ("obs", "next_obs"))
+            if cfg.action_scaler is not None:
+                t["act"], t["next_act"] = (cfg.action_scaler.transform(t[k]) for k in ("act", "next_act"))
+            if cfg.reward_scaler is not None:
+                t["rew"] = cfg.reward_scaler.transform(t["rew"])
+        self.tensors, self.size, self.device = t, len(t["obs"]), device
+        self.d3rlpy_device = algo._device  # the device string d3rlpy's batches carry
+        self._batch = TorchMiniBatch
+
+    def batch(self, indices: torch.Tensor):
+        """The d3rlpy ``TorchMiniBatch`` of the transitions at ``indices`` (a device tensor)."""
+        t = self.tensors
+        rewards = t["rew"][indices]
+        return self._batch(observations=t["obs"][indices], actions=t["act"][indices], rewards=rewards,
+                           next_observations=t["next_obs"][indices], next_actions=t["next_act"][indices],
+                           returns_to_go=torch.zeros_like(rewards), terminals=t["term"][indices],
+                           intervals=torch.ones_like(rewards), device=self.d3rlpy_device)
+
+    def sample(self, batch_size: int, generator: torch.Generator):
+        """``batch_size`` transitions drawn uniformly with replacement on the device (as d3rlpy draws them)."""
+        return self.batch(torch.randint(self.size, (batch_size,), generator=generator, device=self.device))
+
+
+def d3rlpy_update(algo, batch) -> dict[str, float]:
+    """One gradient step of d3rlpy's own update on a prepared ``TorchMiniBatch``: ``QLearningAlgoBase.update``
+    without its numpy-to-torch conversion (the batch is already on the device, scaled)."""
+    metrics = algo.impl.update(batch, algo.grad_step)
+    algo._grad_step += 1  # what QLearningAlgoBase.update does after the update
+    return metrics
+
+
 class D3rlpyPolicy:
     """A trained d3rlpy algorithm seen as a `Policy` (deterministic actions)."""
 
@@ -211,8 +282,7 @@ class D3rlpyAlgorithm(Algorithm):
         from d3rlpy.algos.utility import build_scalers_with_transition_picker
 
         cfg = self.config
-        d3rlpy.seed(ctx.seed)
-        np.random.seed(ctx.seed % 2**32)  # d3rlpy samples batches with numpy's global generator
+        d3rlpy.seed(ctx.seed)  # torch's global generator: d3rlpy's own noise (TD3 target smoothing, CQL samples)
         dataset = to_d3rlpy_dataset(trajectories, curated)
         algo = cfg.d3rlpy_config(d3rlpy).create(device=str(ctx.device))
         build_scalers_with_transition_picker(algo, dataset)
@@ -220,10 +290,12 @@ class D3rlpyAlgorithm(Algorithm):
         ctx.info["d3rlpy"] = {"version": d3rlpy.__version__, "algorithm": type(algo).__name__,
                               "transitions": dataset.transition_count}
 
-        start = ctx.resume(algo=_D3rlpyState(algo), rng=GlobalRNG())
+        transitions = DeviceTransitions(dataset, algo, ctx.device)
+        gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed)  # batch indices, drawn on the device
+        start = ctx.resume(algo=_D3rlpyState(algo), rng=GlobalRNG(), generator=gen)
         policy = D3rlpyPolicy(algo)
         for step in range(start + 1, cfg.steps + 1):
-            metrics = algo.update(dataset.sample_transition_batch(cfg.batch_size))
+            metrics = d3rlpy_update(algo, transitions.sample(cfg.batch_size, gen))
             loss = metrics.get("critic_loss", next(iter(metrics.values())))  # d3rlpy returns floats
             ctx.step(step, policy, {"loss": torch.tensor(loss)})
         ctx.info["d3rlpy"]["grad_steps"] = algo.grad_step
