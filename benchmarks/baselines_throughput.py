@@ -1,6 +1,6 @@
 """d3rlpy baselines: the suite's training loop (device-resident sampler) against d3rlpy's own ``fit()``.
 
-    python benchmarks/baselines_throughput.py [--algos td3_bc,iql,cql,awac] [--rounds 3] [--device cpu]
+    python benchmarks/baselines_throughput.py [--algos td3_bc,iql,cql,awac] [--rounds 3] [--device cpu] [--compile]
 
 Both train the same algorithm (the suite's preset config, built the same way) on the same data
 (hopper-mini-replay): the suite's loop draws indices on the device and hands d3rlpy's update a prepared batch
@@ -31,12 +31,12 @@ from bench.specs import get_spec  # noqa: E402
 STEPS = {"td3_bc": 300, "iql": 300, "cql": 40, "awac": 100}  # per round: a few seconds each
 
 
-def build(algo_name: str, dataset, device: torch.device):
+def build(algo_name: str, dataset, device: torch.device, compile_graph: bool = False):
     d3rlpy = import_d3rlpy()
     from d3rlpy.algos.utility import build_scalers_with_transition_picker
 
     fields, _ = load_preset(algo_name, "hopper-mini-replay")
-    cfg = get_algorithm(algo_name).Config(**fields)
+    cfg = get_algorithm(algo_name).Config(**{**fields, "compile": compile_graph})
     d3rlpy.seed(0)
     algo = cfg.d3rlpy_config(d3rlpy).create(device=str(device))
     build_scalers_with_transition_picker(algo, dataset)
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--algos", default="td3_bc,iql,cql,awac")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="d3rlpy's compile_graph (CUDA only), both sides")
     args = parser.parse_args()
     torch.set_num_threads(1)
     device = torch.device(args.device)
@@ -66,8 +67,8 @@ def main() -> None:
     dataset = to_d3rlpy_dataset(traj, all_episodes(traj))
     for name in args.algos.split(","):
         steps = STEPS[name]
-        suite_algo, cfg = build(name, dataset, device)
-        fit_algo, _ = build(name, dataset, device)
+        suite_algo, cfg = build(name, dataset, device, args.compile)
+        fit_algo, _ = build(name, dataset, device, args.compile)
         transitions = DeviceTransitions(dataset, suite_algo, device)
         gen = torch.Generator(device=device).manual_seed(0)
         ctx = RunContext(seed=0, device=device, total_steps=10**12, evaluate=None, eval_every=10**12,
@@ -95,7 +96,8 @@ def main() -> None:
         ours, theirs = 1 / best["suite"], 1 / best["fit"]
         print(f"{name}: suite {ours:.1f}/s, d3rlpy fit {theirs:.1f}/s, ratio {ours / theirs:.2f}  "
               f"(1M updates: suite {1e6 / ours / 3600:.1f} h, fit {1e6 / theirs / 3600:.1f} h; batch "
-              f"{cfg.batch_size}, {device}, best of {args.rounds} interleaved rounds of {steps})", flush=True)
+              f"{cfg.batch_size}, {device}{', compile_graph' if args.compile else ''}, best of {args.rounds} "
+              f"interleaved rounds of {steps})", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything a GPU must show, in one run of under 8 minutes on one GPU, with one summary table at the end:
 #   the tests marked `cuda` and the kill-and-resume tests on CUDA, host syncs per training step on CUDA, the
-#   fine-tuning step's throughput in its three layouts, batched BC seeds, and one paper-protocol iw_sft_q run on the
+#   fine-tuning step's throughput in its three layouts, batched BC seeds, the d3rlpy baselines' updates/s (suite
+#   loop vs d3rlpy's fit, with and without compile_graph), and one paper-protocol iw_sft_q run on the
 #   embedded dataset (Table 4 hopper-medium-replay settings, 256 whole trajectories per step, reference BC 10,000
 #   steps of 128 trajectories) with its wall time split into reference BC, fine-tuning and evaluation.
 #
@@ -70,6 +71,10 @@ check "host syncs per step (cuda)" 180 "$PY" benchmarks/host_syncs.py --device c
 check "fine-tuning step layouts (cuda)" 240 "$PY" benchmarks/finetune_throughput.py --device cuda --steps 30 --rounds 3
 check "batched BC seeds (cuda)" 240 "$PY" benchmarks/batched_seeds.py --device cuda --run-steps 0 --steps 300 \
   --repeats 2
+check "baselines: suite loop vs d3rlpy fit (cuda)" 240 "$PY" benchmarks/baselines_throughput.py --device cuda \
+  --algos td3_bc,iql --rounds 2
+check "baselines with compile_graph (cuda)" 300 "$PY" benchmarks/baselines_throughput.py --device cuda \
+  --algos td3_bc,iql --rounds 2 --compile
 
 paper=(--env hopper-mini-replay --algo iw_sft_q --seed 0 --device cuda --set steps=4500 --set warmup_steps=300
        --set learning_rate=1e-4 --set batch_size=256 --set bc_steps=10000 --set bc_batch_size=128
