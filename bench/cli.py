@@ -74,7 +74,7 @@ def run(
     """Train ALGO on dataset ENV with SEED (or each of --seeds), evaluate, and write JSON run records under --out."""
     from bench.algorithms import TrainingError
     from bench.datasets.trajectories import DatasetError
-    from bench.run import resolve_config, run_seeds
+    from bench.run import RunLocked, resolve_config, run_seeds
 
     try:
         overrides = _parse_sets(set_)
@@ -83,7 +83,7 @@ def run(
             overrides["data_path"] = str(data)
         cfgs = [resolve_config(env, algo, s, overrides) for s in (_parse_seeds(seeds) if seeds else [seed])]
         records = run_seeds(cfgs, out, force=force)
-    except (KeyError, ValueError, DatasetError, TrainingError) as e:
+    except (KeyError, ValueError, DatasetError, TrainingError, RunLocked) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     for record in records:
         typer.echo(str(Path(out) / record.filename))
@@ -495,7 +495,8 @@ def main() -> None:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        typer.secho(f"error: no space left on the device while writing {e.filename or 'a file'}: free some space "
-                    "and run the same command again — complete records are kept and unfinished runs resume from "
-                    "their last checkpoint", err=True, fg=typer.colors.RED)
+        message = (f"no space left on the device while writing {e.filename}: free some space and run the same "
+                   "command again — complete records are kept and unfinished runs resume from their last checkpoint"
+                   if e.filename else e.strerror)  # a checkpoint's own message names the folder and the bytes
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
         sys.exit(2)

@@ -6,7 +6,10 @@ again with the same config skips a complete record and resumes from the checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import os
 import platform
 import sys
@@ -21,7 +24,9 @@ import torch
 import yaml
 
 from bench.algorithms import RunContext, get_algorithm
-from bench.configs import load_preset
+from bench.algorithms.base import DivergedError, TrainingError
+from bench.configs import PRESET_DIR, load_preset
+from bench.configs.domains import ConfigError, bounded, check_domains
 from bench.datasets.sources import load_dataset_cached
 from bench.evaluation import env_label, evaluate
 from bench.results.store import RunRecord, config_hash, read_record, record_filename, save_record
@@ -36,15 +41,18 @@ class RunConfig:
     env: str  # dataset name (bench datasets list)
     algo: str  # algorithm name
     seed: int = 0  # fixes torch, numpy, data order and evaluation seeds
-    eval_every: int = 2000  # gradient steps between evaluations
-    eval_episodes: int = 10  # episodes per evaluation during training
-    final_eval_episodes: int = 100  # episodes of the final evaluation (the reported score)
-    eval_envs: int = 10  # environments side by side during evaluation: episodes run in waves of this many
-    eval_workers: int = 1  # processes sharing the waves out (this one included); more only when cores are free
+    eval_every: int = bounded(2000, ge=1)  # gradient steps between evaluations
+    eval_episodes: int = bounded(10, ge=1)  # episodes per evaluation during training
+    final_eval_episodes: int = bounded(100, ge=1)  # episodes of the final evaluation (the reported score)
+    eval_envs: int = bounded(10, ge=1)  # envs side by side in an evaluation: episodes run in waves of this many
+    eval_workers: int = bounded(1, ge=1)  # processes sharing the waves (this one included); more only for free cores
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-    threads: int = 1  # torch threads; one per process is fastest when processes share the cores
+    threads: int = bounded(1, ge=1)  # torch threads; one per process is fastest when processes share the cores
     data_path: str | None = None  # read the dataset from this file/folder instead of the cache
     algo_config: dict = field(default_factory=dict)  # the algorithm's config fields, resolved
+
+    def __post_init__(self):
+        check_domains(self)
 
     def hashed_part(self) -> dict:
         """What makes two runs the same experiment (device, threads and file locations do not)."""
@@ -101,6 +109,7 @@ def resolve_config(env: str, algo: str, seed: int = 0, overrides: dict[str, Any]
     algo_cls = get_algorithm(algo)
     spec = get_spec(env)  # fails early on an unknown dataset
     algo_fields, run_fields = load_preset(algo, env, spec.family)
+    preset_algo, preset_run = set(algo_fields), set(run_fields)
     defaults = algo_cls.Config()
     algo_names = algorithm_field_names(algo)
     for key, value in (overrides or {}).items():
@@ -117,8 +126,19 @@ def resolve_config(env: str, algo: str, seed: int = 0, overrides: dict[str, Any]
         algo_fields[key] = _coerce(key, algo_fields[key], getattr(defaults, key))
     for key in list(run_fields):
         run_fields[key] = _coerce(key, run_fields[key], _RUN_FIELDS[key].default)
-    resolved = dataclasses.asdict(algo_cls.Config(**algo_fields))
-    return RunConfig(env=env, algo=algo, seed=seed, algo_config=resolved, **run_fields)
+
+    def came_from(key: str) -> str:
+        if key in (overrides or {}):
+            return f"given as --set {key}={overrides[key]!r}"
+        if key in preset_algo or key in preset_run:
+            return f"from the preset {PRESET_DIR / f'{algo}.yaml'}"
+        return f"the default of {algo_cls.Config.__name__ if key in algo_names else 'RunConfig'}"
+
+    try:
+        resolved = dataclasses.asdict(algo_cls.Config(**algo_fields))
+        return RunConfig(env=env, algo=algo, seed=seed, algo_config=resolved, **run_fields)
+    except ConfigError as e:
+        raise ConfigError(e.field, f"{e} ({came_from(e.field)})") from None
 
 
 def make_algorithm(cfg: RunConfig):
@@ -221,8 +241,15 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
 
     ctx = RunContext(seed=cfg.seed, device=device, total_steps=cfg.algo_config.get("steps", 0),
                      evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,
-                     log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"))
+                     log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"), fix=_divergence_fix(cfg))
     return _Started(cfg, record, ckpt, traj, algo, ctx, evaluate_policy, t_start)
+
+
+def _divergence_fix(cfg: RunConfig) -> str:
+    """The advice a diverged run of ``cfg`` gives, naming its algorithm's own learning-rate fields."""
+    rates = [k for k in cfg.algo_config if k.endswith("learning_rate") and cfg.algo_config[k]]
+    sets = " ".join(f"--set {k}={cfg.algo_config[k] / 10:g}" for k in rates)
+    return f"lower {' / '.join(rates)} (e.g. {sets})"
 
 
 def _complete(run_: _Started, policy, curated, train_seconds: float, log) -> None:
@@ -246,8 +273,11 @@ def _end(run_: _Started, out: Path, error: BaseException | None) -> None:
     """Write the record (complete, failed or interrupted); a complete run's checkpoint is deleted."""
     record = run_.record
     if error is not None:
-        record.status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        record.status = ("interrupted" if isinstance(error, KeyboardInterrupt) else
+                         "diverged" if isinstance(error, DivergedError) else "failed")
         record.error = "".join(traceback.format_exception(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            record.error = f"disk full: {error}\n{record.error}"
     record.timings["total"] = time.time() - run_.t_start
     save_record(record, out)
     if record.status == "complete":
@@ -262,12 +292,48 @@ def _remove_checkpoint(path: Path) -> None:
             path.parent.rmdir()
 
 
+class RunLocked(RuntimeError):
+    """Another process is running this record's config right now."""
+
+
+@contextlib.contextmanager
+def _held(cfgs: list[RunConfig], out: Path):
+    """Hold the lock file beside each config's record for as long as this process works on it.
+
+    A second process asking for a record that is held does not wait: it raises RunLocked at once, naming the
+    process that holds it (a run can take hours; waiting would hide that the work is already being done). The lock
+    files stay (removing one while another process opens it would let two hold "the" lock); records never match
+    ``*.lock``.
+    """
+    with contextlib.ExitStack() as stack:
+        for cfg in sorted(cfgs, key=lambda c: c.seed):  # one order everywhere: two groups cannot deadlock
+            path = record_path(cfg, out).with_suffix(".lock")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = stack.enter_context(open(path, "a+"))
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise RunLocked(f"{record_path(cfg, out).name} is being run right now by {holder}; wait for it "
+                                f"to finish (the same command then skips it) or stop that process") from None
+            f.truncate(0)
+            f.write(f"process {os.getpid()} on {platform.node()}")
+            f.flush()
+        yield
+
+
 def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
         log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> RunRecord:
-    """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete)."""
+    """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete).
+
+    Raises RunLocked when another process is running the same config into the same folder."""
     if (existing := _existing(cfg, out, force, log)) is not None:
         return existing
-    return _run_one(cfg, out, force, log)
+    with _held([cfg], out):
+        if (existing := _existing(cfg, out, force, log)) is not None:  # finished while we were starting
+            return existing
+        return _run_one(cfg, out, force, log)
 
 
 def _run_one(cfg: RunConfig, out: Path, force: bool, log) -> RunRecord:
@@ -304,8 +370,26 @@ def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = 
     records = {c.seed: r for c in cfgs if (r := _existing(c, out, force, log)) is not None}
     pending = [c for c in cfgs if c.seed not in records]
     if len(pending) < 2 or not batchable(pending[0]):
-        records.update({c.seed: _run_one(c, out, force, log) for c in pending})
+        records.update({c.seed: run(c, out, force, log) for c in pending})
         return [records[c.seed] for c in cfgs]
+    with _held(pending, out):
+        batched, diverged = _run_batched(pending, out, force, log)
+    records.update(batched)
+    if diverged is not None:  # the group stopped for one seed: the others train again, one at a time
+        log(f"seed {diverged.seed} diverged; training seeds {[c.seed for c in pending if c.seed != diverged.seed]} "
+            "again without it, one at a time")
+        for c in pending:
+            if c.seed != diverged.seed:
+                with contextlib.suppress(DivergedError):  # its own record says so; the first one is raised
+                    records[c.seed] = run(c, out, force, log)
+        raise diverged
+    return [records[c.seed] for c in cfgs]
+
+
+def _run_batched(pending: list[RunConfig], out: Path, force: bool,
+                 log) -> tuple[dict[int, RunRecord], DivergedError | None]:
+    """Seeds of one cell trained as one batched model (the caller holds their locks): their records, and the
+    DivergedError of a seed that stopped the group (its record says "diverged"; the others' say why they stopped)."""
     runs = [_start(c, out, force, log) for c in pending]
     stem = record_path(pending[0], out).stem.replace(f"__seed{pending[0].seed}__", "__")
     group_ckpt = Path(out) / "checkpoints" / f"{stem}__seeds{'-'.join(str(c.seed) for c in pending)}.pt"
@@ -319,13 +403,17 @@ def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = 
         for r, policy in zip(runs, policies, strict=True):
             _complete(r, policy, curated, seconds, log)
             r.record.train_info["batched_seeds"] = [c.seed for c in pending]
+    except DivergedError as e:
+        error = e
     except BaseException as e:
         error = e
         raise
     finally:
         for r in runs:
-            _end(r, out, error if r.record.status != "complete" else None)
-        if error is None:
+            own = None if r.record.status == "complete" else error
+            if isinstance(error, DivergedError) and r.cfg.seed != error.seed:
+                own = TrainingError(f"stopped with its batched group: seed {error.seed} diverged")
+            _end(r, out, own)
+        if error is None or isinstance(error, DivergedError):
             _remove_checkpoint(group_ckpt)
-    records.update({r.cfg.seed: r.record for r in runs})
-    return [records[c.seed] for c in cfgs]
+    return {r.cfg.seed: r.record for r in runs}, error if isinstance(error, DivergedError) else None

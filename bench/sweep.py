@@ -85,7 +85,8 @@ def plan_jobs(configs: list[RunConfig], workers: int) -> list[list[RunConfig]]:
 def execute(cfg_dicts: list[dict], out: str) -> list[dict]:
     """Run one job (one config, or seeds of one cell batched) in this process; never raises (errors go to the
     records and the summary)."""
-    from bench.run import run_seeds
+    from bench.algorithms.base import DivergedError
+    from bench.run import RunLocked, record_path, run_seeds
 
     cfgs = [RunConfig(**c) for c in cfg_dicts]
     labels = [f"{c.env} {c.algo} seed {c.seed}" for c in cfgs]
@@ -95,9 +96,20 @@ def execute(cfg_dicts: list[dict], out: str) -> list[dict]:
         seconds = (time.time() - t0) / len(cfgs)
         return [{"label": label, "status": r.status, "seconds": seconds, "score": r.final.get("normalized_mean")}
                 for label, r in zip(labels, records, strict=True)]
+    except RunLocked as e:  # another process runs it: never start it twice
+        return [{"label": label, "status": "running elsewhere", "seconds": 0.0, "error": str(e)} for label in labels]
     except BaseException as e:  # noqa: BLE001 - a sweep outlives any one run
-        return [{"label": label, "status": "failed", "seconds": time.time() - t0,
-                 "error": f"{type(e).__name__}: {e}"} for label in labels]
+        # each run as its record says (a batched group's other seeds may have completed on their own)
+        seconds, rows = (time.time() - t0) / len(cfgs), []
+        for label, cfg in zip(labels, cfgs, strict=True):
+            record = read_record(path) if (path := record_path(cfg, Path(out))).exists() else None
+            if record is not None and record.status == "complete":
+                rows.append({"label": label, "status": "complete", "seconds": seconds,
+                             "score": record.final.get("normalized_mean")})
+            else:
+                rows.append({"label": label, "seconds": seconds, "error": f"{type(e).__name__}: {e}",
+                             "status": "diverged" if isinstance(e, DivergedError) else "failed"})
+        return rows
 
 
 @dataclass
@@ -111,8 +123,9 @@ class Summary:
         return not self.failed
 
     def text(self) -> str:
-        lines = [f"sweep: {len(self.done)} done, {len(self.skipped)} skipped (complete), {len(self.failed)} failed"]
-        lines += [f"  failed: {f['label']}: {f['error']}" for f in self.failed]
+        lines = [f"sweep: {len(self.done)} done, {len(self.skipped)} skipped (complete), {len(self.failed)} failed "
+                 "or diverged"]
+        lines += [f"  {f['status']}: {f['label']}: {f['error']}" for f in self.failed]
         return "\n".join(lines)
 
 

@@ -117,18 +117,48 @@ def test_a_checkpoint_of_other_components_is_refused_with_the_fix(tmp_path):
         Checkpoint(tmp_path / "c.pt", {"policy": torch.nn.Linear(2, 2), "optim": GlobalRNG()}).restore()
 
 
+class _FullDisk:
+    """A file on a full disk: a write stores a few bytes, then fails with ENOSPC."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(bytes(data[:100]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def fill_disk_after(monkeypatch, good_writes: int) -> None:
+    """Simulated full disk: checkpoint files opened after the first ``good_writes`` fail with ENOSPC."""
+    import os
+
+    real, opened = os.fdopen, []
+
+    def fdopen(fd, *args, **kwargs):
+        f = real(fd, *args, **kwargs)
+        opened.append(fd)
+        return f if len(opened) <= good_writes else _FullDisk(f)
+
+    monkeypatch.setattr("bench.algorithms.checkpoint.os.fdopen", fdopen)
+
+
 def test_a_failed_write_leaves_no_temporary_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     component = {"policy": torch.nn.Linear(2, 2)}
     Checkpoint(tmp_path / "c.pt", component).save(1)
     before = (tmp_path / "c.pt").read_bytes()
-
-    def disk_full(obj, f):
-        f.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    fill_disk_after(monkeypatch, 0)
+    with pytest.raises(OSError, match=r"no space left in .* it needs [\d,]+ bytes and [\d,]+ are free") as e:
         Checkpoint(tmp_path / "c.pt", component).save(2)
+    assert e.value.errno == errno.ENOSPC and "run the same command again" in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
     assert (tmp_path / "c.pt").read_bytes() == before
 

@@ -79,11 +79,12 @@ def test_set_overrides_and_their_errors(hopper_minari_dataset):
 
 def test_nan_loss_stops_with_advice_and_keeps_the_record(fast_cfg, tmp_path):
     fast_cfg.algo_config["learning_rate"] = 1e30
-    with pytest.raises(TrainingError, match="learning rate"):
+    with pytest.raises(TrainingError, match=r"loss = nan over steps 1-100; lower learning_rate \(e.g. --set "
+                                            r"learning_rate=1e\+29\). A changed config is a new run"):
         run(fast_cfg, tmp_path, log=lambda m: None)
     (path,) = tmp_path.glob("*.json")
     rec = json.loads(path.read_text())
-    assert rec["status"] == "failed" and "TrainingError" in rec["error"]
+    assert rec["status"] == "diverged" and "DivergedError" in rec["error"]
 
 
 def test_preset_for_the_embedded_dataset():

@@ -61,9 +61,9 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(two_datasets, tmp_path):
     configs[0].algo_config["learning_rate"] = 1e30  # NaN loss
     summary = run_sweep(configs, tmp_path / "out", "local", workers=2, log=lambda m: None)
     assert not summary.ok and len(summary.done) == 1 and len(summary.failed) == 1
-    assert "TrainingError" in summary.failed[0]["error"] and "failed" in summary.text()
+    assert "DivergedError" in summary.failed[0]["error"] and "diverged: " in summary.text()
     statuses = sorted(s for s, _ in finals(tmp_path / "out").values())
-    assert statuses == ["complete", "failed"]
+    assert statuses == ["complete", "diverged"]
 
 
 def test_sweep_killed_with_sigkill_finishes_with_every_record_exactly_once(two_datasets, tmp_path):

@@ -28,6 +28,15 @@ class TrainingError(RuntimeError):
     """Training cannot go on (NaN loss, ...). The message says what to change; the last checkpoint is kept."""
 
 
+class DivergedError(TrainingError):
+    """The run stopped training sanely (non-finite loss or parameters, a loss far above its early level, collapsed
+    importance weights); its record gets status "diverged" and is never counted. ``seed``: the run's seed."""
+
+    def __init__(self, message: str, seed: int):
+        super().__init__(message)
+        self.seed = seed
+
+
 @dataclass
 class RunContext:
     """What the run gives an algorithm: seed, device, evaluation and checkpoint cadence, progress output.
@@ -49,6 +58,12 @@ class RunContext:
     curve: list[dict] = field(default_factory=list)  # one entry per evaluation step: statistics and scores
     info: dict = field(default_factory=dict)  # what the algorithm wants in the record (train_info)
     eval_seconds: float = 0.0  # time spent in evaluations during training (the record's timings.train_evals)
+    fix: str = "lower the learning rate"  # what a diverged run's message advises (run.py names the real fields)
+    loss_factor: float = 0.0  # diverged when a window's loss > first + loss_factor * max(|first|, 1); 0 = off
+                              # (first: the loss of the run's first update)
+    min_ess_fraction: float = 0.0  # diverged when every step of a window has ESS / batch below this; 0 = off
+    _first_loss: float | None = None  # the loss of the first update: the "early level" of loss_factor
+    _first_loss_t: torch.Tensor | None = None  # ... on the device until the first evaluation step reads it
     _t0: float = field(default_factory=time.time)
     _first_step: int = 0
     _window: dict[str, torch.Tensor] = field(default_factory=dict)  # statistics since the last evaluation step
@@ -68,11 +83,15 @@ class RunContext:
             self.log(f"resumed from {self.checkpoint_path} at step {self._first_step}")
         return self._first_step
 
+    def watch(self, loss_factor: float, min_ess_fraction: float = 0.0) -> None:
+        """Divergence limits from the algorithm's config (see the fields of the same names)."""
+        self.loss_factor, self.min_ess_fraction = loss_factor, min_ess_fraction
+
     def state_dict(self) -> dict:
-        return {"curve": self.curve}
+        return {"curve": self.curve, "first_loss": self._first_loss}
 
     def load_state_dict(self, state: dict) -> None:
-        self.curve = state["curve"]
+        self.curve, self._first_loss = state["curve"], state["first_loss"]
 
     def due(self, step: int) -> bool:
         """Whether update ``step`` (1-based) is an evaluation step, where statistics are read and checkpoints made."""
@@ -84,13 +103,13 @@ class RunContext:
         Between evaluation steps this only adds them up on the device. At an evaluation step it reads the window's
         statistics (one transfer), stops a run whose loss is not finite, evaluates ``policy``, logs and checkpoints.
         """
+        if self._first_loss is None and self._first_loss_t is None:
+            self._first_loss_t = stats["loss"].detach().clone()
         self._accumulate(stats)
         if not self.due(step):
             return
         window = self._read_window()
-        if not math.isfinite(window["loss"]):
-            raise TrainingError(f"the loss became {window['loss']} between steps {step - self.eval_every + 1} and "
-                                f"{step}; lower the learning rate and run again")
+        self._check_sane(step, window, policy)
         elapsed = time.time() - self._t0
         rate = (step - self._first_step) / max(elapsed, 1e-9)
         eta = (self.total_steps - step) / max(rate, 1e-9)
@@ -107,6 +126,32 @@ class RunContext:
         self.log(f"{line} | ETA {eta:.0f}s")
         if self._checkpoint is not None and step != self.total_steps:
             self._checkpoint.save(step)
+
+    def _check_sane(self, step: int, window: dict[str, float], policy: Policy | None) -> None:
+        """Raise DivergedError when the window since the last evaluation step shows the run no longer trains."""
+        steps = f"steps {max(step - self.eval_every, self._first_step) + 1}-{step}"
+        advice = f"{self.fix}. A changed config is a new run (another config hash): it starts afresh"
+        bad = [f"{k} = {v}" for k, v in window.items() if not math.isfinite(v)]
+        if bad:
+            raise DivergedError(f"diverged at step {step}: {', '.join(bad)} over {steps}; {advice}", self.seed)
+        if isinstance(policy, torch.nn.Module) and not torch.stack([p.isfinite().all()
+                                                                      for p in policy.parameters()]).all():
+            raise DivergedError(f"diverged at step {step}: the policy's parameters are no longer finite; {advice}",
+                                self.seed)
+        if self._first_loss is None:
+            self._first_loss = float(self._first_loss_t)
+        if self.loss_factor > 0:
+            limit = self._first_loss + self.loss_factor * max(abs(self._first_loss), 1.0)
+            if window["loss"] > limit:
+                raise DivergedError(
+                    f"diverged at step {step}: the loss is {window['loss']:.4g} over {steps}, above {limit:.4g} "
+                    f"(first update's {self._first_loss:.4g} + divergence_factor {self.loss_factor:g} x "
+                    f"max(|first|, 1)); {advice}", self.seed)
+        ess = window.get("ess_fraction_max")
+        if ess is not None and ess < self.min_ess_fraction:
+            raise DivergedError(
+                f"diverged at step {step}: the importance weights collapsed — ESS / batch below min_ess_fraction "
+                f"{self.min_ess_fraction:g} at every step of {steps} (at most {ess:.3g}); {advice}", self.seed)
 
     def _accumulate(self, stats: Mapping[str, torch.Tensor]) -> None:
         for name, value in stats.items():

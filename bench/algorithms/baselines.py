@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +34,7 @@ import torch
 
 from bench.algorithms.base import Algorithm, RunContext
 from bench.algorithms.checkpoint import GlobalRNG
+from bench.configs.domains import bounded, check_domains
 from bench.datasets.curation import Curated, all_episodes
 from bench.datasets.trajectories import Trajectories
 
@@ -66,15 +67,18 @@ def to_d3rlpy_dataset(trajectories: Trajectories, curated: Curated):
 
 @dataclass
 class D3rlpyConfig:
-    steps: int = 1_000_000  # gradient steps, trained exactly (peers: 1M; d3rlpy's scripts: 500k)
-    batch_size: int = 256  # transitions per step
-    gamma: float = 0.99  # discount
-    hidden_units: list[int] = field(default_factory=lambda: [256, 256])  # actor and critic MLPs
+    steps: int = bounded(1_000_000, ge=1)  # gradient steps, trained exactly (peers: 1M; d3rlpy's scripts: 500k)
+    batch_size: int = bounded(256, ge=1)  # transitions per step
+    gamma: float = bounded(0.99, ge=0, le=1)  # discount
+    hidden_units: list[int] = bounded([256, 256], ge=1)  # actor and critic MLPs
     observation_scaling: str = "none"  # "none" or "standard" (per-dimension mean/std of the dataset)
     reward_scaling: str = "none"  # "none", "return_range" (r * multiplier / (max R - min R)) or "shift" (r + shift)
-    reward_multiplier: float = 1000.0  # for return_range (IQL locomotion: 1000)
+    reward_multiplier: float = bounded(1000.0, gt=0)  # for return_range (IQL locomotion: 1000)
     reward_shift: float = -1.0  # for shift (IQL antmaze: r - 1)
     compile: bool = False  # on CUDA, d3rlpy's compile_graph (torch.compile + CUDA graphs); ignored on a CPU
+
+    def __post_init__(self):  # a bad --set fails when the config is resolved, before any record is written
+        check_domains(self)
 
     def _common(self, d3rlpy) -> dict:
         pre = d3rlpy.preprocessing
@@ -96,13 +100,13 @@ class D3rlpyConfig:
 class TD3BCConfig(D3rlpyConfig):
     """TD3+BC, Fujimoto & Gu 2021, "A Minimalist Approach to Offline Reinforcement Learning" (CORL defaults)."""
 
-    actor_learning_rate: float = 3e-4
-    critic_learning_rate: float = 3e-4
-    alpha: float = 2.5  # BC regulariser: lambda = alpha / mean |Q|
-    target_smoothing_sigma: float = 0.2  # policy noise
-    target_smoothing_clip: float = 0.5  # noise clip
-    update_actor_interval: int = 2  # actor every 2 critic steps
-    tau: float = 0.005  # target network averaging
+    actor_learning_rate: float = bounded(3e-4, gt=0)
+    critic_learning_rate: float = bounded(3e-4, gt=0)
+    alpha: float = bounded(2.5, gt=0)  # BC regulariser: lambda = alpha / mean |Q|
+    target_smoothing_sigma: float = bounded(0.2, ge=0)  # policy noise
+    target_smoothing_clip: float = bounded(0.5, ge=0)  # noise clip
+    update_actor_interval: int = bounded(2, ge=1)  # actor every 2 critic steps
+    tau: float = bounded(0.005, gt=0, le=1)  # target network averaging
     observation_scaling: str = "standard"  # the paper standardises observations
 
     def d3rlpy_config(self, d3rlpy):
@@ -117,12 +121,12 @@ class TD3BCConfig(D3rlpyConfig):
 class IQLConfig(D3rlpyConfig):
     """IQL, Kostrikov et al. 2022, "Offline Reinforcement Learning with Implicit Q-Learning" (locomotion)."""
 
-    actor_learning_rate: float = 3e-4
-    critic_learning_rate: float = 3e-4
-    expectile: float = 0.7  # tau of the expectile regression (antmaze: 0.9)
-    weight_temp: float = 3.0  # inverse temperature beta (antmaze: 10)
-    max_weight: float = 100.0  # clamp of exp(beta A)
-    tau: float = 0.005
+    actor_learning_rate: float = bounded(3e-4, gt=0)
+    critic_learning_rate: float = bounded(3e-4, gt=0)
+    expectile: float = bounded(0.7, gt=0, lt=1)  # tau of the expectile regression (antmaze: 0.9)
+    weight_temp: float = bounded(3.0, gt=0)  # inverse temperature beta (antmaze: 10)
+    max_weight: float = bounded(100.0, gt=0)  # clamp of exp(beta A)
+    tau: float = bounded(0.005, gt=0, le=1)
     actor_cosine_schedule: bool = True  # cosine decay of the actor learning rate over `steps`
     reward_scaling: str = "return_range"  # r * 1000 / (max return - min return)
 
@@ -141,15 +145,15 @@ class IQLConfig(D3rlpyConfig):
 class CQLConfig(D3rlpyConfig):
     """CQL, Kumar et al. 2020, "Conservative Q-Learning for Offline RL" (d3rlpy's reproduction settings)."""
 
-    actor_learning_rate: float = 1e-4  # CORL: 3e-5
-    critic_learning_rate: float = 3e-4
-    temp_learning_rate: float = 1e-4  # SAC entropy temperature
-    alpha_learning_rate: float = 0.0  # 0 = fixed conservative weight (locomotion); > 0 = Lagrange (antmaze)
-    conservative_weight: float = 5.0  # d3rlpy's scripts: 10 on the medium datasets, 5 elsewhere
-    alpha_threshold: float = 10.0  # Lagrange target gap (antmaze, CORL: 0.8)
-    n_action_samples: int = 10
-    tau: float = 0.005
-    hidden_units: list[int] = field(default_factory=lambda: [256, 256, 256])
+    actor_learning_rate: float = bounded(1e-4, gt=0)  # CORL: 3e-5
+    critic_learning_rate: float = bounded(3e-4, gt=0)
+    temp_learning_rate: float = bounded(1e-4, ge=0)  # SAC entropy temperature
+    alpha_learning_rate: float = bounded(0.0, ge=0)  # 0: fixed conservative weight; > 0: Lagrange (antmaze)
+    conservative_weight: float = bounded(5.0, ge=0)  # d3rlpy's scripts: 10 on the medium datasets, 5 elsewhere
+    alpha_threshold: float = bounded(10.0, gt=0)  # Lagrange target gap (antmaze, CORL: 0.8)
+    n_action_samples: int = bounded(10, ge=1)
+    tau: float = bounded(0.005, gt=0, le=1)
+    hidden_units: list[int] = bounded([256, 256, 256], ge=1)
 
     def d3rlpy_config(self, d3rlpy):
         return d3rlpy.algos.CQLConfig(
@@ -163,14 +167,14 @@ class CQLConfig(D3rlpyConfig):
 class AWACConfig(D3rlpyConfig):
     """AWAC, Nair et al. 2020, "Accelerating Online RL with Offline Datasets" (d3rlpy's reproduction settings)."""
 
-    actor_learning_rate: float = 3e-4
-    critic_learning_rate: float = 3e-4
-    lam: float = 1.0  # advantage temperature lambda (CORL: 1/3)
-    actor_weight_decay: float = 1e-4
-    n_action_samples: int = 1
-    tau: float = 0.005
-    batch_size: int = 1024  # d3rlpy's default and reproduction script
-    hidden_units: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    actor_learning_rate: float = bounded(3e-4, gt=0)
+    critic_learning_rate: float = bounded(3e-4, gt=0)
+    lam: float = bounded(1.0, gt=0)  # advantage temperature lambda (CORL: 1/3)
+    actor_weight_decay: float = bounded(1e-4, ge=0)
+    n_action_samples: int = bounded(1, ge=1)
+    tau: float = bounded(0.005, gt=0, le=1)
+    batch_size: int = bounded(1024, ge=1)  # d3rlpy's default and reproduction script
+    hidden_units: list[int] = bounded([256, 256, 256, 256], ge=1)
 
     def d3rlpy_config(self, d3rlpy):
         return d3rlpy.algos.AWACConfig(

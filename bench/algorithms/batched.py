@@ -109,6 +109,8 @@ def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, 
         table = EpisodeTable.from_curated(trajectories, curated, device)
         gens = [np.random.default_rng(ctx.seed) for ctx in ctxs]
 
+    for ctx in ctxs:
+        ctx.watch(cfg.divergence_factor)
     group, start = resume_group(checkpoint_path, ctxs, {"stacked": stacked, "optim": optim,
                                                         **{f"generator{k}": g for k, g in enumerate(gens)}})
 

@@ -23,35 +23,40 @@ from bench.algorithms.base import Algorithm, RunContext
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.precision import check_precision, step_precision
 from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
+from bench.configs.domains import bounded, check_domains
 from bench.datasets.curation import Curated, all_episodes, quality_bins
 from bench.datasets.trajectories import Trajectories
 
 
 @dataclass
 class BCConfig:
-    steps: int = 10_000  # gradient steps (REFERENCE §2: 10,000 for the BC reference policy)
-    batch_size: int = 256  # transitions, or trajectories when batch_unit = "trajectories"
+    steps: int = bounded(10_000, ge=1)  # gradient steps (REFERENCE §2: 10,000 for the BC reference policy)
+    batch_size: int = bounded(256, ge=1)  # transitions, or trajectories when batch_unit = "trajectories"
     batch_unit: str = "transitions"  # "transitions" or "trajectories" (paper: 32, authors' code: 128 trajectories)
     loss_normalization: str = "trajectory_mean"  # with trajectory batches: "trajectory_mean" (code) or "sum" (Eq. 5)
-    learning_rate: float = 1e-3  # Adam (REFERENCE §2)
-    hidden: int = 256  # units per hidden layer
-    layers: int = 3  # hidden layers
+    learning_rate: float = bounded(1e-3, gt=0)  # Adam (REFERENCE §2)
+    hidden: int = bounded(256, ge=1)  # units per hidden layer
+    layers: int = bounded(3, ge=1)  # hidden layers
     precision: str = "float32"  # "float32", "tf32" (CUDA) or "bfloat16" autocast (bench/algorithms/precision.py)
+    # stop as "diverged" when an evaluation window's mean loss exceeds the first update's loss by this many times
+    # max(|that loss|, 1) (lr 1e6: ~40,000 vs ~2.7); 0 = only non-finite losses and parameters
+    divergence_factor: float = bounded(100.0, ge=0)
 
     def __post_init__(self):  # a bad --set fails when the config is resolved, before any record is written
         if self.batch_unit not in ("transitions", "trajectories"):
             raise ValueError(f"batch_unit must be 'transitions' or 'trajectories', got {self.batch_unit!r}")
         check_precision("precision", self.precision)
+        check_domains(self)
 
 
 @dataclass
 class BC10Config(BCConfig):
-    top_percentile: float = 90.0  # keep episodes with return >= this percentile of returns (top 10%)
+    top_percentile: float = bounded(90.0, ge=0, le=100)  # keep returns >= this percentile (top 10%)
 
 
 @dataclass
 class BC5Config(BCConfig):
-    top_percentile: float = 95.0  # the top 5% (the paper's kitchen baseline "BC (5%)")
+    top_percentile: float = bounded(95.0, ge=0, le=100)  # the top 5% (the paper's kitchen baseline "BC (5%)")
 
 
 def transition_sampler(trajectories: Trajectories, curated: Curated,
@@ -82,6 +87,7 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
         table = EpisodeTable.from_curated(trajectories, curated, ctx.device)
         gen = np.random.default_rng(ctx.seed)
 
+    ctx.watch(cfg.divergence_factor)
     start = ctx.resume(policy=policy, optim=optim, generator=gen)
     policy.train()
     for step in range(start + 1, cfg.steps + 1):

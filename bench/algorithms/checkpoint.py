@@ -20,8 +20,11 @@ global RNGs, the run context (curve, statistics) — and :class:`Checkpoint` sav
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,14 +92,25 @@ class Checkpoint:
         if self.path is None:
             return
         state = {"step": step, "components": {name: _state_of(c) for name, c in self.components.items()}}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # in memory first: a full disk can then say how many bytes were needed
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
+                f.write(buffer.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            if e.errno != errno.ENOSPC:
+                raise
+            free = shutil.disk_usage(self.path.parent).free
+            raise OSError(errno.ENOSPC, f"no space left in {self.path.parent} for the checkpoint at step {step}: "
+                                        f"it needs {buffer.tell():,} bytes and {free:,} are free; free some space "
+                                        "and run the same command again: it resumes from the last checkpoint "
+                                        f"({'none yet' if not self.path.exists() else self.path})") from e
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

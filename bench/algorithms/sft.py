@@ -28,7 +28,7 @@ Statistics (loss, weight mean/min/max, ESS) stay on the device until an evaluati
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,42 +42,48 @@ from bench.algorithms.precision import check_precision, step_precision
 from bench.algorithms.reference import reference_policies
 from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
 from bench.algorithms.weights import ema_update, trajectory_weights, warmup_cosine, weight_statistics
+from bench.configs.domains import bounded, check_domains
 from bench.datasets.curation import Curated, quality_bins
 from bench.datasets.trajectories import Trajectories
 
 
 @dataclass
 class SFTConfig:
-    percentiles: list[float] = field(default_factory=lambda: [90.0])  # quality-bin cutoffs; [90] = top 10%
+    percentiles: list[float] = bounded([90.0], ge=0, le=100)  # quality-bin cutoffs; [90] = top 10%
     ties: str = "inclusive"  # returns equal to a cutoff: "inclusive" (>=, authors' code) or "strict" (>, paper)
     importance_weighted: bool = False  # iw-SFT: weight each trajectory by q(tau) / pi_ref(tau)
-    steps: int = 4500  # fine-tuning gradient steps (Appendix F / Table 4)
-    warmup_steps: int = 300  # linear warm-up, then cosine decay to 0
-    learning_rate: float = 4e-5  # Adam peak learning rate (Appendix F)
-    batch_size: int = 256  # whole trajectories per step, drawn with replacement from the (multi)set
+    steps: int = bounded(4500, ge=1)  # fine-tuning gradient steps (Appendix F / Table 4)
+    warmup_steps: int = bounded(300, ge=0)  # linear warm-up, then cosine decay to 0
+    learning_rate: float = bounded(4e-5, gt=0)  # Adam peak learning rate (Appendix F)
+    batch_size: int = bounded(256, ge=1)  # whole trajectories per step, drawn with replacement from the (multi)set
     loss_normalization: str = "trajectory_mean"  # "trajectory_mean" (authors' code, Tables 2/4) or "sum" (Eq. 5)
-    ema: float = 0.99  # theta_q <- ema * theta_q + (1 - ema) * theta, every step (Table 4's lambda)
+    ema: float = bounded(0.99, ge=0, lt=1)  # theta_q <- ema theta_q + (1 - ema) theta, every step (Table 4's lambda)
     weight_fn: str = "temperature"  # "temperature" (code), "smoothing" or "clip" (paper) — see weights.py
-    temperature: float = 1.0  # temperature: log w = temperature * mean_t rho_t (Table 4's temp)
-    smoothing_alpha: float = 0.1  # smoothing: log w = alpha * sum_t rho_t
-    ratio_min: float = 0.2  # clip: per-step ratio bounds
-    ratio_max: float = 1.8
-    min_weight: float = 0.0  # clip: trajectory-weight bounds (max_weight is shared with the other functions)
-    max_weight: float = 1000.0  # upper clamp of every trajectory weight (authors' code: 1000)
+    temperature: float = bounded(1.0, gt=0)  # temperature: log w = temperature * mean_t rho_t (Table 4's temp)
+    smoothing_alpha: float = bounded(0.1, gt=0)  # smoothing: log w = alpha * sum_t rho_t
+    ratio_min: float = bounded(0.2, gt=0)  # clip: per-step ratio bounds
+    ratio_max: float = bounded(1.8, gt=0)
+    min_weight: float = bounded(0.0, ge=0)  # clip: trajectory-weight floor (max_weight: shared by all)
+    max_weight: float = bounded(1000.0, gt=0)  # upper clamp of every trajectory weight (authors' code: 1000)
     normalize_weights: bool = False  # weights of a batch sum to 1 (Table 4's "normalised weights")
     # The BC reference policy (REFERENCE §2: Adam 1e-3, 10,000 steps, 128 whole trajectories in the authors' code)
     reference_dataset: str | None = None  # train pi_ref on another dataset (kitchen: "kitchen-partial"); None = this
-    bc_steps: int = 10_000
-    bc_batch_size: int = 128
+    bc_steps: int = bounded(10_000, ge=1)
+    bc_batch_size: int = bounded(128, ge=1)
     bc_batch_unit: str = "trajectories"
     bc_loss_normalization: str = "trajectory_mean"
-    bc_learning_rate: float = 1e-3
+    bc_learning_rate: float = bounded(1e-3, gt=0)
     bc_precision: str = "float32"  # the reference BC's: "float32", "tf32" (CUDA) or "bfloat16" (precision.py)
     precision: str = "float32"  # the fine-tuning step's: "float32", "tf32" (CUDA) or "bfloat16" (precision.py)
     static_shapes: bool = False  # compute every curated transition each step, weighted by draw counts (see above)
     compile: bool = False  # torch.compile the loss (needs static_shapes; pays on GPUs, see benchmarks/)
+    divergence_factor: float = bounded(100.0, ge=0)  # as BCConfig's, for the fine-tuning and the reference BC
+    # iw-SFT: stop as "diverged" when ESS / batch stays below this at every step of an evaluation window (weights
+    # all ~0: ESS 0; one trajectory holding all the weight of a 256 batch: 0.0039); 0 = off
+    min_ess_fraction: float = bounded(0.001, ge=0, le=1)
 
     def __post_init__(self):  # a bad value fails when the config is resolved, before any record is written
+        check_domains(self)
         self.reference_bc()
         check_precision("precision", self.precision)
         if self.compile and not self.static_shapes:
@@ -87,12 +93,12 @@ class SFTConfig:
     def reference_bc(self) -> BCConfig:
         return BCConfig(steps=self.bc_steps, batch_size=self.bc_batch_size, batch_unit=self.bc_batch_unit,
                         loss_normalization=self.bc_loss_normalization, learning_rate=self.bc_learning_rate,
-                        precision=self.bc_precision)
+                        precision=self.bc_precision, divergence_factor=self.divergence_factor)
 
 
 @dataclass
 class SFTQConfig(SFTConfig):
-    percentiles: list[float] = field(default_factory=lambda: [90.0, 95.0, 98.0])
+    percentiles: list[float] = bounded([90.0, 95.0, 98.0], ge=0, le=100)
 
 
 @dataclass
@@ -166,6 +172,7 @@ class SFT(Algorithm):
         gen = np.random.default_rng(ctx.seed)  # trajectories are drawn on the host (EpisodeTable)
         loss_fn = _batch_loss(policy, q_policy, obs, act, logp_ref_all, table, cfg, ctx.device)
 
+        ctx.watch(cfg.divergence_factor, cfg.min_ess_fraction if cfg.importance_weighted else 0.0)
         start = ctx.resume(policy=policy, optim=optim, sched=sched, generator=gen,
                            **({"q_policy": q_policy} if q_policy is not None else {}))
         for step in range(start + 1, cfg.steps + 1):
@@ -201,6 +208,8 @@ class SFT(Algorithm):
         optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
         gens = [np.random.default_rng(ctx.seed) for ctx in ctxs]
+        for ctx in ctxs:
+            ctx.watch(cfg.divergence_factor, cfg.min_ess_fraction if weighted else 0.0)
         group, start = resume_group(checkpoint_path, ctxs, {
             "stacked": policy, "optim": optim, "sched": sched, **({"q_policy": q_policy} if weighted else {}),
             **{f"generator{k}": g for k, g in enumerate(gens)}})

@@ -49,8 +49,16 @@ def offline_reason(url: str) -> str | None:
 
 
 # -- D4RL HDF5 ----------------------------------------------------------------------------------------------------
-def read_d4rl_hdf5(path: Path, name: str = "unnamed", metadata: dict | None = None) -> Trajectories:
-    """Read a file in D4RL's layout: observations, actions, rewards, terminals, timeouts [, next_observations]."""
+CACHE_FIX = "run `bench datasets verify` (it moves a damaged file aside) and load again to download it afresh"
+DATA_FIX = "this is the file given with --data: repair or regenerate it, or pass another file"
+
+
+def read_d4rl_hdf5(path: Path, name: str = "unnamed", metadata: dict | None = None,
+                   fix: str = DATA_FIX) -> Trajectories:
+    """Read a file in D4RL's layout: observations, actions, rewards, terminals, timeouts [, next_observations].
+
+    A file that is not one — keys missing, arrays of different lengths, no rows, non-finite values — fails with
+    the file, the array and ``fix`` (what to do about this file: a cached download and a --data file differ)."""
     import h5py
 
     try:
@@ -58,18 +66,27 @@ def read_d4rl_hdf5(path: Path, name: str = "unnamed", metadata: dict | None = No
             missing = [k for k in ("observations", "actions", "rewards", "terminals") if k not in f]
             if missing:
                 raise DatasetError(f"{path} is not a D4RL dataset file: keys {missing} are missing "
-                                   f"(found {sorted(f.keys())})")
-            n = f["rewards"].shape[0]
-            timeouts = f["timeouts"][:] if "timeouts" in f else np.zeros(n, bool)
-            return Trajectories.from_flat(
-                observations=f["observations"][:], actions=f["actions"][:], rewards=f["rewards"][:],
-                terminals=f["terminals"][:], timeouts=timeouts,
-                next_observations=f["next_observations"][:] if "next_observations" in f else None,
-                name=name, metadata={"path": str(path), **(metadata or {})},
-            )
+                                   f"(found {sorted(f.keys())}); {fix}")
+            arrays = {k: f[k][:] for k in ("observations", "actions", "rewards", "terminals", "timeouts",
+                                           "next_observations") if k in f}
     except OSError as e:
-        raise DatasetError(f"cannot read {path} as HDF5 ({e}); the file is corrupt or incomplete: delete it and "
-                           "load again to re-download, or pass --data with a good copy") from e
+        raise DatasetError(f"cannot read {path} as HDF5 ({e}); the file is corrupt or incomplete: {fix}") from e
+    n = len(arrays["rewards"])
+    if n == 0:
+        raise DatasetError(f"{path} holds no transitions (its 'rewards' array has 0 rows); {fix}")
+    for key, array in arrays.items():
+        if len(array) != n:
+            raise DatasetError(f"{path}: array '{key}' has {len(array)} rows but 'rewards' has {n}; the file is "
+                               f"damaged or not in D4RL's layout: {fix}")
+        if array.dtype.kind == "f" and not (finite := np.isfinite(array)).all():
+            row = int(np.argwhere(~finite)[0][0])
+            raise DatasetError(f"{path}: array '{key}' has {int((~finite).sum())} non-finite values (the first in "
+                               f"row {row}); {fix}")
+    return Trajectories.from_flat(
+        observations=arrays["observations"], actions=arrays["actions"], rewards=arrays["rewards"],
+        terminals=arrays["terminals"], timeouts=arrays.get("timeouts", np.zeros(n, bool)),
+        next_observations=arrays.get("next_observations"), name=name, metadata={"path": str(path), **(metadata or {})},
+    )
 
 
 def load_d4rl(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
@@ -91,7 +108,7 @@ def load_d4rl(spec: DatasetSpec, data_path: Path | None = None) -> Trajectories:
         raise DatasetError(f"{spec.location} has no published checksum; add it to a table named by "
                            "BENCH_D4RL_CHECKSUMS (url or file name, bytes, sha256) or pass --data PATH")
     meta["file"] = {"name": spec.location, **fetch_d4rl(spec), "matches_published": True}
-    return read_d4rl_hdf5(cache_dir() / spec.location, spec.name, meta)
+    return read_d4rl_hdf5(cache_dir() / spec.location, spec.name, meta, CACHE_FIX)
 
 
 def fetch_d4rl(spec: DatasetSpec) -> dict:
@@ -146,9 +163,22 @@ def load_minari(spec: DatasetSpec, data_path: Path | None = None) -> Trajectorie
         if not (path / "metadata.json").exists():
             raise DatasetError(f"--data {data_path} is not a Minari dataset folder (no metadata.json in it or in "
                                "its data/ sub-folder)")
-        return read_minari(minari.MinariDataset(path), spec.name)
-    ensure_minari(spec.location)
-    return read_minari(minari.load_dataset(spec.location), spec.name)
+        return _read_minari_folder(lambda: minari.MinariDataset(path), path, spec.name, DATA_FIX)
+    local = ensure_minari(spec.location)
+    fix = (f"download it again (`minari download {spec.location}` where there is a network, into "
+           f"{minari_root()}) after deleting {local}")
+    return _read_minari_folder(lambda: minari.load_dataset(spec.location), local, spec.name, fix)
+
+
+def _read_minari_folder(open_dataset, path: Path, name: str, fix: str) -> Trajectories:
+    """Read a Minari dataset; a damaged one (metadata, episodes) fails naming the folder and ``fix``."""
+    try:
+        return read_minari(open_dataset(), name)
+    except DatasetError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError) as e:  # json, h5py and Minari's own checks
+        raise DatasetError(f"the Minari dataset at {path} cannot be read ({type(e).__name__}: {e}); its "
+                           f"metadata.json or episode file is damaged: {fix}") from e
 
 
 def ensure_minari(dataset_id: str) -> Path:
