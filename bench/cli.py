@@ -152,12 +152,19 @@ def report(
     alpha: Annotated[float, typer.Option(help="Significance level of the one-sided Welch test for bold.")] = 0.05,
     holm: Annotated[bool, typer.Option(help="Holm-correct the p-values of each row.")] = False,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the aggregate intervals.")] = 2000,
+    score: Annotated[str, typer.Option(help="final: the final evaluation (the paper's protocol); best: the best "
+                                            "evaluation during training (CORL's 'best', optimistic; labelled).")]
+        = "final",
+    mix_configs: Annotated[bool, typer.Option("--mix-configs", help="Pool runs of different configs in one cell "
+                                              "(default: the config with the most runs; the others are listed).")]
+        = False,
 ) -> None:
-    """Tables (LaTeX, Markdown, CSV), aggregate statistics, figures and report.md from run records."""
+    """Tables (LaTeX, Markdown, CSV), aggregate statistics (rliable's definitions), figures and report.md from run
+    records. Failed, diverged, running and scoreless runs are listed, never counted; duplicates count once."""
     from bench.reports.report import build_report
 
     try:
-        written = build_report(results or [Path("results")], out, alpha, holm, resamples)
+        written = build_report(results or [Path("results")], out, alpha, holm, resamples, score, mix_configs)
     except ValueError as e:
         _fail(str(e))
     for path, why in written["unreadable"]:

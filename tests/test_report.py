@@ -49,20 +49,24 @@ def test_holm_by_hand_and_its_effect_on_bold():
 
 def test_iqm_matches_scipy_trim_mean():
     x = np.random.default_rng(0).normal(size=(7, 5))
-    assert st.iqm(x) == pytest.approx(stats.trim_mean(x.ravel(), 0.25))
+    assert st.aggregate_iqm(x) == pytest.approx(stats.trim_mean(x.ravel(), 0.25))
 
 
 def test_stratified_bootstrap_interval_contains_the_truth():
     rng = np.random.default_rng(1)
-    tasks = [rng.normal(50, 10, 10) for _ in range(10)]
-    point, lo, hi = st.stratified_interval(tasks, st.mean, n_resamples=1000)
+    tasks = rng.normal(50, 10, (10, 10))  # 10 runs x 10 tasks
+    point, lo, hi = st.aggregate_interval(tasks, st.aggregate_mean, n_resamples=1000)
     assert lo < 50 < hi and lo < point < hi and hi - lo < 10
-    x = [rng.normal(1, 1, 10) for _ in range(8)]
-    y = [rng.normal(0, 1, 10) for _ in range(8)]
+    x, y = rng.normal(1, 1, (10, 8)), rng.normal(0, 1, (10, 8))
     p, lo, hi = st.probability_of_improvement_interval(x, y, n_resamples=500)
     truth = stats.norm.cdf(1 / np.sqrt(2))  # P(X > Y) for X ~ N(1, 1), Y ~ N(0, 1)
     assert lo < truth < hi
-    assert st.probability_of_improvement([1, 2], [2, 0]) == pytest.approx((0 + 1 + 0.5 + 1) / 4)
+    assert st.probability_of_improvement(np.array([[1.0], [2]]), np.array([[2.0], [0]])) == pytest.approx(
+        (0 + 1 + 0.5 + 1) / 4)
+    # the Mann-Whitney U statistic over n m, as scipy computes it (ties count one half)
+    a, b = rng.integers(0, 4, (6, 1)).astype(float), rng.integers(0, 4, (5, 1)).astype(float)
+    u = stats.mannwhitneyu(a[:, 0], b[:, 0], alternative="greater").statistic
+    assert st.probability_of_improvement(a, b) == pytest.approx(u / 30)
 
 
 def test_table_means_stds_and_groups(tmp_path):
@@ -104,11 +108,13 @@ def test_full_report_writes_everything_flags_mixed_cells_and_compiles(tmp_path):
     out = tmp_path / "rep"
     assert [p.name for p, _ in written["unreadable"]] == ["broken.json"]
     md = (out / "report.md").read_text()
-    assert "hopper-medium-replay / bc: 2 different configs" in md and "broken.json" in md
+    assert "hopper-medium-replay / bc: uses config h (3 runs); left out: other (1 runs)" in md
+    assert "broken.json" in md
     table = (out / "main_table.md").read_text()
     assert "**81.0 ± 2.1**" in table or "**82.3 ± 2.1**" in table
-    for name in ("main_table.tex", "aggregate_table.tex", "main_table.csv", "aggregate.csv",
-                 "learning_curves.png", "aggregate_intervals.pdf", "performance_profiles.png"):
+    for name in ("main_table.tex", "aggregate_table.tex", "main_table.csv", "aggregate.csv", "scores.csv",
+                 "learning_curves.png", "aggregate_intervals.pdf", "performance_profiles.png",
+                 "probability_of_improvement.png", "probability_of_improvement.pdf"):
         assert (out / name).stat().st_size > 0
     from PIL import Image
 

@@ -10,6 +10,8 @@ import csv
 import json
 from pathlib import Path
 
+from bench.reports.latex import latex_escape
+
 TASK_COLUMNS = {"aime24": "AIME 2024", "math500": "MATH500", "gpqa_diamond": "GPQA Diamond"}
 PAPER_LLM_SCORES = Path(__file__).with_name("paper_llm_scores.csv")
 SUFFIX = ".llmeval.json"
@@ -55,8 +57,6 @@ def render_llm_markdown(rows: list[dict]) -> str:
 
 
 def render_llm_latex(rows: list[dict]) -> str:
-    from bench.reports.report import latex_escape
-
     body = [f"{latex_escape(r['model'])} & " + " & ".join(_cell(r.get(t), True) for t in TASK_COLUMNS) + r" \\"
             for r in rows]
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "c" * len(TASK_COLUMNS) + "}",
