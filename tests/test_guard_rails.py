@@ -86,7 +86,8 @@ def test_an_exploding_bc_loss_is_diverged_not_complete_and_never_counted(env, tm
     (cell,) = collect_cells(load_records([tmp_path / "out"])[0]).values()
     assert len(cell.scores) == 1  # the diverged run is not counted
     build_report([tmp_path / "out"], tmp_path / "report")
-    assert "seed 0: status diverged" in (tmp_path / "report" / "report.md").read_text()  # but listed
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    assert "status diverged: bench.algorithms.base.DivergedError: diverged at step 100" in report_md  # but listed
 
 
 def test_collapsed_importance_weights_are_diverged(env, tmp_path):

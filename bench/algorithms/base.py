@@ -66,6 +66,7 @@ class RunContext:
     _first_loss_t: torch.Tensor | None = None  # ... on the device until the first evaluation step reads it
     _t0: float = field(default_factory=time.time)
     _first_step: int = 0
+    _window_start: int = 1  # the first update of the current statistics window
     _window: dict[str, torch.Tensor] = field(default_factory=dict)  # statistics since the last evaluation step
     _window_steps: int = 0
     _checkpoint: Checkpoint | None = None
@@ -78,6 +79,7 @@ class RunContext:
         """
         self._checkpoint = Checkpoint(self.checkpoint_path, {**components, "run": self})
         self._first_step = self._checkpoint.restore()
+        self._window_start = self._first_step + 1
         self._t0 = time.time()
         if self._first_step:
             self.log(f"resumed from {self.checkpoint_path} at step {self._first_step}")
@@ -109,7 +111,8 @@ class RunContext:
         if not self.due(step):
             return
         window = self._read_window()
-        self._check_sane(step, window, policy)
+        self._check_sane(f"steps {self._window_start}-{step}", step, window, policy)
+        self._window_start = step + 1
         elapsed = time.time() - self._t0
         rate = (step - self._first_step) / max(elapsed, 1e-9)
         eta = (self.total_steps - step) / max(rate, 1e-9)
@@ -127,9 +130,9 @@ class RunContext:
         if self._checkpoint is not None and step != self.total_steps:
             self._checkpoint.save(step)
 
-    def _check_sane(self, step: int, window: dict[str, float], policy: Policy | None) -> None:
-        """Raise DivergedError when the window since the last evaluation step shows the run no longer trains."""
-        steps = f"steps {max(step - self.eval_every, self._first_step) + 1}-{step}"
+    def _check_sane(self, steps: str, step: int, window: dict[str, float], policy: Policy | None) -> None:
+        """Raise DivergedError when the window ``steps`` (since the last evaluation step) shows the run no longer
+        trains."""
         advice = f"{self.fix}. A changed config is a new run (another config hash): it starts afresh"
         bad = [f"{k} = {v}" for k, v in window.items() if not math.isfinite(v)]
         if bad:

@@ -6,8 +6,9 @@ Objective (maximum likelihood of the data's actions; Pomerleau 1989; the paper's
 
 Batches are either transitions sampled uniformly (the peers' BC) or whole trajectories (the paper's reference
 policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant rate. ``precision`` selects float32,
-TF32 (CUDA) or a bfloat16 forward pass (``precision``). Batch indices are drawn on the training device with the run's
-own generator and the loss stays there: a step never waits for the device (``RunContext.step``).
+TF32 (CUDA) or a bfloat16 forward pass (``bench.algorithms.precision``). Transition rows are drawn on the training
+device, whole trajectories on the host (``EpisodeTable``), and the loss stays on the device: a step never waits for
+it (``RunContext.step``).
 """
 
 from __future__ import annotations
