@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shlex
@@ -27,6 +28,43 @@ app.add_typer(llm_app, name="llm")
 def _fail(msg: str) -> None:
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
+
+
+class LiveOutput:
+    """Progress bars on stderr for an interactive terminal (steps, steps/s, ETA, last score; one per run) with the
+    log lines printed above them. Used as ``log``: the run passes its steps to :meth:`progress`."""
+
+    def __enter__(self) -> LiveOutput:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[rate]}"),
+                             TimeRemainingColumn(), TextColumn("score {task.fields[score]}"),
+                             console=Console(stderr=True), transient=False)
+        self.tasks: dict[str, int] = {}
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.__exit__(*exc)
+
+    def __call__(self, message: str) -> None:
+        self.bars.console.print(message, markup=False, highlight=False)
+
+    def grid(self, done: int, total: int) -> None:
+        """A sweep's bar: runs finished of the runs to do."""
+        if "sweep" not in self.tasks:
+            self.tasks["sweep"] = self.bars.add_task("sweep (runs)", total=total, rate="", score="-")
+        self.bars.update(self.tasks["sweep"], completed=done)
+
+    def progress(self, label: str, step: int, total: int, score: float | None) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.bars.add_task(label, total=total, rate="", score="-")
+        task = self.tasks[label]
+        self.bars.update(task, completed=step, **({"score": f"{score:.1f}"} if score is not None else {}))
+        speed = self.bars.tasks[task].speed
+        self.bars.update(task, rate=f"{speed:.1f} steps/s" if speed else "")
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -70,6 +108,12 @@ def run(
                                               "cache (a D4RL .hdf5 file or a Minari dataset folder).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
     force: Annotated[bool, typer.Option(help="Run again even if a complete record exists.")] = False,
+    logger: Annotated[list[str], typer.Option("--logger", help="Also log training statistics and scores to csv "
+                                              "(<out>/csv), tensorboard (<out>/tb) or wandb ($WANDB_PROJECT, "
+                                              "default bench; WANDB_MODE=offline works without a network); "
+                                              "repeatable. Not part of the run's hash.")] = [],  # noqa: B006
+    log_every: Annotated[int | None, typer.Option(help="Steps between the loggers' statistics (default: at each "
+                                                  "evaluation).")] = None,
 ) -> None:
     """Train ALGO on dataset ENV with SEED (or each of --seeds), evaluate, and write JSON run records under --out."""
     from bench.algorithms import TrainingError
@@ -78,11 +122,15 @@ def run(
 
     try:
         overrides = _parse_sets(set_)
-        overrides.update(device=device)
+        overrides.update(device=device, loggers=logger, log_every=log_every)
         if data is not None:
             overrides["data_path"] = str(data)
         cfgs = [resolve_config(env, algo, s, overrides) for s in (_parse_seeds(seeds) if seeds else [seed])]
-        records = run_seeds(cfgs, out, force=force)
+        if sys.stderr.isatty():  # a live bar per run; piped or in CI: the plain lines
+            with LiveOutput() as live:
+                records = run_seeds(cfgs, out, force=force, log=live)
+        else:
+            records = run_seeds(cfgs, out, force=force)
     except (KeyError, ValueError, DatasetError, TrainingError, RunLocked) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     for record in records:
@@ -106,6 +154,12 @@ def sweep(
     gpus_per_run: Annotated[float, typer.Option(help="GPU fraction per run with the ray executor.")] = 0.0,
     out: Annotated[Path, typer.Option(help="Folder for the run records (shared by all workers).")]
         = Path("results"),
+    logger: Annotated[list[str], typer.Option("--logger", help="Also log training statistics and scores to csv "
+                                              "(<out>/csv), tensorboard (<out>/tb) or wandb ($WANDB_PROJECT, "
+                                              "default bench; WANDB_MODE=offline works without a network); "
+                                              "repeatable. Not part of the run's hash.")] = [],  # noqa: B006
+    log_every: Annotated[int | None, typer.Option(help="Steps between the loggers' statistics (default: at each "
+                                                  "evaluation).")] = None,
 ) -> None:
     """Run a grid of (dataset, algorithm, seed): skips complete records, resumes checkpoints, runs the rest."""
     from bench.sweep import Grid, run_sweep
@@ -117,7 +171,12 @@ def sweep(
             if not envs or not algos:
                 _fail("give --envs and --algos, or --grid FILE")
             spec = Grid(envs.split(","), algos.split(","), _parse_seeds(seeds), _parse_sets(set_))
-        summary = run_sweep(spec.expand(), out, executor, workers, ray_address, gpus_per_run)
+        configs = [dataclasses.replace(c, loggers=logger, log_every=log_every) for c in spec.expand()]
+        if sys.stderr.isatty() and executor == "local":  # a bar for the grid and one per running run
+            with LiveOutput() as live:
+                summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run, log=live, live=live)
+        else:
+            summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run)
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     _finish_sweep(summary)

@@ -29,6 +29,7 @@ from bench.configs import PRESET_DIR, load_preset
 from bench.configs.domains import ConfigError, bounded, check_domains
 from bench.datasets.sources import load_dataset_cached
 from bench.evaluation import env_label, evaluate
+from bench.loggers import LOGGERS, RunIdentity, make_loggers
 from bench.results.store import RunRecord, config_hash, read_record, record_filename, save_record
 from bench.specs import get_spec
 
@@ -50,14 +51,21 @@ class RunConfig:
     threads: int = bounded(1, ge=1)  # torch threads; one per process is fastest when processes share the cores
     data_path: str | None = None  # read the dataset from this file/folder instead of the cache
     algo_config: dict = field(default_factory=dict)  # the algorithm's config fields, resolved
+    loggers: list[str] = field(default_factory=list)  # where statistics go while it trains: csv, tensorboard, wandb
+    log_every: int | None = None  # steps between the loggers' statistics (None: at the evaluations only)
 
     def __post_init__(self):
         check_domains(self)
+        if unknown := [n for n in self.loggers if n not in LOGGERS]:
+            raise ValueError(f"unknown logger {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
+        if self.log_every is not None and self.log_every < 1:
+            raise ConfigError("log_every", f"log_every={self.log_every} is outside its domain: log_every must be "
+                                           ">= 1 (or unset: log at the evaluations)")
 
     def hashed_part(self) -> dict:
         """What makes two runs the same experiment (device, threads and file locations do not)."""
         d = dataclasses.asdict(self)
-        for k in ("seed", "device", "threads", "data_path", "eval_workers"):
+        for k in ("seed", "device", "threads", "data_path", "eval_workers", "loggers", "log_every"):
             d.pop(k)
         return d
 
@@ -239,10 +247,20 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
         return evaluate(policy, spec.env_id, episodes, cfg.seed + EVAL_SEED_OFFSET,
                         spec.ref_min_score, spec.ref_max_score, cfg.eval_envs, spec.score, cfg.eval_workers)
 
+    identity = RunIdentity(path.stem, cfg.env, cfg.algo, cfg.seed, record.config_hash, Path(out))
     ctx = RunContext(seed=cfg.seed, device=device, total_steps=cfg.algo_config.get("steps", 0),
                      evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,
-                     log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"), fix=_divergence_fix(cfg))
+                     log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"), fix=_divergence_fix(cfg),
+                     loggers=make_loggers(cfg.loggers), log_every=cfg.log_every, identity=identity,
+                     config=record.config, progress=_progress_of(log, f"{cfg.env} {cfg.algo} seed {cfg.seed}"))
     return _Started(cfg, record, ckpt, traj, algo, ctx, evaluate_policy, t_start)
+
+
+def _progress_of(log, label: str):
+    """The live progress callback of an interactive ``log`` (one with a ``progress(label, step, total, score)``
+    method, as ``bench run`` passes in a terminal); None for plain line output."""
+    progress = getattr(log, "progress", None)
+    return None if progress is None else (lambda step, total, score: progress(label, step, total, score))
 
 
 def _divergence_fix(cfg: RunConfig) -> str:
@@ -262,6 +280,7 @@ def _complete(run_: _Started, policy, curated, train_seconds: float, log) -> Non
     final = run_.evaluate(policy, cfg.final_eval_episodes)
     record.timings["final_eval"] = time.time() - t0
     record.final = final.to_dict()
+    run_.ctx.finish_logging(record.final)
     record.status = "complete"
     score = f"{final.normalized_mean:.1f} ± {final.normalized_std:.1f}" if final.normalized_mean is not None \
         else "n/a"
@@ -279,6 +298,8 @@ def _end(run_: _Started, out: Path, error: BaseException | None) -> None:
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             record.error = f"disk full: {error}\n{record.error}"
     record.timings["total"] = time.time() - run_.t_start
+    if record.status != "complete":
+        run_.ctx.finish_logging({}, ok=False)
     save_record(record, out)
     if record.status == "complete":
         _remove_checkpoint(run_.ckpt)

@@ -11,6 +11,7 @@ load it from the cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -82,9 +83,24 @@ def plan_jobs(configs: list[RunConfig], workers: int) -> list[list[RunConfig]]:
     return jobs
 
 
-def execute(cfg_dicts: list[dict], out: str) -> list[dict]:
+class _SharedProgress:
+    """A worker's ``log`` when the driver shows live bars: its runs' steps (and last lines) go into a dict the
+    driver reads (a multiprocessing Manager's), instead of onto the terminal under the bars."""
+
+    def __init__(self, shared):
+        self.shared = shared
+
+    def __call__(self, message: str) -> None:
+        pass  # every number of a line is in the records; the driver's bars show the progress
+
+    def progress(self, label: str, step: int, total: int, score: float | None) -> None:
+        old = self.shared.get(label, (0, total, None))
+        self.shared[label] = (step, total, score if score is not None else old[2])
+
+
+def execute(cfg_dicts: list[dict], out: str, shared=None) -> list[dict]:
     """Run one job (one config, or seeds of one cell batched) in this process; never raises (errors go to the
-    records and the summary)."""
+    records and the summary). ``shared``: a Manager dict for the driver's live bars (None: plain log lines)."""
     from bench.algorithms.base import DivergedError
     from bench.run import RunLocked, record_path, run_seeds
 
@@ -92,7 +108,8 @@ def execute(cfg_dicts: list[dict], out: str) -> list[dict]:
     labels = [f"{c.env} {c.algo} seed {c.seed}" for c in cfgs]
     t0 = time.time()
     try:
-        records = run_seeds(cfgs, Path(out))
+        records = (run_seeds(cfgs, Path(out)) if shared is None
+                   else run_seeds(cfgs, Path(out), log=_SharedProgress(shared)))
         seconds = (time.time() - t0) / len(cfgs)
         return [{"label": label, "status": r.status, "seconds": seconds, "score": r.final.get("normalized_mean")}
                 for label, r in zip(labels, records, strict=True)]
@@ -144,8 +161,11 @@ class _Progress:
 
 def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", workers: int | None = None,
               ray_address: str | None = None, gpus_per_run: float = 0.0,
-              log=lambda m: print(m, file=sys.stderr, flush=True)) -> Summary:
-    """Run every config not yet complete; returns the summary (never raises for a failed run)."""
+              log=lambda m: print(m, file=sys.stderr, flush=True), live=None) -> Summary:
+    """Run every config not yet complete; returns the summary (never raises for a failed run).
+
+    ``live``: an object with ``grid(done, total)`` and ``progress(label, step, total, score)`` (``bench sweep`` in
+    a terminal): the local executor's workers then report their steps to it instead of printing lines."""
     import os
 
     if executor not in EXECUTORS:
@@ -164,26 +184,39 @@ def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", work
     jobs = [[dataclasses.asdict(c) for c in job] for job in plan_jobs(todo, workers)]
     if len(jobs) < len(todo):
         log(f"[sweep] {len(todo)} runs as {len(jobs)} jobs (seeds of BC cells trained as one batched model)")
-    for results in runner(jobs, str(out), workers, ray_address, gpus_per_run):
+    if live is not None:
+        live.grid(0, len(todo))
+    for results in runner(jobs, str(out), workers, ray_address, gpus_per_run, live):
         for result in results:
             progress.tick(result)
             (summary.done if result["status"] == "complete" else summary.failed).append(result)
+        if live is not None:
+            live.grid(progress.finished, len(todo))
     return summary
 
 
-def _run_local(jobs: list[list[dict]], out: str, workers: int, _address, _gpus):
+def _run_local(jobs: list[list[dict]], out: str, workers: int, _address, _gpus, live=None):
     if not jobs:
         return
-    # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(execute, job, out) for job in jobs}
+    with contextlib.ExitStack() as stack:
+        shared = None
+        if live is not None:  # workers write their steps here; this process draws them
+            shared = stack.enter_context(get_context("spawn").Manager()).dict()
+        # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork
+        pool = stack.enter_context(ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                                       mp_context=get_context("spawn")))
+        pending = {pool.submit(execute, job, out, shared) for job in jobs}
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, pending = wait(pending, timeout=0.5 if shared is not None else None,
+                                     return_when=FIRST_COMPLETED)
+            if shared is not None:
+                for label, (step, total, score) in shared.items():
+                    live.progress(label, step, total, score)
             for f in finished:
                 yield f.result()
 
 
-def _run_ray(jobs: list[list[dict]], out: str, workers: int, address: str | None, gpus: float):
+def _run_ray(jobs: list[list[dict]], out: str, workers: int, address: str | None, gpus: float, _live=None):
     if not jobs:
         return
     try:

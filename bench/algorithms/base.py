@@ -22,6 +22,7 @@ from bench.algorithms.checkpoint import Checkpoint, Component
 from bench.datasets.curation import Curated
 from bench.datasets.trajectories import Trajectories
 from bench.evaluation import EvalResult, Policy
+from bench.loggers import RunIdentity, RunLogger
 
 
 class TrainingError(RuntimeError):
@@ -44,8 +45,9 @@ class RunContext:
     A training loop calls :meth:`resume` once with the state it must restore (modules, optimisers, schedulers,
     generators: one :class:`~bench.algorithms.checkpoint.Checkpoint` for all of it) and :meth:`step` after every
     update with its statistics as tensors on the training device. The context accumulates them there and reads
-    them back only at an evaluation step, so a training step never waits for the device; a window's statistics are
-    its means, except names ending in ``_min`` / ``_max`` (its minimum / maximum).
+    them back only at an evaluation (or log) step, so a training step never waits for the device; a window's
+    statistics are its means, except names ending in ``_min`` / ``_max`` (its minimum / maximum) and host numbers
+    (its latest value, e.g. the learning rate).
     """
 
     seed: int
@@ -62,6 +64,11 @@ class RunContext:
     loss_factor: float = 0.0  # diverged when a window's loss > first + loss_factor * max(|first|, 1); 0 = off
                               # (first: the loss of the run's first update)
     min_ess_fraction: float = 0.0  # diverged when every step of a window has ESS / batch below this; 0 = off
+    log_every: int | None = None  # steps between reads of the statistics for the loggers (None: eval_every)
+    loggers: list[RunLogger] = field(default_factory=list)  # CSV / TensorBoard / W&B (bench.loggers)
+    identity: RunIdentity | None = None  # how the loggers name the run
+    config: dict = field(default_factory=dict)  # the run's resolved config, for the loggers
+    progress: Callable[[int, int, float | None], None] | None = None  # (step, total, last score): a live bar
     _first_loss: float | None = None  # the loss of the first update: the "early level" of loss_factor
     _first_loss_t: torch.Tensor | None = None  # ... on the device until the first evaluation step reads it
     _t0: float = field(default_factory=time.time)
@@ -69,7 +76,9 @@ class RunContext:
     _window_start: int = 1  # the first update of the current statistics window
     _window: dict[str, torch.Tensor] = field(default_factory=dict)  # statistics since the last evaluation step
     _window_steps: int = 0
+    _host_window: dict[str, float] = field(default_factory=dict)  # host numbers: the latest value of each
     _checkpoint: Checkpoint | None = None
+    _logging: bool = False  # the loggers were started (begin) and not finished
 
     def resume(self, **components: Component) -> int:
         """Register the loop's state and restore it (and this context's curve) from the last checkpoint.
@@ -78,12 +87,28 @@ class RunContext:
         Call it right before the update loop: it also starts the steps/s clock.
         """
         self._checkpoint = Checkpoint(self.checkpoint_path, {**components, "run": self})
-        self._first_step = self._checkpoint.restore()
-        self._window_start = self._first_step + 1
-        self._t0 = time.time()
-        if self._first_step:
-            self.log(f"resumed from {self.checkpoint_path} at step {self._first_step}")
-        return self._first_step
+        start = self._checkpoint.restore()
+        if start:
+            self.log(f"resumed from {self.checkpoint_path} at step {start}")
+        self.begin(start)
+        return start
+
+    def begin(self, start: int) -> None:
+        """Training (re)starts after update ``start``: the steps/s clock and the loggers start; a resumed run logs
+        its checkpoint's curve point again (the loggers drop what the killed process wrote after it)."""
+        self._first_step, self._window_start, self._t0 = start, start + 1, time.time()
+        self._logging = True
+        for logger in self.loggers:
+            logger.start(self.identity, self.config, start)
+            if start and self.curve and self.curve[-1]["step"] == start:
+                logger.log(start, self.curve[-1])
+
+    def finish_logging(self, final: dict, ok: bool = True) -> None:
+        """The loggers' last word: the final scores, or (``ok`` False) that the run stopped without them."""
+        if self._logging:
+            for logger in self.loggers:
+                logger.finish(final, ok)
+        self._logging = False
 
     def watch(self, loss_factor: float, min_ess_fraction: float = 0.0) -> None:
         """Divergence limits from the algorithm's config (see the fields of the same names)."""
@@ -99,6 +124,9 @@ class RunContext:
         """Whether update ``step`` (1-based) is an evaluation step, where statistics are read and checkpoints made."""
         return step % self.eval_every == 0 or step == self.total_steps
 
+    def _log_due(self, step: int) -> bool:
+        return bool(self.loggers) and self.log_every is not None and step % self.log_every == 0
+
     def step(self, step: int, policy: Policy | None, stats: Mapping[str, torch.Tensor]) -> None:
         """Call after update ``step`` with its statistics (``loss`` among them, device tensors).
 
@@ -108,13 +136,20 @@ class RunContext:
         if self._first_loss is None and self._first_loss_t is None:
             self._first_loss_t = stats["loss"].detach().clone()
         self._accumulate(stats)
-        if not self.due(step):
+        if self.progress is not None and step % 20 == 0:  # host-side counting only
+            self.progress(step, self.total_steps, None)
+        evaluation = self.due(step)
+        if not evaluation and not self._log_due(step):
             return
         window = self._read_window()
         self._check_sane(f"steps {self._window_start}-{step}", step, window, policy)
         self._window_start = step + 1
         elapsed = time.time() - self._t0
         rate = (step - self._first_step) / max(elapsed, 1e-9)
+        if not evaluation:  # a log step between evaluations: statistics to the loggers only
+            for logger in self.loggers:
+                logger.log(step, {**window, "steps_per_s": rate})
+            return
         eta = (self.total_steps - step) / max(rate, 1e-9)
         line = f"step {step}/{self.total_steps} | {rate:.1f} steps/s | loss {window['loss']:.3f}"
         point = {"step": step, **window, "time": elapsed}
@@ -127,8 +162,12 @@ class RunContext:
             line += f" | return {result.return_mean:.1f} | score {score}"
         self.curve.append(point)
         self.log(f"{line} | ETA {eta:.0f}s")
+        if self.progress is not None:
+            self.progress(step, self.total_steps, point.get("normalized_mean"))
         if self._checkpoint is not None and step != self.total_steps:
             self._checkpoint.save(step)
+        for logger in self.loggers:  # after the checkpoint: a resumed run never logs a step twice
+            logger.log(step, {**point, "steps_per_s": rate})
 
     def _check_sane(self, steps: str, step: int, window: dict[str, float], policy: Policy | None) -> None:
         """Raise DivergedError when the window ``steps`` (since the last evaluation step) shows the run no longer
@@ -156,8 +195,11 @@ class RunContext:
                 f"diverged at step {step}: the importance weights collapsed — ESS / batch below min_ess_fraction "
                 f"{self.min_ess_fraction:g} at every step of {steps} (at most {ess:.3g}); {advice}", self.seed)
 
-    def _accumulate(self, stats: Mapping[str, torch.Tensor]) -> None:
+    def _accumulate(self, stats: Mapping[str, torch.Tensor | float]) -> None:
         for name, value in stats.items():
+            if not isinstance(value, torch.Tensor):  # a host number (the learning rate): its latest value
+                self._host_window[name] = float(value)
+                continue
             value = value.detach()
             if name not in self._window:
                 self._window[name] = value.clone()
@@ -174,7 +216,8 @@ class RunContext:
         values = torch.stack([self._window[n].float() for n in names]).tolist() if names else []
         window = {n: v if n.endswith(("_min", "_max")) else v / self._window_steps
                   for n, v in zip(names, values, strict=True)}
-        self._window, self._window_steps = {}, 0
+        window.update(self._host_window)
+        self._window, self._window_steps, self._host_window = {}, 0, {}
         return window
 
 

@@ -72,14 +72,11 @@ def resume_group(checkpoint_path: Path | None, ctxs: Sequence[RunContext],
     """The checkpoint of K seeds trained together — ``components`` plus every seed's run context (curve) — restored;
     returns it and the step to continue after. The seeds' own contexts do not checkpoint: the group does."""
     group = Checkpoint(checkpoint_path, {**components, **{f"run{k}": ctx for k, ctx in enumerate(ctxs)}})
-    for ctx in ctxs:
-        ctx.checkpoint_path = None
-        ctx.resume()
     start = group.restore()
-    for ctx in ctxs:
-        ctx._first_step = start  # steps/s counts from here
     if start:
         ctxs[0].log(f"resumed {len(ctxs)} batched seeds from {checkpoint_path} at step {start}")
+    for ctx in ctxs:
+        ctx.begin(start)
     return group, start
 
 

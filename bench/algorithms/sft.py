@@ -183,7 +183,7 @@ class SFT(Algorithm):
             sched.step()
             if q_policy is not None:
                 ema_update(q_policy, policy, cfg.ema)
-            ctx.step(step, policy, {"loss": loss, **stats})
+            ctx.step(step, policy, {"loss": loss, "learning_rate": sched.get_last_lr()[0], **stats})
         if q_policy is not None:
             ctx.info["weights"] = _weights_info(cfg, ctx.curve)
         return policy.eval()
@@ -230,8 +230,9 @@ class SFT(Algorithm):
                 ema_update(q_policy, policy, cfg.ema)
             due = ctxs[0].due(step)
             for k, ctx in enumerate(ctxs):
-                stats = weight_statistics(w[k], counts[k]) if weighted else {}
-                ctx.step(step, policy.unstack(k, references[0]) if due else None, {"loss": per_seed[k], **stats})
+                stats = weight_statistics(w[k], counts[k], cfg.max_weight) if weighted else {}
+                ctx.step(step, policy.unstack(k, references[0]) if due else None,
+                         {"loss": per_seed[k], "learning_rate": sched.get_last_lr()[0], **stats})
             if due and step != cfg.steps:
                 group.save(step)
         if weighted:
@@ -281,7 +282,7 @@ def _batch_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, o
     Both layouts (see the module docstring) draw the same trajectories from ``generator`` and give the same loss.
     """
     def statistics(w: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {} if q_policy is None else weight_statistics(w, counts)
+        return {} if q_policy is None else weight_statistics(w, counts, cfg.max_weight)
 
     if not cfg.static_shapes:
         def unique_loss(gen: np.random.Generator):

@@ -67,15 +67,17 @@ def effective_sample_size(w: torch.Tensor) -> float:
     return float(w.sum() ** 2 / (w.pow(2).sum() + 1e-30))
 
 
-def weight_statistics(w: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+def weight_statistics(w: torch.Tensor, counts: torch.Tensor, cap: float = math.inf) -> dict[str, torch.Tensor]:
     """Statistics of the batch as drawn, where trajectory b with weight ``w[b]`` was drawn ``counts[b]`` times
-    (0 allowed): mean, min, max and Kish's ESS as a fraction of the draws (twice: a window keeps its mean and, as
-    ``ess_fraction_max``, its maximum). Device tensors; nothing is read back."""
+    (0 allowed): mean, min, max, the fraction at the ``cap`` (max_weight), and Kish's ESS as a fraction of the draws
+    (twice: a window keeps its mean and, as ``ess_fraction_max``, its maximum). Device tensors; nothing is read
+    back."""
     c = counts.to(w.dtype)
     drawn = c > 0
     cw = c * w
     ess = cw.sum() ** 2 / ((cw * w).sum() + 1e-30) / c.sum()
     return {"weight_mean": cw.sum() / c.sum(),
+            "weight_capped_fraction": (c * (w >= cap * (1 - 1e-6))).sum() / c.sum(),
             "weight_min": torch.where(drawn, w, torch.inf).min(), "weight_max": torch.where(drawn, w, -torch.inf).max(),
             "ess_fraction": ess, "ess_fraction_max": ess}
 

@@ -475,6 +475,51 @@ def plot_learning_curves(cells: dict[tuple[str, str], Cell], out: Path) -> list[
     return names
 
 
+def csv_logs(paths: list[Path]) -> dict[str, Path]:
+    """Record stem -> its CSV log (``--logger csv`` writes ``<out>/csv/<record>.csv``) under the given folders."""
+    return {p.stem: p for root in map(Path, paths) if root.is_dir() for p in root.rglob("csv/*.csv")}
+
+
+def plot_training_curves(cells: dict[tuple[str, str], Cell], logs: dict[str, Path], out: Path) -> list[str]:
+    """Training loss at the resolution the runs logged it (``--logger csv``, ``--log-every``): mean ± 1 std over
+    seeds, per dataset."""
+    import pandas as pd
+
+    from bench.loggers import read_csv_log
+
+    rows = []
+    for (e, a), c in cells.items():
+        for r in c.records:
+            if (path := logs.get(r.filename.removesuffix(".json"))) is not None:
+                rows += [{"dataset": e, "algorithm": DISPLAY_NAMES.get(a, a), "seed": r.seed, "step": s, "loss": v}
+                         for s, v in read_csv_log(path).get("loss", [])]
+    if not rows:
+        return []
+    plt, sns = _plt()
+    df = pd.DataFrame(rows)
+    envs = sorted(df.dataset.unique())
+    cols = min(3, len(envs))
+    nrows = math.ceil(len(envs) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(COLUMN_IN if cols == 1 else TEXT_IN, 1.9 * nrows + 0.4),
+                             squeeze=False)
+    palette = _palette(sns, ordered_algos(a for _, a in cells))
+    for ax, env in zip(axes.flat, envs, strict=False):
+        sub = df[df.dataset == env]
+        sns.lineplot(data=sub, x="step", y="loss", hue="algorithm", errorbar="sd", ax=ax, palette=palette,
+                     hue_order=[a for a in palette if a in set(sub.algorithm)], legend=False)
+        ax.set(title=env, xlabel="gradient step", ylabel="training loss")
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=c, label=name) for name, c in palette.items() if name in set(df.algorithm)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Training loss from the CSV logs (mean over seeds; shaded: ± 1 std)", fontsize=7, y=1.0)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    names = _save(fig, out, "training_loss")
+    plt.close(fig)
+    return names
+
+
 def plot_aggregates(agg: list[dict], out: Path) -> list[str]:
     if not agg:
         return []
@@ -582,8 +627,8 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     comparison = paper_comparison_rows(cells)
     _write_csv(out / "paper_comparison.csv", comparison)
     (out / "tables.tex").write_text(STANDALONE)
-    figures = (plot_learning_curves(cells, out) + plot_aggregates(agg, out) + plot_performance_profiles(sm, out)
-               + plot_improvement_matrix(poi, out))
+    figures = (plot_learning_curves(cells, out) + plot_training_curves(cells, csv_logs(paths), out)
+               + plot_aggregates(agg, out) + plot_performance_profiles(sm, out) + plot_improvement_matrix(poi, out))
     (out / "report.md").write_text(_report_markdown(records, unreadable, selection, algos, groups, alpha, holm, sm,
                                                     agg, poi, comparison, figures, n_resamples)
                                    + (_llm_section(llm_md) if llm_md else ""))
