@@ -144,14 +144,21 @@ def sweep(
     seeds: Annotated[str, typer.Option(help="N (seeds 0..N-1) or a comma-separated list of seeds.")] = "5",
     set_: Annotated[list[str], typer.Option("--set", help="key=value for every run whose algorithm has the "
                                             "field; repeatable.")] = [],  # noqa: B006
-    grid: Annotated[Path | None, typer.Option(help="YAML file with envs, algos, seeds and optional set "
-                                              "(instead of the flags).")] = None,
+    grid: Annotated[str | None, typer.Option(help="YAML file with envs, algos, seeds and optional set (instead of "
+                                             "the flags), or one of the paper's: paper:table2 (Tables 2/5: 7 "
+                                             "datasets x 9 algorithms x 5 seeds), paper:table3 (kitchen), "
+                                             "paper:figure1 (the toy bandit).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs, which are complete and the compute "
+                                          "each needs (presets' steps at measured rates), and stop.")] = False,
     executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray (a Ray cluster).")]
         = "local",
     workers: Annotated[int | None, typer.Option(help="Parallel runs (default: one per CPU core).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")]
         = None,
     gpus_per_run: Annotated[float, typer.Option(help="GPU fraction per run with the ray executor.")] = 0.0,
+    runs_per_gpu: Annotated[int, typer.Option(help="Local executor on a machine with GPUs: runs sharing one GPU "
+                                              "(each run sees one GPU through CUDA_VISIBLE_DEVICES, round-robin)."
+                                              )] = 1,
     out: Annotated[Path, typer.Option(help="Folder for the run records (shared by all workers).")]
         = Path("results"),
     logger: Annotated[list[str], typer.Option("--logger", help="Also log training statistics and scores to csv "
@@ -162,9 +169,21 @@ def sweep(
                                                   "evaluation).")] = None,
 ) -> None:
     """Run a grid of (dataset, algorithm, seed): skips complete records, resumes checkpoints, runs the rest."""
-    from bench.sweep import Grid, run_sweep
+    import yaml
+
+    from bench.sweep import Grid, grid_path, run_sweep
+    from bench.sweep import dry_run as dry_run_text
 
     try:
+        if grid is not None and "toy" in (doc := yaml.safe_load(grid_path(grid).read_text()) or {}):
+            if dry_run:
+                typer.echo(f"{grid}: the toy bandit (bench toy) into {out / 'toy'}: seconds on a CPU")
+                return
+            from bench.toy import ToyConfig, run_toy
+
+            run_toy(ToyConfig(**doc["toy"]), out / "toy")
+            typer.echo(f"{grid}: the toy bandit -> {out / 'toy'}/toy_bandit.png/.pdf")
+            return
         if grid is not None:
             spec = Grid.from_yaml(grid)
         else:
@@ -172,11 +191,16 @@ def sweep(
                 _fail("give --envs and --algos, or --grid FILE")
             spec = Grid(envs.split(","), algos.split(","), _parse_seeds(seeds), _parse_sets(set_))
         configs = [dataclasses.replace(c, loggers=logger, log_every=log_every) for c in spec.expand()]
+        if dry_run:
+            typer.echo(dry_run_text(configs, out))
+            return
         if sys.stderr.isatty() and executor == "local":  # a bar for the grid and one per running run
             with LiveOutput() as live:
-                summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run, log=live, live=live)
+                summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run, log=live, live=live,
+                                    runs_per_gpu=runs_per_gpu)
         else:
-            summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run)
+            summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run,
+                                runs_per_gpu=runs_per_gpu)
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     _finish_sweep(summary)

@@ -24,9 +24,10 @@ from bench.specs import get_spec
 
 
 class _Timer(RunContext):
-    """A run context that records the wall time of each step instead of evaluating."""
+    """A run context that records the wall time of each step (its bookkeeping included; it never evaluates)."""
 
-    def step(self, step, policy, loss, state):
+    def step(self, step, policy, stats):
+        super().step(step, policy, stats)
         self.times.append(time.perf_counter())
 
 
@@ -53,6 +54,10 @@ def main() -> None:
 
     rate, _ = updates_per_second("bc", {}, args.steps * 10, traj)
     print(f"{'bc (256 transitions)':<34} {rate:8.1f} updates/s")
+    for precision in ("float32", "bfloat16"):  # the SFT family's reference BC (paper protocol)
+        over = {"batch_unit": "trajectories", "batch_size": 128, "precision": precision}
+        rate, _ = updates_per_second("bc", over, args.steps, traj)
+        print(f"{f'bc (128 trajectories, {precision})':<34} {rate:8.1f} updates/s")
     for algo in ("sft_q", "iw_sft_q"):
         for batch in (32, 256):
             # the reference BC is cached after the first call; keep it short here, it is not what is timed
