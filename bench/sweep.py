@@ -93,7 +93,7 @@ def rate_key(algo: str, algo_config: dict) -> str:
     if "bc_steps" in algo_config:  # the SFT family's fine-tuning step
         kind = "iw_sft" if algo_config["importance_weighted"] else "sft"
         return f"{kind}/{algo_config['batch_size']}/{algo_config['precision']}"
-    return algo
+    return f"{algo}/{algo_config['batch_size']}"
 
 
 def estimate(configs: list[RunConfig]) -> list[tuple[RunConfig, float | None, str]]:

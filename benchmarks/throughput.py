@@ -34,7 +34,8 @@ class _Timer(RunContext):
 def updates_per_second(algo: str, overrides: dict, steps: int, traj) -> tuple[float, dict]:
     cfg = resolve_config("hopper-mini-replay", algo, 0, {**overrides, "steps": steps})
     algorithm = get_algorithm(algo)(get_algorithm(algo).Config(**cfg.algo_config))
-    ctx = _Timer(seed=0, device=torch.device("cpu"), total_steps=steps, evaluate=None, eval_every=steps)
+    ctx = _Timer(seed=0, device=torch.device("cpu"), total_steps=steps, evaluate=None, eval_every=steps,
+                 log=lambda m: None)
     ctx.times = []
     algorithm.fit(traj, algorithm.curate(traj), ctx)
     warm = max(steps // 5, 1)  # skip warm-up steps (allocations, first Adam steps)
