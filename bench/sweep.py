@@ -125,21 +125,20 @@ def estimate(configs: list[RunConfig]) -> list[tuple[RunConfig, float | None, st
 
 def dry_run(configs: list[RunConfig], out: Path) -> str:
     """What a sweep would do: every run, whether it is complete, and the compute it needs."""
-    rates = yaml.safe_load(RATES.read_text())
-    lines, todo, missing = [], 0.0, 0
+    machine = yaml.safe_load(RATES.read_text())["machine"]
+    lines, todo, missing, complete = [], 0.0, 0, 0
     for cfg, seconds, how in estimate(configs):
         done = is_complete(cfg, out)
+        complete += done
         cost = "?" if seconds is None else f"{seconds / 60:.1f} min"
         lines.append(f"{cfg.env:<28} {cfg.algo:<9} seed {cfg.seed}  {'complete' if done else 'to run':<8}  "
                      f"{cost:>10}  ({how})")
         if not done:
             todo += seconds or 0.0
             missing += seconds is None
-    complete = sum(is_complete(c, out) for c in configs)
     lines.append(f"{len(configs)} runs: {complete} complete, {len(configs) - complete} to run; about "
-                 f"{todo / 3600:.1f} hours of one core at the rates in {RATES.name} ({rates['machine']})"
-                 + (f"; {missing} runs without a measured rate not counted" if missing else "")
-                 + f"; on W workers: about {todo / 3600:.1f} / W hours")
+                 f"{todo / 3600:.1f} core-hours at the rates in {RATES.name} ({machine})"
+                 + (f"; {missing} runs without a measured rate not counted" if missing else ""))
     return "\n".join(lines)
 
 

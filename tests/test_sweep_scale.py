@@ -19,7 +19,7 @@ def test_paper_table2_is_315_runs_with_compute_estimates(tmp_path):
     hmr = next(c for c in configs if (c.env, c.algo) == ("hopper-medium-replay", "iw_sft_q"))
     assert hmr.algo_config["learning_rate"] == 1e-4 and hmr.algo_config["normalize_weights"]  # Table 4's row
     text = dry_run(configs, tmp_path)
-    assert text.count("\n") == 315 and "315 runs: 0 complete, 315 to run; about" in text
+    assert text.count("\n") == 315 and "315 runs: 0 complete, 315 to run; about" in text and "core-hours" in text
     # the SFT family's reference BC is counted once per (dataset, seed): with the first run that needs it
     assert len(re.findall(r"hopper-medium-replay +sft +seed 0 .* \+ reference 10000 x bc/trajectories", text)) == 1
     assert not re.search(r"hopper-medium-replay +sft_q +seed 0 .*reference", text)
