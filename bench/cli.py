@@ -99,7 +99,7 @@ def run(
                                       "awac, td3_bc, cql, iql (d3rlpy).")],
     seed: Annotated[int, typer.Option(help="Seed for torch, numpy, data order and evaluation.")] = 0,
     seeds: Annotated[str | None, typer.Option(help="Several seeds instead of --seed: N (0..N-1) or a list (0,3,7); "
-                                              "BC on transitions trains them as one batched model.")] = None,
+                                              "BC and the SFT family train them as one batched model.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a preset field, key=value; repeatable "
                                             "(e.g. --set steps=2000 --set eval_episodes=5).")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option(help="Folder for the run record (and checkpoints while running).")]

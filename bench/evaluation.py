@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bench.datasets.trajectories import flatten_observation
+from bench.envs import flatten_observation, make_env
 
 SCORES = ("return", "success", "subtasks")
 
@@ -42,33 +42,6 @@ def normalized_score(returns, ref_min: float, ref_max: float) -> np.ndarray:
     if ref_max == ref_min:
         raise ValueError(f"reference scores are equal ({ref_min}); cannot normalise")
     return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
-
-
-def make_env(env: str):
-    """``env`` is a gymnasium id or a JSON EnvSpec (as Minari stores it: id, max_episode_steps, kwargs)."""
-    import gymnasium as gym
-
-    spec = json.loads(env) if env.lstrip().startswith("{") else {"id": env}
-    if spec["id"] not in gym.registry:
-        _register_robotics(spec["id"])
-    with warnings.catch_warnings():  # v4 is chosen on purpose for D4RL data (closest to its v3 dynamics)
-        warnings.filterwarnings("ignore", message=".*out of date.*")
-        if spec.get("additional_wrappers"):
-            return gym.make(gym.envs.registration.EnvSpec.from_json(env))
-        extra = {"max_episode_steps": spec["max_episode_steps"]} if spec.get("max_episode_steps") else {}
-        return gym.make(spec["id"], **extra, **(spec.get("kwargs") or {}))
-
-
-def _register_robotics(env_id: str) -> None:
-    import gymnasium as gym
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import gymnasium_robotics
-    except ImportError as e:
-        raise ValueError(f"environment {env_id} needs gymnasium-robotics: pip install gymnasium-robotics==1.3.1") from e
-    gym.register_envs(gymnasium_robotics)
 
 
 def env_label(env: str) -> str:

@@ -7,7 +7,7 @@ of :class:`RunLogger` and an entry in ``LOGGERS``.
 Resumed runs continue the same logged run: ``start(resume_step=N)`` is told the step of the checkpoint the run
 resumed from. Files written past it by the killed process are discarded where the format allows it (the CSV drops
 those rows; TensorBoard's ``purge_step``), and the run context logs step N again from the restored curve; W&B keeps
-the run's id and a marker of the last step it logged, so no step is logged twice.
+the run's id and the last step it logged beside the logs, so no step is logged twice.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -83,8 +84,9 @@ class TensorBoardLogger:
         except ImportError as e:
             raise ImportError("--logger tensorboard needs TensorBoard: pip install -e '.[tracking]'") from e
         self.config = config
-        # purge_step: a resumed run discards what the killed process wrote from the resume step on
-        self.writer = SummaryWriter(log_dir=str(run.out / "tb" / run.name), purge_step=resume_step or None)
+        # purge_step: a resumed run discards what the killed process wrote from the resume step on (a run that
+        # starts afresh, everything an earlier attempt wrote)
+        self.writer = SummaryWriter(log_dir=str(run.out / "tb" / run.name), purge_step=resume_step)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in _finite_numbers(metrics).items():
@@ -101,21 +103,25 @@ class TensorBoardLogger:
 
 
 class WandbLogger:
-    """A W&B run named by the record, grouped by cell (project: $WANDB_PROJECT, default "bench"); its id derives
-    from the record's path, so a resumed run continues the same W&B run. ``WANDB_MODE=offline`` needs no network."""
+    """A W&B run named by the record, grouped by cell (project: $WANDB_PROJECT, default "bench"); a resumed run
+    continues the same W&B run (its id is kept beside the logs). ``WANDB_MODE=offline`` needs no network."""
 
     def start(self, run: RunIdentity, config: dict, resume_step: int) -> None:
         try:
             import wandb
         except ImportError as e:
             raise ImportError("--logger wandb needs Weights & Biases: pip install -e '.[tracking]'") from e
-        self.marker = run.out / "wandb" / f"{run.name}.last_step"
+        # a resumed run continues the W&B run of its checkpoint (id and last logged step in this marker); a run
+        # that starts afresh is a new W&B run
+        self.marker = run.out / "wandb" / f"{run.name}.json"
         self.marker.parent.mkdir(parents=True, exist_ok=True)
-        self.last = int(self.marker.read_text()) if resume_step and self.marker.exists() else 0
-        # the same record in the same folder is the same W&B run (a resume); in another folder it is another run
-        run_id = hashlib.sha256(f"{run.out.resolve()}/{run.name}".encode()).hexdigest()[:24]
+        seen = json.loads(self.marker.read_text()) if resume_step and self.marker.exists() else None
+        self.id = seen["id"] if seen else hashlib.sha256(f"{run.out.resolve()}/{run.name}/{time.time_ns()}"
+                                                          .encode()).hexdigest()[:24]
+        self.last = seen["last"] if seen else 0
+        self.marker.write_text(json.dumps({"id": self.id, "last": self.last}))
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "bench"), group=run.group, name=run.name,
-                              id=run_id, resume="allow", config=config, dir=str(run.out), reinit="create_new",
+                              id=self.id, resume="allow", config=config, dir=str(run.out), reinit="create_new",
                               job_type=run.algo)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -123,7 +129,7 @@ class WandbLogger:
             return
         self.run.log(_finite_numbers(metrics), step=step)
         self.last = step
-        self.marker.write_text(str(step))
+        self.marker.write_text(json.dumps({"id": self.id, "last": step}))
 
     def finish(self, final: dict[str, float], ok: bool = True) -> None:
         self.run.summary.update({f"final/{k}": v for k, v in _finite_numbers(final).items()})

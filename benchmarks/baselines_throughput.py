@@ -22,8 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from bench.algorithms import RunContext, get_algorithm  # noqa: E402
-from bench.algorithms.baselines import DeviceTransitions, d3rlpy_update, import_d3rlpy, to_d3rlpy_dataset  # noqa: E402
+from bench.algorithms.baselines import DeviceTransitions, d3rlpy_update, to_d3rlpy_dataset  # noqa: E402
 from bench.configs import load_preset  # noqa: E402
+from bench.d3rlpy_import import import_d3rlpy  # noqa: E402  # noqa: E402
 from bench.datasets.curation import all_episodes  # noqa: E402
 from bench.datasets.sources import load_dataset  # noqa: E402
 from bench.specs import get_spec  # noqa: E402

@@ -23,8 +23,7 @@ import torch
 from finetune_throughput import matmul_roofline  # this folder is on sys.path when a script here runs
 
 from bench.algorithms.base import RunContext
-from bench.algorithms.batched import train_bc_seeds
-from bench.algorithms.bc import BCConfig, train_bc
+from bench.algorithms.bc import BCConfig, train_bc, train_bc_seeds
 from bench.datasets.curation import all_episodes
 from bench.datasets.sources import load_dataset
 from bench.specs import get_spec

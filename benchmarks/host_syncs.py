@@ -33,8 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from bench.algorithms import RunContext  # noqa: E402
-from bench.algorithms.batched import train_bc_seeds  # noqa: E402
-from bench.algorithms.bc import BCConfig, train_bc  # noqa: E402
+from bench.algorithms.bc import BCConfig, train_bc, train_bc_seeds  # noqa: E402
 from bench.algorithms.sft import IWSFTQ, SFTQ  # noqa: E402
 from bench.datasets.curation import all_episodes  # noqa: E402
 from bench.datasets.sources import load_dataset  # noqa: E402

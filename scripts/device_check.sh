@@ -64,7 +64,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   exit 0
 fi
 
-check "tests marked cuda" 240 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests
+check "tests marked cuda" 300 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests
 check "kill-and-resume on CUDA (bc, iw_sft_q, batched, td3_bc)" 300 "$PY" -m pytest -q -p no:cacheprovider \
   tests/test_run.py tests/test_sft.py tests/test_batched.py tests/test_baselines.py -k "resume or interrupted or killed"
 check "host syncs per step (cuda)" 180 "$PY" benchmarks/host_syncs.py --device cuda

@@ -101,7 +101,8 @@ def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, 
     from d3rlpy.dataset import TransitionMiniBatch
 
     from bench.algorithms import get_algorithm
-    from bench.algorithms.baselines import DeviceTransitions, d3rlpy_update, import_d3rlpy, to_d3rlpy_dataset
+    from bench.algorithms.baselines import DeviceTransitions, d3rlpy_update, to_d3rlpy_dataset
+    from bench.d3rlpy_import import import_d3rlpy
     from bench.datasets.curation import all_episodes
     from bench.datasets.trajectories import Trajectories
 

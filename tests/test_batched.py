@@ -6,8 +6,7 @@ import torch
 from conftest import marked_episodes
 
 from bench.algorithms.base import RunContext
-from bench.algorithms.batched import train_bc_seeds
-from bench.algorithms.bc import BCConfig, train_bc
+from bench.algorithms.bc import BCConfig, train_bc, train_bc_seeds
 from bench.datasets.curation import all_episodes
 from bench.datasets.sources import load_dataset
 from bench.datasets.trajectories import Trajectories

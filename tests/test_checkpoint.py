@@ -181,3 +181,35 @@ def test_temporary_files_have_unique_names(tmp_path, monkeypatch):
         Checkpoint(tmp_path / "c.pt", {"policy": torch.nn.Linear(2, 2)}).save(step)
     assert len(set(names)) == 2 and all(n != str(tmp_path / "c.pt") for n in names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+@pytest.mark.cuda
+def test_training_steps_never_wait_for_the_gpu():
+    """Between evaluation steps no native training step synchronises with the GPU: torch's sync debug mode raises
+    on any synchronising CUDA call (an .item(), a data-dependent shape, a blocking copy) during steps 3..12."""
+    from bench.algorithms.bc import BCConfig, train_bc
+    from bench.algorithms.sft import IWSFTQ
+    from bench.datasets.curation import all_episodes
+    from bench.datasets.sources import load_dataset
+    from bench.specs import get_spec
+
+    traj = load_dataset(get_spec("hopper-mini-replay"))
+
+    class Strict(RunContext):
+        def step(self, step, policy, stats):
+            torch.cuda.set_sync_debug_mode(0)
+            super().step(step, policy, stats)
+            torch.cuda.set_sync_debug_mode("error" if 2 <= step < 12 else 0)
+
+    def ctx():
+        return Strict(seed=0, device=torch.device("cuda"), total_steps=13, evaluate=None, eval_every=13,
+                      log=lambda m: None)
+
+    try:
+        for unit in ("transitions", "trajectories"):
+            train_bc(traj, all_episodes(traj), BCConfig(steps=13, batch_unit=unit, batch_size=64), ctx())
+        for static in (False, True):
+            algo = IWSFTQ(IWSFTQ.Config(steps=13, batch_size=64, bc_steps=2, bc_batch_size=32, static_shapes=static))
+            algo.fit(traj, algo.curate(traj), ctx())
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

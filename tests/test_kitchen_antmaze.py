@@ -8,7 +8,8 @@ import pytest
 
 from bench.datasets.generate import _rollout, write_minari
 from bench.datasets.sources import load_dataset
-from bench.evaluation import evaluate, flatten_observation, make_env
+from bench.envs import flatten_observation, make_env
+from bench.evaluation import evaluate
 from bench.specs import get_spec
 
 KITCHEN_TASKS = ["microwave", "kettle", "bottom burner", "light switch"]  # D4RL's kitchen goal

@@ -23,9 +23,7 @@ d3rlpy's own D4RL loader; terminal transitions are kept with terminal = 1.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,18 +33,9 @@ import torch
 from bench.algorithms.base import Algorithm, RunContext
 from bench.algorithms.checkpoint import GlobalRNG
 from bench.configs.domains import bounded, check_domains
+from bench.d3rlpy_import import import_d3rlpy
 from bench.datasets.curation import Curated, all_episodes
 from bench.datasets.trajectories import Trajectories
-
-
-def import_d3rlpy():
-    """Import d3rlpy without its import-time chatter (the legacy `gym` banner) and with its logs at WARNING."""
-    import structlog
-
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        import d3rlpy
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    return d3rlpy
 
 
 def to_d3rlpy_dataset(trajectories: Trajectories, curated: Curated):

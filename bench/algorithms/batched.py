@@ -1,4 +1,5 @@
-"""K seeds of BC trained as one batched model: stacked weights, one batched matmul per layer.
+"""K seeds trained as one batched model (BC: ``bc.train_bc_seeds``; the SFT family: ``SFT.fit_seeds``): stacked
+weights, one batched matmul per layer, and the group's checkpoint.
 
 Each seed keeps its own initialisation (the same as ``GaussianMLPPolicy`` under ``torch.manual_seed(seed)``), its
 own data order (its own generator) and its own Adam state: the loss is the sum of the K per-seed losses, so the
@@ -14,18 +15,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from bench.algorithms.base import RunContext
-from bench.algorithms.bc import BCConfig, transition_sampler
 from bench.algorithms.checkpoint import Checkpoint
 from bench.algorithms.policy import LOG_STD_MAX, LOG_STD_MIN, GaussianMLPPolicy
-from bench.algorithms.precision import step_precision
-from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
-from bench.datasets.curation import Curated
-from bench.datasets.trajectories import Trajectories
 
 
 class StackedGaussianMLP(nn.Module):
@@ -78,58 +73,3 @@ def resume_group(checkpoint_path: Path | None, ctxs: Sequence[RunContext],
     for ctx in ctxs:
         ctx.begin(start)
     return group, start
-
-
-def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctxs: Sequence[RunContext],
-                   checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
-    """BC on the curated data for every context's seed at once: the policies ``train_bc`` gives each seed.
-
-    Each seed draws its own batches with its own generator, exactly as its separate run would (transitions on the
-    device; whole trajectories on the host, padded to one shape: ``EpisodeTable.sample_seeds``). Each context gets
-    its own progress, evaluations and learning curve (``ctx.step``) as in a separate run; the group checkpoints as
-    one file (stacked weights, Adam state, every seed's generator and curve) at the evaluation steps and resumes
-    from it.
-    """
-    device = ctxs[0].device
-    policies = []
-    for ctx in ctxs:
-        torch.manual_seed(ctx.seed)  # the same initialisation a separate run of this seed gets
-        policies.append(GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers))
-    stacked = StackedGaussianMLP(policies).to(device)
-    optim = torch.optim.Adam(stacked.parameters(), lr=cfg.learning_rate, fused=True)  # as train_bc's
-    obs = torch.as_tensor(trajectories.observations, device=device)
-    act = torch.as_tensor(trajectories.actions, device=device)
-    if cfg.batch_unit == "transitions":  # the draws of train_bc, seed by seed
-        sample = transition_sampler(trajectories, curated, device)
-        gens = [torch.Generator(device=device).manual_seed(ctx.seed) for ctx in ctxs]
-    else:
-        table = EpisodeTable.from_curated(trajectories, curated, device)
-        gens = [np.random.default_rng(ctx.seed) for ctx in ctxs]
-
-    for ctx in ctxs:
-        ctx.watch(cfg.divergence_factor)
-    group, start = resume_group(checkpoint_path, ctxs, {"stacked": stacked, "optim": optim,
-                                                        **{f"generator{k}": g for k, g in enumerate(gens)}})
-
-    stacked.train()
-    for step in range(start + 1, cfg.steps + 1):
-        if cfg.batch_unit == "transitions":
-            rows = torch.stack([sample(cfg.batch_size, g) for g in gens])
-            with step_precision(cfg.precision, device):
-                per_seed = -stacked.log_prob(obs[rows], act[rows]).float().mean(dim=1)
-        else:
-            rows, seg, lengths, counts = table.sample_seeds(cfg.batch_size, gens, unique=False)
-            with step_precision(cfg.precision, device):
-                logp = stacked.log_prob(obs[rows], act[rows]).float().reshape(-1)
-            ll = trajectory_log_likelihood(logp, seg, lengths, cfg.loss_normalization, table.mean_length)
-            per_seed = -(ll.view_as(counts) * counts).sum(1) / counts.sum(1)  # padding has count 0
-        optim.zero_grad(set_to_none=True)
-        per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
-        optim.step()
-        due = ctxs[0].due(step)
-        for k, ctx in enumerate(ctxs):
-            # a real policy only when an evaluation is due; otherwise ctx.step just adds up the statistics
-            ctx.step(step, stacked.unstack(k, policies[0]) if due else None, {"loss": per_seed[k]})
-        if due and step != cfg.steps:
-            group.save(step)
-    return [stacked.unstack(k, policies[0]) for k in range(len(ctxs))]

@@ -13,7 +13,7 @@ it (``RunContext.step``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from bench.algorithms.base import Algorithm, RunContext
+from bench.algorithms.batched import StackedGaussianMLP, resume_group
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.precision import check_precision, step_precision
-from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
+from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood, transition_sampler
 from bench.configs.domains import bounded, check_domains
 from bench.datasets.curation import Curated, all_episodes, quality_bins
 from bench.datasets.trajectories import Trajectories
@@ -58,19 +59,6 @@ class BC10Config(BCConfig):
 @dataclass
 class BC5Config(BCConfig):
     top_percentile: float = bounded(95.0, ge=0, le=100)  # the top 5% (the paper's kitchen baseline "BC (5%)")
-
-
-def transition_sampler(trajectories: Trajectories, curated: Curated,
-                       device: torch.device | str) -> Callable[[int, torch.Generator], torch.Tensor]:
-    """``sample(n, generator)`` -> n transition rows drawn with the curated multiplicities (uniform draws when all
-    are equal, which is cheaper); BC and the batched-seed BC share it so both draw the same rows for a seed. The
-    draw happens on ``device`` with ``generator``, which must live there too."""
-    idx, weights = curated.transition_indices(trajectories)
-    idx = torch.as_tensor(idx, device=device)
-    if (weights == weights[0]).all():
-        return lambda n, gen: idx[torch.randint(len(idx), (n,), generator=gen, device=device)]
-    probs = torch.as_tensor(weights / weights.sum(), device=device)
-    return lambda n, gen: idx[torch.multinomial(probs, n, replacement=True, generator=gen)]
 
 
 def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: RunContext) -> GaussianMLPPolicy:
@@ -110,6 +98,61 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: R
     return policy
 
 
+def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctxs: Sequence[RunContext],
+                   checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
+    """BC on the curated data for every context's seed at once: the policies ``train_bc`` gives each seed.
+
+    Each seed draws its own batches with its own generator, exactly as its separate run would (transitions on the
+    device; whole trajectories on the host, padded to one shape: ``EpisodeTable.sample_seeds``). Each context gets
+    its own progress, evaluations and learning curve (``ctx.step``) as in a separate run; the group checkpoints as
+    one file (stacked weights, Adam state, every seed's generator and curve) at the evaluation steps and resumes
+    from it.
+    """
+    device = ctxs[0].device
+    policies = []
+    for ctx in ctxs:
+        torch.manual_seed(ctx.seed)  # the same initialisation a separate run of this seed gets
+        policies.append(GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers))
+    stacked = StackedGaussianMLP(policies).to(device)
+    optim = torch.optim.Adam(stacked.parameters(), lr=cfg.learning_rate, fused=True)  # as train_bc's
+    obs = torch.as_tensor(trajectories.observations, device=device)
+    act = torch.as_tensor(trajectories.actions, device=device)
+    if cfg.batch_unit == "transitions":  # the draws of train_bc, seed by seed
+        sample = transition_sampler(trajectories, curated, device)
+        gens = [torch.Generator(device=device).manual_seed(ctx.seed) for ctx in ctxs]
+    else:
+        table = EpisodeTable.from_curated(trajectories, curated, device)
+        gens = [np.random.default_rng(ctx.seed) for ctx in ctxs]
+
+    for ctx in ctxs:
+        ctx.watch(cfg.divergence_factor)
+    group, start = resume_group(checkpoint_path, ctxs, {"stacked": stacked, "optim": optim,
+                                                        **{f"generator{k}": g for k, g in enumerate(gens)}})
+
+    stacked.train()
+    for step in range(start + 1, cfg.steps + 1):
+        if cfg.batch_unit == "transitions":
+            rows = torch.stack([sample(cfg.batch_size, g) for g in gens])
+            with step_precision(cfg.precision, device):
+                per_seed = -stacked.log_prob(obs[rows], act[rows]).float().mean(dim=1)
+        else:
+            rows, seg, lengths, counts = table.sample_seeds(cfg.batch_size, gens, unique=False)
+            with step_precision(cfg.precision, device):
+                logp = stacked.log_prob(obs[rows], act[rows]).float().reshape(-1)
+            ll = trajectory_log_likelihood(logp, seg, lengths, cfg.loss_normalization, table.mean_length)
+            per_seed = -(ll.view_as(counts) * counts).sum(1) / counts.sum(1)  # padding has count 0
+        optim.zero_grad(set_to_none=True)
+        per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
+        optim.step()
+        due = ctxs[0].due(step)
+        for k, ctx in enumerate(ctxs):
+            # a real policy only when an evaluation is due; otherwise ctx.step just adds up the statistics
+            ctx.step(step, stacked.unstack(k, policies[0]) if due else None, {"loss": per_seed[k]})
+        if due and step != cfg.steps:
+            group.save(step)
+    return [stacked.unstack(k, policies[0]) for k in range(len(ctxs))]
+
+
 class BC(Algorithm):
     name = "bc"
     Config = BCConfig
@@ -125,8 +168,6 @@ class BC(Algorithm):
 
     def fit_seeds(self, trajectories: Trajectories, curated: Curated, ctxs: list[RunContext],
                   checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
-        from bench.algorithms.batched import train_bc_seeds
-
         return train_bc_seeds(trajectories, curated, self.config, ctxs, checkpoint_path)
 
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 from bench.algorithms.base import RunContext
-from bench.algorithms.batched import train_bc_seeds
-from bench.algorithms.bc import BCConfig, train_bc
+from bench.algorithms.bc import BCConfig, train_bc, train_bc_seeds
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.datasets.curation import all_episodes
 from bench.datasets.trajectories import Trajectories

@@ -9,6 +9,7 @@ Loss normalisation (REFERENCE §2) — the paper and the authors' code differ, b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +108,19 @@ class EpisodeTable:
         if self.device.type == "cpu":
             return tensors
         return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in tensors)
+
+
+def transition_sampler(trajectories: Trajectories, curated: Curated,
+                       device: torch.device | str) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """``sample(n, generator)`` -> n transition rows drawn with the curated multiplicities (uniform draws when all
+    are equal, which is cheaper); BC and the batched-seed BC share it so both draw the same rows for a seed. The
+    draw happens on ``device`` with ``generator``, which must live there too."""
+    idx, weights = curated.transition_indices(trajectories)
+    idx = torch.as_tensor(idx, device=device)
+    if (weights == weights[0]).all():
+        return lambda n, gen: idx[torch.randint(len(idx), (n,), generator=gen, device=device)]
+    probs = torch.as_tensor(weights / weights.sum(), device=device)
+    return lambda n, gen: idx[torch.multinomial(probs, n, replacement=True, generator=gen)]
 
 
 def gather(starts, lengths) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

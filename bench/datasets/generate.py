@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.datasets.trajectories import DatasetError
+from bench.envs import make_env
 
 KINDS = ("random", "medium", "medium-replay", "expert")
 
@@ -60,7 +61,7 @@ def _episode_seed(seed: int, episode: int) -> int:
 
 
 def _make_sac(env, cfg: GenerateConfig, device: str):
-    from bench.algorithms.baselines import import_d3rlpy
+    from bench.d3rlpy_import import import_d3rlpy
 
     d3rlpy = import_d3rlpy()
 
@@ -155,8 +156,6 @@ def _rollout(env_id: str, policy, seed: int, n_transitions: int | None = None,
 
     ``env_id`` is a gymnasium id or a JSON EnvSpec; observations are kept as the env returns them (dicts too).
     """
-    from bench.evaluation import make_env
-
     env = make_env(env_id)
     episodes, total, k = [], 0, 0
     while total < (n_transitions or np.inf) and k < (n_episodes or np.inf):
@@ -179,8 +178,6 @@ def _rollout(env_id: str, policy, seed: int, n_transitions: int | None = None,
 
 def random_policy_return(env_id: str, episodes: int = 100, seed: int = 0) -> float:
     """Mean return of the uniform random policy (the usual ``ref_min_score``)."""
-    from bench.evaluation import make_env
-
     space = make_env(env_id).action_space
     space.seed(seed)
     eps = _rollout(env_id, lambda _o: space.sample(), seed, n_episodes=episodes)
@@ -351,8 +348,6 @@ def write_minari(episodes: list[dict], dataset_id: str, env_id: str, ref_min: fl
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
-
-    from bench.evaluation import make_env
 
     env = make_env(env_id)
     obs_space = env.observation_space

@@ -17,23 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-
-def flatten_observation(obs) -> np.ndarray:
-    """A goal-conditioned dict observation as one float32 vector: ``observation``, then ``desired_goal``.
-
-    A dict-valued ``desired_goal`` (Franka kitchen: one entry per sub-task) contributes its values in sorted key
-    order. ``achieved_goal`` is left out: it repeats part of ``observation``. This gives D4RL's layouts: antmaze
-    27 + 2 = 29 dims. Leading (batch/time) axes are kept; plain arrays pass through.
-    """
-    if not isinstance(obs, dict):
-        return np.asarray(obs, dtype=np.float32)
-    goal = obs.get("desired_goal")
-    parts = [np.asarray(obs["observation"], dtype=np.float32)]
-    if isinstance(goal, dict):
-        parts += [np.asarray(goal[k], dtype=np.float32) for k in sorted(goal)]
-    elif goal is not None:
-        parts.append(np.asarray(goal, dtype=np.float32))
-    return np.concatenate(parts, axis=-1)
+from bench.envs import flatten_observation
 
 
 class DatasetError(RuntimeError):
