@@ -67,6 +67,15 @@ class LiveOutput:
         self.bars.update(task, rate=f"{speed:.1f} steps/s" if speed else "")
 
 
+# --logger and --log-every, the same on bench run and bench sweep
+LoggerOption = Annotated[list[str], typer.Option(
+    "--logger", help="Also log training statistics and scores to csv (<out>/csv), tensorboard (<out>/tb) or wandb "
+    "($WANDB_PROJECT, default bench; WANDB_MODE=offline works without a network); repeatable. Not part of the "
+    "run's hash.")]
+LogEveryOption = Annotated[int | None, typer.Option(
+    help="Steps between the loggers' statistics (default: at each evaluation).")]
+
+
 def _parse_sets(items: list[str]) -> dict:
     from bench.run import parse_value
 
@@ -108,12 +117,8 @@ def run(
                                               "cache (a D4RL .hdf5 file or a Minari dataset folder).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
     force: Annotated[bool, typer.Option(help="Run again even if a complete record exists.")] = False,
-    logger: Annotated[list[str], typer.Option("--logger", help="Also log training statistics and scores to csv "
-                                              "(<out>/csv), tensorboard (<out>/tb) or wandb ($WANDB_PROJECT, "
-                                              "default bench; WANDB_MODE=offline works without a network); "
-                                              "repeatable. Not part of the run's hash.")] = [],  # noqa: B006
-    log_every: Annotated[int | None, typer.Option(help="Steps between the loggers' statistics (default: at each "
-                                                  "evaluation).")] = None,
+    logger: LoggerOption = [],  # noqa: B006
+    log_every: LogEveryOption = None,
 ) -> None:
     """Train ALGO on dataset ENV with SEED (or each of --seeds), evaluate, and write JSON run records under --out."""
     from bench.algorithms import TrainingError
@@ -161,12 +166,8 @@ def sweep(
                                               )] = 1,
     out: Annotated[Path, typer.Option(help="Folder for the run records (shared by all workers).")]
         = Path("results"),
-    logger: Annotated[list[str], typer.Option("--logger", help="Also log training statistics and scores to csv "
-                                              "(<out>/csv), tensorboard (<out>/tb) or wandb ($WANDB_PROJECT, "
-                                              "default bench; WANDB_MODE=offline works without a network); "
-                                              "repeatable. Not part of the run's hash.")] = [],  # noqa: B006
-    log_every: Annotated[int | None, typer.Option(help="Steps between the loggers' statistics (default: at each "
-                                                  "evaluation).")] = None,
+    logger: LoggerOption = [],  # noqa: B006
+    log_every: LogEveryOption = None,
 ) -> None:
     """Run a grid of (dataset, algorithm, seed): skips complete records, resumes checkpoints, runs the rest."""
     import yaml

@@ -441,6 +441,33 @@ def _palette(sns, algos: list[str]) -> dict[str, tuple]:
     return dict(zip([DISPLAY_NAMES.get(a, a) for a in algos], sns.color_palette("tab10", len(algos)), strict=True))
 
 
+def _per_dataset_lines(df, y: str, ylabel: str, algos: list[str], out: Path, stem: str, title: str) -> list[str]:
+    """One panel per dataset of ``df`` (dataset, algorithm, seed, step, ``y``): mean over seeds, ± 1 std shaded,
+    one legend for all panels."""
+    plt, sns = _plt()
+    envs = sorted(df.dataset.unique())
+    cols = min(3, len(envs))
+    nrows = math.ceil(len(envs) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(COLUMN_IN if cols == 1 else TEXT_IN, 1.9 * nrows + 0.4),
+                             squeeze=False)
+    palette = _palette(sns, algos)
+    for ax, env in zip(axes.flat, envs, strict=False):
+        sub = df[df.dataset == env]
+        sns.lineplot(data=sub, x="step", y=y, hue="algorithm", errorbar="sd", ax=ax, palette=palette,
+                     hue_order=[a for a in palette if a in set(sub.algorithm)], legend=False)
+        ax.set(title=env, xlabel="gradient step", ylabel=ylabel)
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=c, label=name) for name, c in palette.items() if name in set(df.algorithm)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title, fontsize=7, y=1.0)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    names = _save(fig, out, stem)
+    plt.close(fig)
+    return names
+
+
 def plot_learning_curves(cells: dict[tuple[str, str], Cell], out: Path) -> list[str]:
     import pandas as pd
 
@@ -449,30 +476,8 @@ def plot_learning_curves(cells: dict[tuple[str, str], Cell], out: Path) -> list[
             for (e, a), c in cells.items() for r in c.records for p in r.curve if p.get("normalized_mean") is not None]
     if not rows:
         return []
-    plt, sns = _plt()
-    df = pd.DataFrame(rows)
-    envs = sorted(df.dataset.unique())
-    cols = min(3, len(envs))
-    nrows = math.ceil(len(envs) / cols)
-    width = COLUMN_IN if cols == 1 else TEXT_IN
-    fig, axes = plt.subplots(nrows, cols, figsize=(width, 1.9 * nrows + 0.4), squeeze=False)
-    algos = ordered_algos(a for _, a in cells)
-    palette = _palette(sns, algos)
-    for ax, env in zip(axes.flat, envs, strict=False):
-        sub = df[df.dataset == env]
-        sns.lineplot(data=sub, x="step", y="score", hue="algorithm", errorbar="sd", ax=ax, palette=palette,
-                     hue_order=[a for a in palette if a in set(sub.algorithm)], legend=False)
-        ax.set(title=env, xlabel="gradient step", ylabel="normalised score")
-    for ax in list(axes.flat)[len(envs):]:
-        ax.set_visible(False)
-    handles = [plt.Line2D([], [], color=c, label=name) for name, c in palette.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Mean over seeds; shaded: ± 1 std over seeds", fontsize=7, y=1.0)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    names = _save(fig, out, "learning_curves")
-    plt.close(fig)
-    return names
+    return _per_dataset_lines(pd.DataFrame(rows), "score", "normalised score", ordered_algos(a for _, a in cells),
+                              out, "learning_curves", "Mean over seeds; shaded: ± 1 std over seeds")
 
 
 def csv_logs(paths: list[Path]) -> dict[str, Path]:
@@ -495,29 +500,8 @@ def plot_training_curves(cells: dict[tuple[str, str], Cell], logs: dict[str, Pat
                          for s, v in read_csv_log(path).get("loss", [])]
     if not rows:
         return []
-    plt, sns = _plt()
-    df = pd.DataFrame(rows)
-    envs = sorted(df.dataset.unique())
-    cols = min(3, len(envs))
-    nrows = math.ceil(len(envs) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(COLUMN_IN if cols == 1 else TEXT_IN, 1.9 * nrows + 0.4),
-                             squeeze=False)
-    palette = _palette(sns, ordered_algos(a for _, a in cells))
-    for ax, env in zip(axes.flat, envs, strict=False):
-        sub = df[df.dataset == env]
-        sns.lineplot(data=sub, x="step", y="loss", hue="algorithm", errorbar="sd", ax=ax, palette=palette,
-                     hue_order=[a for a in palette if a in set(sub.algorithm)], legend=False)
-        ax.set(title=env, xlabel="gradient step", ylabel="training loss")
-    for ax in list(axes.flat)[len(envs):]:
-        ax.set_visible(False)
-    handles = [plt.Line2D([], [], color=c, label=name) for name, c in palette.items() if name in set(df.algorithm)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Training loss from the CSV logs (mean over seeds; shaded: ± 1 std)", fontsize=7, y=1.0)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    names = _save(fig, out, "training_loss")
-    plt.close(fig)
-    return names
+    return _per_dataset_lines(pd.DataFrame(rows), "loss", "training loss", ordered_algos(a for _, a in cells), out,
+                              "training_loss", "Training loss from the CSV logs (mean over seeds; shaded: ± 1 std)")
 
 
 def plot_aggregates(agg: list[dict], out: Path) -> list[str]:
