@@ -96,10 +96,9 @@ def rate_key(algo: str, algo_config: dict) -> str:
     return f"{algo}/{algo_config['batch_size']}"
 
 
-def estimate(configs: list[RunConfig]) -> list[tuple[RunConfig, float | None, str]]:
+def estimate(configs: list[RunConfig], rates: dict) -> list[tuple[RunConfig, float | None, str]]:
     """(config, estimated seconds on the machine of rates.yaml or None, how) per run. The SFT family's reference BC
-    is counted once per (dataset, seed, BC config), with the first run that needs it."""
-    rates = yaml.safe_load(RATES.read_text())
+    is counted once per (dataset, seed, BC config), with the first run that needs it. ``rates``: rates.yaml."""
     per_update, episode_s = rates["updates_per_s"], rates["episode_s"]
     seen_references, out = set(), []
     for cfg in configs:
@@ -125,9 +124,9 @@ def estimate(configs: list[RunConfig]) -> list[tuple[RunConfig, float | None, st
 
 def dry_run(configs: list[RunConfig], out: Path) -> str:
     """What a sweep would do: every run, whether it is complete, and the compute it needs."""
-    machine = yaml.safe_load(RATES.read_text())["machine"]
+    rates = yaml.safe_load(RATES.read_text())
     lines, todo, missing, complete = [], 0.0, 0, 0
-    for cfg, seconds, how in estimate(configs):
+    for cfg, seconds, how in estimate(configs, rates):
         done = is_complete(cfg, out)
         complete += done
         cost = "?" if seconds is None else f"{seconds / 60:.1f} min"
@@ -137,7 +136,7 @@ def dry_run(configs: list[RunConfig], out: Path) -> str:
             todo += seconds or 0.0
             missing += seconds is None
     lines.append(f"{len(configs)} runs: {complete} complete, {len(configs) - complete} to run; about "
-                 f"{todo / 3600:.1f} core-hours at the rates in {RATES.name} ({machine})"
+                 f"{todo / 3600:.1f} core-hours at the rates in {RATES.name} ({rates['machine']})"
                  + (f"; {missing} runs without a measured rate not counted" if missing else ""))
     return "\n".join(lines)
 
