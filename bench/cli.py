@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from bench.algorithms import algorithms_markdown, names_by_family  # the registry builds the help texts
+
 app = typer.Typer(
     help="Offline-RL benchmark suite: does SFT on curated data (SFT, SFT(Q), iw-SFT(Q)) compete with offline RL "
          "(AWAC, TD3+BC, CQL, IQL)? Every command takes --help.",
@@ -104,8 +106,7 @@ def _finish_sweep(summary) -> None:
 @app.command()
 def run(
     env: Annotated[str, typer.Option(help="Dataset name (see `bench datasets list`) or minari:<dataset id>.")],
-    algo: Annotated[str, typer.Option(help="Algorithm: bc, bc_10, bc_5, sft, sft_q, iw_sft, iw_sft_q (native); "
-                                      "awac, td3_bc, cql, iql (d3rlpy).")],
+    algo: Annotated[str, typer.Option(help=f"Algorithm: {names_by_family()}; `bench algorithms` describes each.")],
     seed: Annotated[int, typer.Option(help="Seed for torch, numpy, data order and evaluation.")] = 0,
     seeds: Annotated[str | None, typer.Option(help="Several seeds instead of --seed: N (0..N-1) or a list (0,3,7); "
                                               "BC and the SFT family train them as one batched model.")] = None,
@@ -115,6 +116,9 @@ def run(
         = Path("results"),
     data: Annotated[Path | None, typer.Option(help="Read the dataset from this file or folder instead of the "
                                               "cache (a D4RL .hdf5 file or a Minari dataset folder).")] = None,
+    reference_data: Annotated[Path | None, typer.Option(help="Read the reference dataset (the SFT family's "
+                                                        "reference_dataset, e.g. kitchen-partial) from this file "
+                                                        "or folder instead of the cache.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
     force: Annotated[bool, typer.Option(help="Run again even if a complete record exists.")] = False,
     logger: LoggerOption = [],  # noqa: B006
@@ -130,6 +134,8 @@ def run(
         overrides.update(device=device, loggers=logger, log_every=log_every)
         if data is not None:
             overrides["data_path"] = str(data)
+        if reference_data is not None:
+            overrides["reference_data_path"] = str(reference_data)
         cfgs = [resolve_config(env, algo, s, overrides) for s in (_parse_seeds(seeds) if seeds else [seed])]
         if sys.stderr.isatty():  # a live bar per run; piped or in CI: the plain lines
             with LiveOutput() as live:
@@ -143,9 +149,32 @@ def run(
 
 
 @app.command()
+def algorithms(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table (Markdown) instead.")]
+        = False,
+) -> None:
+    """The registered algorithms in table order: name, how tables print it, family, what it trains."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.algorithms import ALGORITHMS
+
+    if markdown:
+        typer.echo(algorithms_markdown())
+        return
+    table = Table()
+    for column in ("--algo", "tables", "family", "what it trains"):
+        table.add_column(column, no_wrap=column != "what it trains")
+    for cls in ALGORITHMS.values():
+        table.add_row(cls.name, cls.display_name, cls.family, cls.summary)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@app.command()
 def sweep(
     envs: Annotated[str | None, typer.Option(help="Comma-separated dataset names.")] = None,
-    algos: Annotated[str | None, typer.Option(help="Comma-separated algorithm names.")] = None,
+    algos: Annotated[str | None, typer.Option(help=f"Comma-separated algorithm names: {names_by_family()}.")]
+        = None,
     seeds: Annotated[str, typer.Option(help="N (seeds 0..N-1) or a comma-separated list of seeds.")] = "5",
     set_: Annotated[list[str], typer.Option("--set", help="key=value for every run whose algorithm has the "
                                             "field; repeatable.")] = [],  # noqa: B006

@@ -50,6 +50,7 @@ class RunConfig:
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     threads: int = bounded(1, ge=1)  # torch threads; one per process is fastest when processes share the cores
     data_path: str | None = None  # read the dataset from this file/folder instead of the cache
+    reference_data_path: str | None = None  # read the reference dataset (SFT family's reference_dataset) from here
     algo_config: dict = field(default_factory=dict)  # the algorithm's config fields, resolved
     loggers: list[str] = field(default_factory=list)  # where statistics go while it trains: csv, tensorboard, wandb
     log_every: int | None = None  # steps between the loggers' statistics (None: at the evaluations only)
@@ -65,7 +66,8 @@ class RunConfig:
     def hashed_part(self) -> dict:
         """What makes two runs the same experiment (device, threads and file locations do not)."""
         d = dataclasses.asdict(self)
-        for k in ("seed", "device", "threads", "data_path", "eval_workers", "loggers", "log_every"):
+        for k in ("seed", "device", "threads", "data_path", "reference_data_path", "eval_workers", "loggers",
+                  "log_every"):
             d.pop(k)
         return d
 
@@ -107,6 +109,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         return int(value)
     if isinstance(default, float) and isinstance(value, int):
         return float(value)
+    if isinstance(default, list) and default and isinstance(value, list):  # [90] and [90.0]: one config, one hash
+        return [_coerce(name, v, default[0]) for v in value]
     if isinstance(default, (int, float, str)) and not isinstance(value, type(default)):
         raise ValueError(f"--set {name}={value!r}: expected {type(default).__name__}")
     return value
@@ -230,15 +234,20 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
     spec = spec.with_dataset_metadata(traj.metadata)
     if spec.env_id is None:
         raise ValueError(f"dataset {cfg.env} names no evaluation environment; it cannot be evaluated")
-    record.dataset = {"name": cfg.env, "source": spec.source, "sha256": traj.fingerprint(),
-                      "episodes": traj.num_episodes, "transitions": traj.num_transitions,
-                      "obs_dim": traj.obs_dim, "act_dim": traj.act_dim, "eval_env": env_label(spec.env_id),
-                      "eval_env_spec": spec.env_id, "score": spec.score,
+    record.dataset = {**_fingerprint(cfg.env, spec, traj), "obs_dim": traj.obs_dim, "act_dim": traj.act_dim,
+                      "eval_env": env_label(spec.env_id), "eval_env_spec": spec.env_id, "score": spec.score,
                       "ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score,
-                      "paper_comparable": spec.paper_comparable,
-                      "file": traj.metadata.get("file")}  # a D4RL file: its sha256 and where it came from
-    record.timings["load"] = time.time() - t_start
+                      "paper_comparable": spec.paper_comparable}
     algo = make_algorithm(cfg)  # a bad config: no record
+    used = {}  # the other datasets the algorithm trains on (the SFT family's reference data), loaded here too
+    for role, name in algo.datasets_used().items():
+        other_spec = get_spec(name)
+        used[role] = load_dataset_cached(other_spec, cfg.reference_data_path if role == "reference" else None)
+        record.dataset[role] = _fingerprint(name, other_spec, used[role])
+    if cfg.reference_data_path is not None and "reference" not in used:
+        raise ValueError(f"--reference-data was given but {cfg.algo} on {cfg.env} trains on no reference dataset "
+                         "(only the SFT family with reference_dataset set does)")
+    record.timings["load"] = time.time() - t_start
     device = resolve_device(cfg.device)
     record.device = describe_device(device, getattr(algo.config, "precision", "float32"))
     save_record(record, out)
@@ -252,8 +261,16 @@ def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
                      evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,
                      log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"), fix=_divergence_fix(cfg),
                      loggers=make_loggers(cfg.loggers), log_every=cfg.log_every, identity=identity,
-                     config=record.config, progress=_progress_of(log, f"{cfg.env} {cfg.algo} seed {cfg.seed}"))
+                     config=record.config, progress=_progress_of(log, f"{cfg.env} {cfg.algo} seed {cfg.seed}"),
+                     datasets=used)
     return _Started(cfg, record, ckpt, traj, algo, ctx, evaluate_policy, t_start)
+
+
+def _fingerprint(name: str, spec, traj) -> dict:
+    """What the record says about one dataset a run used: which data exactly, and (a file) where it came from."""
+    return {"name": name, "source": spec.source, "sha256": traj.fingerprint(), "episodes": traj.num_episodes,
+            "transitions": traj.num_transitions,
+            "file": traj.metadata.get("file")}  # a D4RL file: its sha256 and where it came from
 
 
 def _progress_of(log, label: str):

@@ -17,6 +17,9 @@ D4RL_REFERENCE_BY_BODY: dict[str, tuple[float, float]] = {
     "Ant": (-325.6, 3879.7),
 }
 
+# The row groups a report shows first, in the paper's order; other families follow alphabetically.
+REPORT_FAMILY_ORDER = ("Medium Replay", "Expert", "Ant-maze", "Kitchen")
+
 # D4RL level -> the family a report groups it under (the paper's Table 2 rows).
 _FAMILIES = {"medium-replay": "Medium Replay", "expert": "Expert", "medium": "Medium",
              "medium-expert": "Medium Expert", "random": "Random", "full-replay": "Full Replay"}

@@ -91,3 +91,41 @@ def test_preset_for_the_embedded_dataset():
     cfg = resolve_config("hopper-mini-replay", "bc")
     assert cfg.algo_config["steps"] == 5000 and cfg.algo_config["learning_rate"] == 1e-3
     assert np.isclose(cfg.final_eval_episodes, 100)
+
+
+TINY_SFT = {"steps": 20, "eval_every": 20, "eval_episodes": 1, "final_eval_episodes": 1, "batch_size": 4,
+            "warmup_steps": 2, "bc_steps": 20, "bc_batch_size": 4}
+
+
+def test_run_loads_the_reference_dataset_records_its_fingerprint_and_trains_pi_ref_on_it(hopper_minari_dataset,
+                                                                                         tmp_path):
+    from test_sources import write_d4rl_file
+
+    from bench.datasets.sources import load_dataset
+    from bench.results.store import config_hash
+    from bench.specs import get_spec
+
+    dataset_id, episodes = hopper_minari_dataset
+    ref_file = tmp_path / "my_hopper_medium_replay.hdf5"
+    write_d4rl_file(ref_file, episodes[:12])  # other data than the fine-tuning set: its first 12 episodes
+
+    expected = load_dataset(get_spec("hopper-medium-replay"), ref_file).fingerprint()
+    overrides = {**TINY_SFT, "reference_dataset": "hopper-medium-replay"}
+    cfg = resolve_config(f"minari:{dataset_id}", "iw_sft_q", 0, {**overrides, "reference_data_path": str(ref_file)})
+    rec = run(cfg, tmp_path / "out", log=lambda m: None)
+    assert rec.status == "complete"
+    assert rec.dataset["reference"]["name"] == "hopper-medium-replay"
+    assert rec.dataset["reference"]["sha256"] == expected != rec.dataset["sha256"]
+    assert rec.dataset["reference"]["episodes"] == 12 and rec.dataset["reference"]["file"]["source"] == str(ref_file)
+    assert rec.train_info["reference"]["dataset"] == get_spec("hopper-medium-replay").name
+    # the reference data's location is not part of the experiment: the same config hash as without it
+    without = resolve_config(f"minari:{dataset_id}", "iw_sft_q", 0, overrides)
+    assert rec.config_hash == config_hash(without.hashed_part())
+
+    # without the file and offline, the reference data cannot be found: an input error, no record left behind
+    with pytest.raises(Exception, match="hopper-medium-replay"):
+        run(resolve_config(f"minari:{dataset_id}", "iw_sft_q", 1, overrides), tmp_path / "other", log=lambda m: None)
+    assert not list((tmp_path / "other").glob("*.json"))
+    with pytest.raises(ValueError, match="trains on no reference dataset"):
+        run(resolve_config(f"minari:{dataset_id}", "bc", 0, {**FAST, "reference_data_path": str(ref_file)}),
+            tmp_path / "bc", log=lambda m: None)

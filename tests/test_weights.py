@@ -44,10 +44,13 @@ def test_clipped_weights_by_hand():
     np.testing.assert_allclose(w, [0.5, 1.2])  # trajectory weight clipped to [0.5, 1.2]
 
 
-def test_normalised_weights_sum_to_one_and_keep_ratios():
-    w = trajectory_weights(RHO, SEG, LEN, "temperature", temperature=1.0, normalize=True)
-    assert float(w.sum()) == pytest.approx(1.0)
-    assert float(w[0] / w[1]) == pytest.approx(math.exp(2.0))
+def test_normalised_weights_in_the_loss_by_hand_and_an_unknown_function():
+    from bench.algorithms.sft import weighted_nll
+
+    ll, w, counts = torch.tensor([-1.0, -3.0]), torch.tensor([3.0, 1.0]), torch.tensor([1, 2])
+    # normalised (Table 4): -(1*3*-1 + 2*1*-3) / (1*3 + 2*1) = 9/5; plain: the same sum over the 3 draws = 9/3
+    assert float(weighted_nll(ll, w, counts, normalize=True)) == pytest.approx(1.8)
+    assert float(weighted_nll(ll, w, counts, normalize=False)) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="unknown weight function"):
         trajectory_weights(RHO, SEG, LEN, "softmax")
 

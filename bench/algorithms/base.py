@@ -59,6 +59,7 @@ class RunContext:
     log: Callable[[str], None] = print
     curve: list[dict] = field(default_factory=list)  # one entry per evaluation step: statistics and scores
     info: dict = field(default_factory=dict)  # what the algorithm wants in the record (train_info)
+    datasets: dict[str, Trajectories] = field(default_factory=dict)  # by role: Algorithm.datasets_used()
     eval_seconds: float = 0.0  # time spent in evaluations during training (the record's timings.train_evals)
     fix: str = "lower the learning rate"  # what a diverged run's message advises (run.py names the real fields)
     loss_factor: float = 0.0  # diverged when a window's loss > first + loss_factor * max(|first|, 1); 0 = off
@@ -222,11 +223,44 @@ class RunContext:
 
 
 class Algorithm(ABC):
-    name: ClassVar[str]
-    Config: ClassVar[type]
+    """An algorithm and what the suite says about it. A concrete subclass that sets ``name`` registers itself
+    (``registered()``): the CLI's help, ``bench algorithms``, the unknown-name message, the report's columns and the
+    README's list are all read from these class attributes, so adding an algorithm is its class and its preset."""
+
+    name: ClassVar[str]  # what users type (--algo)
+    Config: ClassVar[type]  # its config dataclass (fields = what --set and the presets may change)
+    display_name: ClassVar[str]  # how tables print it ("iw-SFT(Q)")
+    order: ClassVar[int]  # its column in tables: the paper's Table 2 order, baselines before the SFT family
+    family: ClassVar[str]  # "native" (PyTorch, bench/algorithms) or "d3rlpy" (d3rlpy's update in our loop)
+    summary: ClassVar[str]  # one line: what it trains on and how
+
+    _registry: ClassVar[dict[str, type[Algorithm]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:  # a shared base (D3rlpyAlgorithm): not an algorithm users can name
+            return
+        missing = [a for a in ("Config", "display_name", "order", "family", "summary") if not hasattr(cls, a)]
+        if missing:
+            raise TypeError(f"algorithm {cls.__name__} ({cls.name!r}) must set {', '.join(missing)}")
+        if cls.family not in ("native", "d3rlpy"):
+            raise TypeError(f"algorithm {cls.name!r}: family must be 'native' or 'd3rlpy', got {cls.family!r}")
+        if (other := Algorithm._registry.get(cls.name)) is not None and other.__qualname__ != cls.__qualname__:
+            raise TypeError(f"two algorithms are named {cls.name!r}: {other.__qualname__} and {cls.__qualname__}")
+        Algorithm._registry[cls.name] = cls
+
+    @staticmethod
+    def registered() -> list[type[Algorithm]]:
+        """Every registered algorithm, in table order."""
+        return sorted(Algorithm._registry.values(), key=lambda c: (c.order, c.name))
 
     def __init__(self, config: Any):
         self.config = config
+
+    def datasets_used(self) -> dict[str, str]:
+        """Datasets the run trains on besides its own, by role (the SFT family's ``{"reference": name}``);
+        ``run.py`` loads each, records its fingerprint and hands it over as ``ctx.datasets[role]``."""
+        return {}
 
     @abstractmethod
     def curate(self, trajectories: Trajectories) -> Curated: ...

@@ -266,6 +266,7 @@ class D3rlpyAlgorithm(Algorithm):
     """Trains a d3rlpy algorithm with the suite's loop; subclasses only name their config."""
 
     Config: ClassVar[type]
+    family = "d3rlpy"
 
     def curate(self, trajectories: Trajectories) -> Curated:
         return all_episodes(trajectories)
@@ -297,20 +298,32 @@ class D3rlpyAlgorithm(Algorithm):
 
 class TD3BC(D3rlpyAlgorithm):
     name = "td3_bc"
+    display_name = "TD3+BC"
+    order = 50
+    summary = "TD3 with a behaviour-cloning term in the actor loss (Fujimoto & Gu 2021)"
     Config = TD3BCConfig
 
 
 class IQL(D3rlpyAlgorithm):
     name = "iql"
+    display_name = "IQL"
+    order = 70
+    summary = "implicit Q-learning: expectile value, advantage-weighted actor (Kostrikov et al. 2022)"
     Config = IQLConfig
 
 
 class CQL(D3rlpyAlgorithm):
     name = "cql"
+    display_name = "CQL"
+    order = 60
+    summary = "conservative Q-learning with a SAC actor (Kumar et al. 2020)"
     Config = CQLConfig
 
 
 class AWAC(D3rlpyAlgorithm):
     name = "awac"
+    display_name = "AWAC"
+    order = 40
+    summary = "advantage-weighted actor-critic (Nair et al. 2020)"
     Config = AWACConfig
 

@@ -156,6 +156,10 @@ def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, 
 class BC(Algorithm):
     name = "bc"
     Config = BCConfig
+    display_name = "BC"
+    order = 10
+    family = "native"
+    summary = "behaviour cloning on all episodes (Gaussian MLP, maximum likelihood)"
 
     def curate(self, trajectories: Trajectories) -> Curated:
         return all_episodes(trajectories)
@@ -176,6 +180,9 @@ class BC10(BC):
 
     name = "bc_10"
     Config = BC10Config
+    display_name = "BC 10%"
+    order = 20
+    summary = "behaviour cloning from scratch on the top 10% of episodes by return"
 
     def curate(self, trajectories: Trajectories) -> Curated:
         return quality_bins(trajectories, [self.config.top_percentile])
@@ -186,3 +193,6 @@ class BC5(BC10):
 
     name = "bc_5"
     Config = BC5Config
+    display_name = "BC 5%"
+    order = 30
+    summary = "behaviour cloning from scratch on the top 5% of episodes (the kitchen baseline, Table 3)"

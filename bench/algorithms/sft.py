@@ -153,6 +153,13 @@ def iw_sft_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, o
 class SFT(Algorithm):
     name = "sft"
     Config = SFTConfig
+    display_name = "SFT"
+    order = 100
+    family = "native"
+    summary = "the BC reference policy fine-tuned on the top 10% of trajectories"
+
+    def datasets_used(self) -> dict[str, str]:
+        return {} if self.config.reference_dataset is None else {"reference": self.config.reference_dataset}
 
     def curate(self, trajectories: Trajectories) -> Curated:
         return quality_bins(trajectories, self.config.percentiles, self.config.ties)
@@ -243,7 +250,12 @@ class SFT(Algorithm):
     def _references(self, trajectories: Trajectories, ctxs: list[RunContext]) -> list[GaussianMLPPolicy]:
         """pi_ref of each context's seed (cached; the missing ones trained together), frozen; notes it in ctx.info."""
         cfg: SFTConfig = self.config
-        ref_data = trajectories if cfg.reference_dataset is None else _load_reference_data(cfg.reference_dataset)
+        ref_data = trajectories
+        if cfg.reference_dataset is not None:
+            if "reference" not in ctxs[0].datasets:
+                raise ValueError(f"reference_dataset {cfg.reference_dataset} is not loaded: run.py loads it (and "
+                                 "records its fingerprint) into ctx.datasets['reference'] before fit")
+            ref_data = ctxs[0].datasets["reference"]
         if (ref_data.obs_dim, ref_data.act_dim) != (trajectories.obs_dim, trajectories.act_dim):
             raise ValueError(f"reference_dataset {cfg.reference_dataset} has observation/action sizes "
                              f"{(ref_data.obs_dim, ref_data.act_dim)}, the fine-tuning data "
@@ -308,23 +320,25 @@ def _batch_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, o
     return lambda gen: step(table.sample_counts(cfg.batch_size, gen))
 
 
-def _load_reference_data(name: str) -> Trajectories:
-    from bench.datasets.sources import load_dataset_cached
-    from bench.specs import get_spec
-
-    return load_dataset_cached(get_spec(name))
-
-
 class SFTQ(SFT):
     name = "sft_q"
     Config = SFTQConfig
+    display_name = "SFT(Q)"
+    order = 110
+    summary = "SFT on the quality bins [90, 95, 98] as a multiset (Algorithm 2)"
 
 
 class IWSFT(SFT):
     name = "iw_sft"
     Config = IWSFTConfig
+    display_name = "iw-SFT"
+    order = 120
+    summary = "importance-weighted SFT on the top 10%, q an EMA of the policy"
 
 
 class IWSFTQ(SFT):
     name = "iw_sft_q"
     Config = IWSFTQConfig
+    display_name = "iw-SFT(Q)"
+    order = 130
+    summary = "importance-weighted SFT on the quality bins: the paper's method"

@@ -8,7 +8,7 @@ Named weight functions:
 - ``temperature`` (the control default, the authors' code): log w = T * mean_t rho_t, w = clamp(exp(log w), 0, w_max);
 - ``smoothing`` (paper, g(rho) = alpha * rho): log w = alpha * sum_t rho_t, w = clamp(exp(log w), 0, w_max);
 - ``clip`` (paper, g = log of a clipped ratio): w = clamp( prod_t clamp(exp(rho_t), a_min, a_max), b_min, b_max ).
-Optionally the weights of a batch are normalised to sum to 1. All work in log space so nothing overflows.
+All work in log space so nothing overflows.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def clipped_weights(rho: torch.Tensor, segment_ids: torch.Tensor, num_segments: 
 
 def trajectory_weights(rho: torch.Tensor, segment_ids: torch.Tensor, lengths: torch.Tensor, fn: str, *,
                        temperature: float = 1.0, alpha: float = 1.0, max_weight: float = 1000.0,
-                       ratio_min: float = 0.2, ratio_max: float = 1.8, weight_min: float = 0.0,
-                       normalize: bool = False) -> torch.Tensor:
-    """One weight per trajectory from per-step log-ratios ``rho`` (N,) grouped by ``segment_ids``."""
+                       ratio_min: float = 0.2, ratio_max: float = 1.8, weight_min: float = 0.0) -> torch.Tensor:
+    """One weight per trajectory from per-step log-ratios ``rho`` (N,) grouped by ``segment_ids``; a batch's
+    normalisation (Table 4's "normalised weights") is the loss's business (``sft.weighted_nll``)."""
     b = len(lengths)
     if fn == "temperature":
         w = temperature_weights(segment_sum(rho, segment_ids, b), lengths.to(rho.dtype), temperature, max_weight)
@@ -59,7 +59,7 @@ def trajectory_weights(rho: torch.Tensor, segment_ids: torch.Tensor, lengths: to
         w = clipped_weights(rho, segment_ids, b, ratio_min, ratio_max, max(weight_min, 1e-30), max_weight)
     else:
         raise ValueError(f"unknown weight function {fn!r}; choose one of {', '.join(WEIGHT_FUNCTIONS)}")
-    return w / w.sum() if normalize else w
+    return w
 
 
 def effective_sample_size(w: torch.Tensor) -> float:

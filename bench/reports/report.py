@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.algorithms import DISPLAY_NAMES
+from bench.algorithms import ALGORITHMS, DISPLAY_NAMES
 from bench.reports import statistics as st
 from bench.reports.latex import latex_escape
 from bench.reports.llm_table import load_llm_records, write_llm_tables
 from bench.results.store import RunRecord, load_records
+from bench.specs import REPORT_FAMILY_ORDER, get_spec
 
-ALGO_ORDER = ["bc", "bc_10", "bc_5", "awac", "td3_bc", "cql", "iql", "sft", "sft_q", "iw_sft", "iw_sft_q"]
-FAMILY_ORDER = ["Medium Replay", "Expert", "Ant-maze", "Kitchen"]
+ALGO_ORDER = list(ALGORITHMS)  # the registry's table order (Algorithm.order)
 HEADLINE = "iw_sft_q"  # the algorithm whose probability of improvement over the others is reported
 PAPER_SCORES = Path(__file__).with_name("paper_scores.csv")
 _VERSION_KEYS = ("sft-rl-bench", "torch", "d3rlpy", "gymnasium", "mujoco", "minari")
@@ -137,8 +137,6 @@ def collect_cells(records: list[RunRecord], score: str = "final", mix_configs: b
 
 
 def family_of(env: str) -> str:
-    from bench.specs import get_spec
-
     try:
         return get_spec(env).family
     except KeyError:
@@ -155,7 +153,7 @@ def ordered_envs(envs) -> list[tuple[str, list[str]]]:
     groups: dict[str, list[str]] = defaultdict(list)
     for env in sorted(set(envs)):
         groups[family_of(env)].append(env)
-    families = [f for f in FAMILY_ORDER if f in groups] + sorted(set(groups) - set(FAMILY_ORDER))
+    families = [f for f in REPORT_FAMILY_ORDER if f in groups] + sorted(set(groups) - set(REPORT_FAMILY_ORDER))
     return [(f, groups[f]) for f in families]
 
 
