@@ -1,4 +1,4 @@
-"""Offline-RL baselines through d3rlpy 2.8.1 — AWAC, TD3+BC, CQL, IQL — behind the suite's Algorithm interface.
+"""Offline-RL baselines through d3rlpy 2.8.1 — AWAC, TD3+BC, CQL, IQL, ReBRAC — behind the suite's Algorithm interface.
 
 The suite keeps control of everything around d3rlpy's update rule: it builds the d3rlpy dataset from
 `Trajectories` (never d3rlpy's Minari loader, which misaligns observations), trains exactly the requested number of
@@ -16,6 +16,8 @@ Objectives (see each config class for the paper):
 - CQL:    min_Q alpha E_s[ log sum_a exp Q(s, a) - E_{a~D} Q(s, a) ] + TD error,  SAC actor   (Kumar et al. 2020)
 - IQL:    expectile regression of V on Q (tau), Q by TD on V, actor by exp(beta (Q - V)) log pi
           (Kostrikov et al. 2022)
+- ReBRAC: max_pi E[ lambda Q(s, pi(s)) - beta_1 (pi(s) - a)^2 ],  TD target r + gamma (Q(s', a') - beta_2 (a' - a'_D)^2)
+          with a' = pi(s') + clipped noise, a LayerNorm critic, batch 1024          (Tarasov et al. 2023)
 
 A truncated episode's last transition is not used for TD learning (d3rlpy keeps no next observation for it), as in
 d3rlpy's own D4RL loader; terminal transitions are kept with terminal = 1.
@@ -170,6 +172,37 @@ class AWACConfig(D3rlpyConfig):
             **self._common(d3rlpy), actor_learning_rate=self.actor_learning_rate,
             critic_learning_rate=self.critic_learning_rate, lam=self.lam, n_action_samples=self.n_action_samples,
             actor_optim_factory=d3rlpy.optimizers.AdamFactory(weight_decay=self.actor_weight_decay), tau=self.tau)
+
+
+@dataclass
+class ReBRACConfig(D3rlpyConfig):
+    """ReBRAC, Tarasov et al. 2023, "Revisiting the Minimalist Approach to Offline Reinforcement Learning": TD3+BC
+    with decoupled actor / critic penalties, deeper LayerNorm critics, larger batches (d3rlpy's reproduction
+    settings; the betas per dataset are the paper's, in the preset)."""
+
+    actor_learning_rate: float = bounded(1e-3, gt=0)
+    critic_learning_rate: float = bounded(1e-3, gt=0)
+    actor_beta: float = bounded(0.01, ge=0)  # beta_1: the actor's BC penalty (per dataset: the preset)
+    critic_beta: float = bounded(0.01, ge=0)  # beta_2: penalty on the next action's distance from the data's
+    target_smoothing_sigma: float = bounded(0.2, ge=0)  # policy noise
+    target_smoothing_clip: float = bounded(0.5, ge=0)  # noise clip
+    update_actor_interval: int = bounded(2, ge=1)  # actor every 2 critic steps
+    tau: float = bounded(0.005, gt=0, le=1)
+    critic_layer_norm: bool = True  # LayerNorm after each hidden layer of the critics (not the actor)
+    batch_size: int = bounded(1024, ge=1)
+    hidden_units: list[int] = bounded([256, 256, 256], ge=1)
+    observation_scaling: str = "standard"
+
+    def d3rlpy_config(self, d3rlpy):
+        common = self._common(d3rlpy)
+        common["critic_encoder_factory"] = d3rlpy.models.VectorEncoderFactory(
+            hidden_units=list(self.hidden_units), use_layer_norm=self.critic_layer_norm)
+        return d3rlpy.algos.ReBRACConfig(
+            **common, actor_learning_rate=self.actor_learning_rate,
+            critic_learning_rate=self.critic_learning_rate, actor_beta=self.actor_beta,
+            critic_beta=self.critic_beta, target_smoothing_sigma=self.target_smoothing_sigma,
+            target_smoothing_clip=self.target_smoothing_clip, update_actor_interval=self.update_actor_interval,
+            tau=self.tau)
 
 
 class DeviceTransitions:
@@ -327,3 +360,11 @@ class AWAC(D3rlpyAlgorithm):
     summary = "advantage-weighted actor-critic (Nair et al. 2020)"
     Config = AWACConfig
 
+
+
+class ReBRAC(D3rlpyAlgorithm):
+    name = "rebrac"
+    Config = ReBRACConfig
+    display_name = "ReBRAC"
+    order = 80
+    summary = "TD3+BC with decoupled actor / critic penalties and LayerNorm critics (Tarasov et al. 2023)"
