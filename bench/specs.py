@@ -82,6 +82,14 @@ def _minari_d4rl() -> dict[str, DatasetSpec]:
         specs[f"antmaze-{maze}"] = DatasetSpec(
             name=f"antmaze-{maze}", source="minari", env_id=None, ref_min_score=0.0, ref_max_score=1.0,
             family="Ant-maze", location=f"D4RL/antmaze/{maze}-v1", score="success", reference="success rate")
+    # Point-maze: Minari's D4RL/pointmaze datasets (D4RL's maze2d, regenerated in gymnasium-robotics' PointMaze),
+    # sparse and dense rewards, scored with the dataset's own reference returns.
+    for maze in ("open", "umaze", "medium", "large"):
+        for reward in ("", "-dense"):
+            specs[f"pointmaze-{maze}{reward}"] = DatasetSpec(
+                name=f"pointmaze-{maze}{reward}", source="minari", env_id=None, ref_min_score=None,
+                ref_max_score=None, family="Point-maze", location=f"D4RL/pointmaze/{maze}{reward}-v2",
+                reference="Minari metadata")
     # Adroit (Minari's ports of D4RL's human / cloned / expert data, v2); scored with the dataset's own reference
     # returns, which Minari copied from D4RL.
     for task in ("pen", "door", "hammer", "relocate"):
