@@ -189,12 +189,18 @@ def sweep(
     workers: Annotated[int | None, typer.Option(help="Parallel runs (default: one per CPU core).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")]
         = None,
-    gpus_per_run: Annotated[float, typer.Option(help="GPU fraction per run with the ray executor.")] = 0.0,
-    runs_per_gpu: Annotated[int, typer.Option(help="Local executor on a machine with GPUs: runs sharing one GPU "
-                                              "(each run sees one GPU through CUDA_VISIBLE_DEVICES, round-robin)."
-                                              )] = 1,
-    out: Annotated[Path, typer.Option(help="Folder for the run records (shared by all workers).")]
-        = Path("results"),
+    gpus_per_run: Annotated[float | None, typer.Option(help="GPU fraction per run with the ray executor (default: "
+                                                      "1 / --runs-per-gpu when the cluster has GPUs, else 0).")]
+        = None,
+    runs_per_gpu: Annotated[int, typer.Option(help="Runs sharing one GPU (local: each run sees one GPU through "
+                                              "CUDA_VISIBLE_DEVICES, round-robin; ray: the GPU fraction asked).")]
+        = 1,
+    out: Annotated[Path, typer.Option(help="Folder for the run records (the ray executor's driver writes them: "
+                                      "no shared file system needed).")] = Path("results"),
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Where unfinished runs keep checkpoints (default: "
+                                                        "<out>/checkpoints). On a cluster give a folder every node "
+                                                        "can write, so a retried run resumes instead of "
+                                                        "restarting.")] = None,
     logger: LoggerOption = [],  # noqa: B006
     log_every: LogEveryOption = None,
 ) -> None:
@@ -227,10 +233,10 @@ def sweep(
         if sys.stderr.isatty() and executor == "local":  # a bar for the grid and one per running run
             with LiveOutput() as live:
                 summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run, log=live, live=live,
-                                    runs_per_gpu=runs_per_gpu)
+                                    runs_per_gpu=runs_per_gpu, checkpoint_dir=checkpoint_dir)
         else:
             summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run,
-                                runs_per_gpu=runs_per_gpu)
+                                runs_per_gpu=runs_per_gpu, checkpoint_dir=checkpoint_dir)
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     _finish_sweep(summary)

@@ -162,6 +162,12 @@ def make_algorithm(cfg: RunConfig):
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ValueError(f"device {device} was asked for but this process sees no GPU (CUDA_VISIBLE_DEVICES="
+                         f"{visible!r}, torch {torch.__version__}, CUDA build {torch.version.cuda}); on a Ray "
+                         "cluster leave --gpus-per-run unset (GPUs are then requested when the cluster has them) "
+                         "or pass --gpus-per-run 1; elsewhere use --device auto or cpu")
     return torch.device(device)
 
 
@@ -218,9 +224,14 @@ def _existing(cfg: RunConfig, out: Path, force: bool, log) -> RunRecord | None:
     return None
 
 
-def _start(cfg: RunConfig, out: Path, force: bool, log) -> _Started:
+def checkpoint_folder(out: Path, checkpoint_dir: Path | None) -> Path:
+    """Where unfinished runs keep their checkpoints: ``checkpoint_dir``, or ``<out>/checkpoints``."""
+    return Path(checkpoint_dir) if checkpoint_dir is not None else Path(out) / "checkpoints"
+
+
+def _start(cfg: RunConfig, out: Path, force: bool, log, checkpoint_dir: Path | None = None) -> _Started:
     path = record_path(cfg, out)
-    ckpt = Path(out) / "checkpoints" / (path.stem + ".pt")
+    ckpt = checkpoint_folder(out, checkpoint_dir) / (path.stem + ".pt")
     if force and ckpt.exists():
         ckpt.unlink()
     torch.set_num_threads(cfg.threads)
@@ -362,8 +373,9 @@ def _held(cfgs: list[RunConfig], out: Path):
 
 
 def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> RunRecord:
+        log=lambda msg: print(msg, file=sys.stderr, flush=True), checkpoint_dir: Path | None = None) -> RunRecord:
     """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete).
+    Checkpoints go to ``checkpoint_dir`` (default ``<out>/checkpoints``).
 
     Raises RunLocked when another process is running the same config into the same folder."""
     if (existing := _existing(cfg, out, force, log)) is not None:
@@ -371,11 +383,11 @@ def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
     with _held([cfg], out):
         if (existing := _existing(cfg, out, force, log)) is not None:  # finished while we were starting
             return existing
-        return _run_one(cfg, out, force, log)
+        return _run_one(cfg, out, force, log, checkpoint_dir)
 
 
-def _run_one(cfg: RunConfig, out: Path, force: bool, log) -> RunRecord:
-    run_ = _start(cfg, out, force, log)
+def _run_one(cfg: RunConfig, out: Path, force: bool, log, checkpoint_dir: Path | None) -> RunRecord:
+    run_ = _start(cfg, out, force, log, checkpoint_dir)
     error = None
     try:
         curated = run_.algo.curate(run_.traj)
@@ -396,7 +408,8 @@ def batchable(cfg: RunConfig) -> bool:
 
 
 def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = False,
-              log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> list[RunRecord]:
+              log=lambda msg: print(msg, file=sys.stderr, flush=True),
+              checkpoint_dir: Path | None = None) -> list[RunRecord]:
     """Several seeds of one (dataset, algorithm, config): one record per seed, as separate :func:`run` calls write.
 
     When the algorithm supports it and two or more seeds are left, they train as one batched model (K policies with
@@ -408,10 +421,10 @@ def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = 
     records = {c.seed: r for c in cfgs if (r := _existing(c, out, force, log)) is not None}
     pending = [c for c in cfgs if c.seed not in records]
     if len(pending) < 2 or not batchable(pending[0]):
-        records.update({c.seed: run(c, out, force, log) for c in pending})
+        records.update({c.seed: run(c, out, force, log, checkpoint_dir) for c in pending})
         return [records[c.seed] for c in cfgs]
     with _held(pending, out):
-        batched, diverged = _run_batched(pending, out, force, log)
+        batched, diverged = _run_batched(pending, out, force, log, checkpoint_dir)
     records.update(batched)
     if diverged is not None:  # the group stopped for one seed: the others train again, one at a time
         log(f"seed {diverged.seed} diverged; training seeds {[c.seed for c in pending if c.seed != diverged.seed]} "
@@ -419,18 +432,18 @@ def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = 
         for c in pending:
             if c.seed != diverged.seed:
                 with contextlib.suppress(DivergedError):  # its own record says so; the first one is raised
-                    records[c.seed] = run(c, out, force, log)
+                    records[c.seed] = run(c, out, force, log, checkpoint_dir)
         raise diverged
     return [records[c.seed] for c in cfgs]
 
 
-def _run_batched(pending: list[RunConfig], out: Path, force: bool,
-                 log) -> tuple[dict[int, RunRecord], DivergedError | None]:
+def _run_batched(pending: list[RunConfig], out: Path, force: bool, log,
+                 checkpoint_dir: Path | None) -> tuple[dict[int, RunRecord], DivergedError | None]:
     """Seeds of one cell trained as one batched model (the caller holds their locks): their records, and the
     DivergedError of a seed that stopped the group (its record says "diverged"; the others' say why they stopped)."""
-    runs = [_start(c, out, force, log) for c in pending]
+    runs = [_start(c, out, force, log, checkpoint_dir) for c in pending]
     stem = record_path(pending[0], out).stem.replace(f"__seed{pending[0].seed}__", "__")
-    group_ckpt = Path(out) / "checkpoints" / f"{stem}__seeds{'-'.join(str(c.seed) for c in pending)}.pt"
+    group_ckpt = checkpoint_folder(out, checkpoint_dir) / f"{stem}__seeds{'-'.join(str(c.seed) for c in pending)}.pt"
     error = None
     try:
         first = runs[0]

@@ -4,17 +4,29 @@ Every run writes its own record atomically, named by (dataset, algorithm, seed, 
 again skips complete records, resumes runs that left a checkpoint, and runs the rest. A failed run records its
 error and does not stop the others; the summary lists done, skipped and failed runs, and the exit code says
 whether all succeeded. Workers use one torch thread each (one process per core is fastest here). Seeds of a BC cell
-run as one job that trains them as one batched model (``plan_jobs``). The BC reference
-policy a dataset and seed need is trained once: the first run that needs it takes a file lock, the others wait and
-load it from the cache.
+run as one job that trains them as one batched model (``plan_jobs``).
+
+Local executor: processes on this machine, one GPU each when it has GPUs; the BC reference policy a dataset and
+seed need is trained once (the first run that needs it takes a file lock in the shared cache, the others wait and
+load it). Ray executor: no shared file system is assumed. The driver decides what is complete from its own
+``--out``; the reference policies are upstream tasks, one per (dataset, BC config) training its seeds together,
+whose weights travel through Ray's object store to the fine-tuning runs and are written by the driver under
+``<out>/references``; every run works in a scratch folder of its own and returns its finished record, which the
+driver writes under ``--out``. Checkpoints go to ``--checkpoint-dir``: a worker that dies is retried by Ray and
+resumes from its checkpoint when that folder is one every node can reach.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
+import platform
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -25,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from bench.configs import PRESET_DIR
-from bench.results.store import config_hash, read_record
+from bench.results.store import RunRecord, config_hash, read_record, save_record, write_json_atomic
 from bench.run import RunConfig, overrides_for, record_path, resolve_config
 
 EXECUTORS = ("local", "ray")
@@ -184,7 +196,8 @@ class _SharedProgress:
         self.shared[label] = (step, total, score if score is not None else old[2])
 
 
-def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None) -> list[dict]:
+def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None,
+            checkpoint_dir: str | None = None) -> list[dict]:
     """Run one job (one config, or seeds of one cell batched) in this process; never raises (errors go to the
     records and the summary). ``shared``: a Manager dict for the driver's live bars (None: plain log lines).
     ``gpu``: the GPU this job may see (this process is fresh, so CUDA is not initialised yet)."""
@@ -196,10 +209,11 @@ def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None
     cfgs = [RunConfig(**c) for c in cfg_dicts]
     labels = [f"{c.env} {c.algo} seed {c.seed}" for c in cfgs]
     algos = {label: c.algo for label, c in zip(labels, cfgs, strict=True)}
+    ckpt = None if checkpoint_dir is None else Path(checkpoint_dir)
     t0 = time.time()
     try:
-        records = (run_seeds(cfgs, Path(out)) if shared is None
-                   else run_seeds(cfgs, Path(out), log=_SharedProgress(shared)))
+        records = (run_seeds(cfgs, Path(out), checkpoint_dir=ckpt) if shared is None
+                   else run_seeds(cfgs, Path(out), log=_SharedProgress(shared), checkpoint_dir=ckpt))
         seconds = (time.time() - t0) / len(cfgs)
         return [{"label": label, "algo": algos[label], "status": r.status, "seconds": seconds,
                  "score": r.final.get("normalized_mean")} for label, r in zip(labels, records, strict=True)]
@@ -271,14 +285,17 @@ def visible_gpus() -> list[str]:
 
 
 def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", workers: int | None = None,
-              ray_address: str | None = None, gpus_per_run: float = 0.0,
-              log=lambda m: print(m, file=sys.stderr, flush=True), live=None, runs_per_gpu: int = 1) -> Summary:
+              ray_address: str | None = None, gpus_per_run: float | None = None,
+              log=lambda m: print(m, file=sys.stderr, flush=True), live=None, runs_per_gpu: int = 1,
+              checkpoint_dir: Path | None = None) -> Summary:
     """Run every config not yet complete; returns the summary (never raises for a failed run).
 
     ``live``: an object with ``grid(done, total)`` and ``progress(label, step, total, score)`` (``bench sweep`` in
     a terminal): the local executor's workers then report their steps to it instead of printing lines.
     On a machine with GPUs the local executor pins each run to one (``CUDA_VISIBLE_DEVICES``, round-robin), with
-    ``runs_per_gpu`` runs sharing a GPU; without GPUs nothing changes."""
+    ``runs_per_gpu`` runs sharing a GPU; without GPUs nothing changes. On Ray, ``gpus_per_run`` None requests
+    1 / ``runs_per_gpu`` GPU per run when the cluster has GPUs (0 otherwise). ``checkpoint_dir``: where unfinished
+    runs keep checkpoints (default ``<out>/checkpoints``; on a cluster, a folder every node can write)."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     summary = Summary()
@@ -295,13 +312,17 @@ def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", work
     if slots:
         log(f"[sweep] {len(gpus)} GPUs ({', '.join(gpus)}), {runs_per_gpu} run(s) per GPU")
     progress = _Progress([c.algo for c in todo], min(workers, max(len(todo), 1)), log)
-    runner = _run_local if executor == "local" else _run_ray
     jobs = [[dataclasses.asdict(c) for c in job] for job in plan_jobs(todo, workers)]
     if len(jobs) < len(todo):
         log(f"[sweep] {len(todo)} runs as {len(jobs)} jobs (seeds of BC cells trained as one batched model)")
     if live is not None:
         live.grid(0, len(todo))
-    for results in runner(jobs, str(out), workers, ray_address, gpus_per_run, live, slots):
+    ckpt = str(Path(checkpoint_dir if checkpoint_dir is not None else Path(out) / "checkpoints").resolve())
+    if executor == "local":
+        batches = _run_local(jobs, str(out), workers, live, slots, ckpt)
+    else:
+        batches = _run_ray(jobs, Path(out), workers, ray_address, gpus_per_run, runs_per_gpu, ckpt, log)
+    for results in batches:
         for result in results:
             progress.tick(result)
             (summary.done if result["status"] == "complete" else summary.failed).append(result)
@@ -310,7 +331,7 @@ def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", work
     return summary
 
 
-def _run_local(jobs: list[list[dict]], out: str, workers: int, _address, _gpus, live=None, slots=()):
+def _run_local(jobs: list[list[dict]], out: str, workers: int, live, slots, checkpoint_dir: str):
     """Jobs on ``workers`` processes; with GPU ``slots`` (a GPU id per concurrent run) each job gets a free slot's
     GPU, in a fresh process (so CUDA starts on that GPU), and at most len(slots) jobs run at once."""
     if not jobs:
@@ -328,7 +349,7 @@ def _run_local(jobs: list[list[dict]], out: str, workers: int, _address, _gpus, 
         while queue or running:
             while queue and free:
                 slot = free.pop(0)
-                running[pool.submit(execute, queue.pop(0), out, shared, slot)] = slot
+                running[pool.submit(execute, queue.pop(0), out, shared, slot, checkpoint_dir)] = slot
             finished, _ = wait(running, timeout=0.5 if shared is not None else None, return_when=FIRST_COMPLETED)
             if shared is not None:
                 for label, (step, total, score) in shared.items():
@@ -338,8 +359,104 @@ def _run_local(jobs: list[list[dict]], out: str, workers: int, _address, _gpus, 
                 yield f.result()
 
 
-def _run_ray(jobs: list[list[dict]], out: str, workers: int, address: str | None, gpus: float, _live=None,
-             _slots=()):
+def reference_groups(jobs: list[list[dict]]) -> dict[str, dict]:
+    """The reference policies the jobs' fine-tuning runs need, grouped by (dataset, data file, BC config): {group id:
+    {"dataset", "data_path", "bc", "seeds"}}; each job's runs name their group in ``_reference_group``."""
+    from bench.run import make_algorithm
+
+    groups: dict[str, dict] = {}
+    for job in jobs:
+        for c in job:
+            cfg = RunConfig(**c)
+            algo = make_algorithm(cfg)
+            if not hasattr(algo.config, "reference_bc"):  # not the SFT family
+                continue
+            other = algo.datasets_used().get("reference")
+            dataset, data_path = (other, cfg.reference_data_path) if other else (cfg.env, cfg.data_path)
+            bc = dataclasses.asdict(algo.config.reference_bc())
+            gid = hashlib.sha256(json.dumps([dataset, data_path, bc], sort_keys=True).encode()).hexdigest()[:16]
+            group = groups.setdefault(gid, {"dataset": dataset, "data_path": data_path, "bc": bc, "seeds": []})
+            if cfg.seed not in group["seeds"]:
+                group["seeds"].append(cfg.seed)
+            c["_reference_group"] = gid
+    return groups
+
+
+def train_references(dataset: str, data_path: str | None, bc: dict, seeds: list[int]) -> dict:
+    """A Ray task: pi_ref of each seed for (dataset, BC config), the missing seeds trained together as one batched
+    model, in a scratch cache of its own; returns {seed: {"key", "state" (the weights file's bytes), "info"}}."""
+    from bench.algorithms.bc import BCConfig
+    from bench.algorithms.reference import reference_policies
+    from bench.datasets.sources import load_dataset_cached
+    from bench.run import resolve_device
+    from bench.specs import get_spec
+
+    with _scratch() as scratch:
+        os.environ["BENCH_CACHE_DIR"] = str(scratch / "cache")
+        traj = load_dataset_cached(get_spec(dataset), data_path)
+        found = reference_policies(traj, BCConfig(**bc), seeds, resolve_device("auto"),
+                                   lambda m: print(m, file=sys.stderr, flush=True))
+        where = {"node": platform.node(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        return {seed: {"key": info["key"], "state": Path(info["path"]).read_bytes(),
+                       "info": {**{k: v for k, v in info.items() if k != "path"}, **where}}
+                for seed, (_, info) in zip(seeds, found, strict=True)}
+
+
+def execute_remote(cfg_dicts: list[dict], checkpoint_dir: str, references: dict | None) -> dict:
+    """A Ray task: one job in a scratch folder of its own (no shared file system assumed). The reference policies
+    it needs (``references``: what ``train_references`` returned) are put in its scratch cache first, so the runs
+    load them instead of training; returns the job's summary rows and its finished records (the driver writes
+    them)."""
+    from bench.run import record_path
+
+    cfgs = [{k: v for k, v in c.items() if k != "_reference_group"} for c in cfg_dicts]
+    with _scratch() as scratch:
+        os.environ["BENCH_CACHE_DIR"] = str(scratch / "cache")
+        cache = scratch / "cache" / "reference"
+        cache.mkdir(parents=True)
+        for entry in (references or {}).values():
+            (cache / f"{entry['key']}.pt").write_bytes(entry["state"])
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpus and not _cuda_available():
+            print(f"[sweep] Ray gave this job GPU {gpus} but torch sees no CUDA device: training on the CPU",
+                  file=sys.stderr, flush=True)
+        rows = [{**row, "worker_dir": str(scratch)}
+                for row in execute(cfgs, str(scratch / "records"), checkpoint_dir=checkpoint_dir)]
+        records = []
+        for c in cfgs:
+            path = record_path(RunConfig(**c), scratch / "records")
+            if path.exists():
+                records.append(read_record(path).to_dict())
+        return {"rows": rows, "records": records}
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def _scratch():
+    """A fresh working folder for one Ray task (its cwd while it runs), removed afterwards."""
+    folder, cwd, cache = Path(tempfile.mkdtemp(prefix="bench-task-")), os.getcwd(), os.environ.get("BENCH_CACHE_DIR")
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(cwd)
+        if cache is None:
+            os.environ.pop("BENCH_CACHE_DIR", None)
+        else:
+            os.environ["BENCH_CACHE_DIR"] = cache
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+RAY_MAX_RETRIES = 3  # a task whose worker died (node lost, OOM kill) runs again; it resumes from a reachable checkpoint
+
+
+def _run_ray(jobs: list[list[dict]], out: Path, workers: int, address: str | None, gpus: float | None,
+             runs_per_gpu: int, checkpoint_dir: str, log):
     if not jobs:
         return
     try:
@@ -350,13 +467,69 @@ def _run_ray(jobs: list[list[dict]], out: str, workers: int, address: str | None
     if started_here:
         kwargs = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
         ray.init(log_to_driver=True, **kwargs)
-    remote = ray.remote(num_cpus=1, num_gpus=gpus)(execute)
     try:
-        pending = [remote.remote(job, out) for job in jobs]
+        if gpus is None:  # GPUs when the cluster has them: Ray otherwise hides every GPU from the tasks
+            gpus = 1.0 / runs_per_gpu if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        log(f"[sweep] Ray: {gpus:g} GPU and 1 CPU per run; records written by this driver under {out}; "
+            f"checkpoints in {checkpoint_dir}")
+        options = {"num_cpus": 1, "num_gpus": gpus, "max_retries": RAY_MAX_RETRIES}
+        groups = reference_groups(jobs)
+        references = {gid: _reference_ref(ray, group, out, options, log) for gid, group in groups.items()}
+        remote = ray.remote(execute_remote).options(**options)
+        group_of = {}  # each task -> the reference group its runs fine-tune from (None: none)
+        for job in jobs:
+            gid = next((c["_reference_group"] for c in job if "_reference_group" in c), None)
+            group_of[remote.remote(job, checkpoint_dir, None if gid is None else references[gid])] = gid
+        pending, stored = list(group_of), set()
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)
             for ref in finished:
-                yield ray.get(ref)
+                result = ray.get(ref)
+                for record in result["records"]:
+                    save_record(RunRecord.from_dict(record), out)
+                if (gid := group_of[ref]) is not None and gid not in stored:  # its upstream task has finished
+                    stored.add(gid)
+                    _store_references(ray.get(references[gid]), out, groups[gid])
+                yield result["rows"]
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _reference_ref(ray, group: dict, out: Path, options: dict, log):
+    """The object-store reference to a group's pi_ref weights: from ``<out>/references`` when the driver wrote them
+    before (a restarted sweep), else an upstream task that trains them."""
+    index = _reference_index(out).get(_group_key(group), {})
+    files = {s: out / "references" / f"{index[str(s)]['key']}.pt" for s in group["seeds"] if str(s) in index}
+    if len(files) == len(group["seeds"]) and all(f.exists() for f in files.values()):
+        log(f"[sweep] reference policies of {group['dataset']} seeds {group['seeds']} from {out / 'references'}")
+        return ray.put({s: {**index[str(s)], "state": f.read_bytes()} for s, f in files.items()})
+    log(f"[sweep] training the reference policies of {group['dataset']} seeds {group['seeds']} once (upstream task)")
+    return ray.remote(train_references).options(**options).remote(group["dataset"], group["data_path"],
+                                                                   group["bc"], group["seeds"])
+
+
+def _group_key(group: dict) -> str:
+    return json.dumps([group["dataset"], group["data_path"], group["bc"]], sort_keys=True)
+
+
+def _reference_index(out: Path) -> dict:
+    path = out / "references" / "index.refs.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _store_references(found: dict, out: Path, group: dict) -> None:
+    """The driver keeps the weights of a group's reference policies under ``<out>/references`` (one file per seed
+    and an index), so a restarted sweep need not train them again."""
+    folder = out / "references"
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in found.values():
+        target = folder / f"{entry['key']}.pt"
+        if not target.exists():
+            tmp = target.with_name(target.name + ".part")
+            tmp.write_bytes(entry["state"])
+            os.replace(tmp, target)
+    index = _reference_index(out)
+    index.setdefault(_group_key(group), {}).update(
+        {str(seed): {"key": e["key"], "info": e["info"]} for seed, e in found.items()})
+    write_json_atomic(folder / "index.refs.json", index)

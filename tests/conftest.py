@@ -26,6 +26,9 @@ def offline_and_isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "d4rl"))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # Ray's token auth keeps the first session's token path in the process; a later test's new HOME then starts a
+    # GCS that finds no token and dies (Ray 2.60). Local test clusters need no authentication.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.chdir(tmp_path)
 
 

@@ -73,3 +73,90 @@ def test_the_eta_uses_each_algorithms_own_run_time():
     assert lines[-1].endswith("ETA 300s")  # 1 cql left at 100 s, 2 bc at the overall mean (100 s)
     progress.tick({"label": "a bc seed 0", "algo": "bc", "status": "complete", "seconds": 10.0})
     assert lines[-1].endswith("ETA 110s")  # 1 cql (100 s) + 1 bc (10 s)
+
+
+FT_FAST = {**BC_FAST, "bc_steps": 30, "warmup_steps": 5}
+
+
+def test_ray_requests_gpus_pins_each_run_trains_pi_ref_once_and_the_driver_writes_every_record(
+        hopper_minari_dataset, tmp_path):
+    """A local Ray cluster with two fake GPUs: GPUs are requested without --gpus-per-run, each run records the one
+    GPU id Ray gave it, pi_ref of each (dataset, seed) is trained once by an upstream task and handed to both
+    fine-tuning algorithms, and the records under --out are the driver's (each run worked in a scratch folder of
+    its own, gone afterwards)."""
+    import json
+    from pathlib import Path
+
+    import ray
+
+    configs = Grid([f"minari:{hopper_minari_dataset[0]}"], ["sft", "iw_sft"], [0, 1], FT_FAST).expand()
+    out, messages = tmp_path / "out", []
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(configs, out, "ray", workers=4, log=messages.append)
+    finally:
+        ray.shutdown()
+    assert summary.ok and len(summary.done) == 4, summary.text()
+    assert any("Ray: 1 GPU and 1 CPU per run" in m for m in messages)
+    records, bad = load_records([out])
+    assert not bad and len(records) == 4 and all(r.status == "complete" for r in records)
+    assert all(r.device["cuda_visible_devices"] in ("0", "1") for r in records)  # one GPU each, Ray's ids
+    worker_dirs = {row["worker_dir"] for row in summary.done}
+    assert len(worker_dirs) == 4 and not any(Path(d).exists() or d.startswith(str(out)) for d in worker_dirs)
+    # pi_ref: one upstream training per (dataset, seed); every fine-tuning run loaded it, none trained its own
+    index = json.loads((out / "references" / "index.refs.json").read_text())
+    (group,) = index.values()
+    assert sorted(group) == ["0", "1"] and not any(e["info"]["cached"] for e in group.values())
+    assert sorted(p.name for p in (out / "references").glob("*.pt")) == sorted(f"{e['key']}.pt"
+                                                                               for e in group.values())
+    assert all(r.train_info["reference"]["cached"] for r in records)
+    assert {r.train_info["reference"]["key"] for r in records if r.seed == 0} == {group["0"]["key"]}
+    assert sum("training the reference policies" in m for m in messages) == 1
+
+    # a second sweep of a new algorithm on the same data takes pi_ref from <out>/references: no upstream training
+    more = Grid([f"minari:{hopper_minari_dataset[0]}"], ["sft_q"], [0, 1], FT_FAST).expand()
+    messages.clear()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert run_sweep(more, out, "ray", workers=2, log=messages.append).ok
+    finally:
+        ray.shutdown()
+    assert any("Ray: 0 GPU" in m for m in messages) and not any("training the reference" in m for m in messages)
+
+
+def test_a_run_that_asks_for_a_gpu_where_none_is_visible_says_what_to_do(monkeypatch):
+    from bench.run import resolve_device
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError, match=r"device cuda was asked for but this process sees no GPU "
+                                         r"\(CUDA_VISIBLE_DEVICES=''.*--gpus-per-run"):
+        resolve_device("cuda")
+
+
+def test_a_ray_run_resumes_from_a_checkpoint_in_the_shared_checkpoint_dir(hopper_minari_dataset, tmp_path,
+                                                                           monkeypatch):
+    """What a retried Ray task does when its worker died: with --checkpoint-dir on storage every node reaches, the
+    new attempt (another process, another scratch folder, another --out) resumes where the dead one stopped and
+    ends with the record an uninterrupted run writes."""
+    import ray
+    from conftest import kill_after_first_checkpoint
+
+    from bench.run import run
+
+    cfg = Grid([f"minari:{hopper_minari_dataset[0]}"], ["td3_bc"], [0],
+               {**BC_FAST, "steps": 60, "eval_every": 30}).expand()[0]
+    shared = tmp_path / "shared-checkpoints"
+    reference = run(cfg, tmp_path / "reference", log=lambda m: None)
+    kill_after_first_checkpoint(monkeypatch, lambda: run(cfg, tmp_path / "died", log=lambda m: None,
+                                                         checkpoint_dir=shared))
+    assert list(shared.glob("*.pt"))
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep([cfg], tmp_path / "out", "ray", workers=1, log=lambda m: None, checkpoint_dir=shared)
+    finally:
+        ray.shutdown()
+    assert summary.ok
+    (record,), _ = load_records([tmp_path / "out"])
+    assert record.train_info["resumed_from_step"] == 30
+    assert [p["loss"] for p in record.curve] == [p["loss"] for p in reference.curve]
+    assert record.final["returns"] == reference.final["returns"] and not list(shared.glob("*.pt"))

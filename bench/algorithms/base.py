@@ -91,6 +91,7 @@ class RunContext:
         start = self._checkpoint.restore()
         if start:
             self.log(f"resumed from {self.checkpoint_path} at step {start}")
+            self.info["resumed_from_step"] = start  # the record says the run was resumed, and from where
         self.begin(start)
         return start
 

@@ -120,9 +120,10 @@ def load_records(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, s
     """Every ``*.json`` record under the given folders or files; unreadable ones are returned with the reason."""
     records, bad = [], []
     for root in map(Path, paths):
-        # *.llmeval.json are LLM evaluation records (bench.reports.llm_table), not control runs.
+        # *.llmeval.json are LLM evaluation records (bench.reports.llm_table), *.refs.json the sweep's index of
+        # reference policies (bench.sweep): not control runs.
         files = [root] if root.is_file() else sorted(f for f in root.rglob("*.json")
-                                                     if not f.name.endswith(".llmeval.json"))
+                                                     if not f.name.endswith((".llmeval.json", ".refs.json")))
         for f in files:
             try:
                 records.append(read_record(f))
