@@ -311,7 +311,8 @@ def toy(
 
 @datasets_app.command("list")
 def datasets_list() -> None:
-    """Registered datasets: name, source, evaluation environment, reference scores, whether on disk, size."""
+    """Registered datasets: name, source, evaluation environment, family, score kind, reference scores, whether
+    on disk, size."""
     from rich.console import Console
     from rich.table import Table
 
@@ -320,7 +321,7 @@ def datasets_list() -> None:
 
     table = Table()
     table.add_column("name", no_wrap=True)
-    for column in ("source", "eval env", "family", "reference scores", "paper", "on disk", "size"):
+    for column in ("source", "eval env", "family", "score", "reference scores", "paper", "on disk", "size"):
         table.add_column(column)
     for name, spec in REGISTRY.items():
         present, where = is_on_disk(spec)
@@ -329,7 +330,7 @@ def datasets_list() -> None:
             nbytes = where.stat().st_size if where.is_file() else sum(
                 p.stat().st_size for p in where.rglob("*") if p.is_file())
             size = f"{nbytes / 2**20:.1f} MB"
-        table.add_row(name, spec.source, spec.env_id or "(from the data)", spec.family, spec.reference,
+        table.add_row(name, spec.source, spec.env_id or "(from the data)", spec.family, spec.score, spec.reference,
                       "yes" if spec.paper_comparable else "-", "yes" if present else "no", size)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     typer.echo("Any Minari dataset: minari:<dataset id>, e.g. minari:D4RL/antmaze/umaze-v1.")
@@ -559,8 +560,9 @@ def llm_eval(
     model: Annotated[str, typer.Option(help="Model to evaluate: Hugging Face id or folder.")],
     tasks: Annotated[str, typer.Option(help="Comma-separated: aime24, math500, gpqa_diamond.")]
         = "aime24,math500,gpqa_diamond",
-    data: Annotated[list[str], typer.Option(help="Local file for a task, task=PATH (repeatable); otherwise its "
-                                            "Hugging Face id is used.")] = [],  # noqa: B006
+    data: Annotated[list[str], typer.Option(help="Source of a task, task=PATH or task=HF_ID (repeatable; "
+                                            "aime24=s1: s1's aime24_nofigures); otherwise its default Hugging "
+                                            "Face id is used.")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option(help="Folder for TASK.jsonl and TASK.llmeval.json.")] = Path("results/llm/eval"),
     name: Annotated[str | None, typer.Option(help="Row name in the report (default: the model folder's name).")]
         = None,
@@ -574,6 +576,8 @@ def llm_eval(
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call (Transformers backend).")] = 8,
     dtype: Annotated[str, typer.Option(help="Model dtype.")] = "bfloat16",
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallel GPUs.")] = 1,
+    prompt: Annotated[str, typer.Option(help="Question wording: ours (box the final answer) or s1 (the simple-evals "
+                                        "templates of s1's tasks: a final 'Answer:' line).")] = "ours",
 ) -> None:
     """Greedy evaluation on AIME 2024, MATH500 and GPQA Diamond, graded with math-verify."""
     from bench.llm.data import LLMDataError
@@ -588,13 +592,14 @@ def llm_eval(
     try:
         records = evaluate(model, [t.strip() for t in tasks.split(",") if t.strip()], out, sources, backend,
                            max_new_tokens, thinking_budget, num_waits, answer_tokens, seed, limit, batch_size, dtype,
-                           tensor_parallel_size, name)
+                           tensor_parallel_size, name, prompt)
     except (LLMDataError, ImportError, ValueError) as e:
         _fail(str(e))
     for r in records:
         lo, hi = r["ci95"]
         typer.echo(f"{r['title']:>13}: {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] "
-                   f"({r['correct']}/{r['n']}, unreadable {r['unreadable']})")
+                   f"({r['correct']}/{r['n']}; unreadable {r['unreadable']}, self-contradicting "
+                   f"{r['contradictory']}, grading timeouts {r['grading_timeouts']})")
 
 
 @llm_app.command("smoke")

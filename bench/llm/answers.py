@@ -1,16 +1,41 @@
 """Answer extraction and grading (pure functions; math-verify does the equivalence, no paid judge).
 
-Extraction follows the paper's protocol: take the text after the last "<|im_start|>answer" (the whole text if the
-model never wrote one), then the content of its last \\boxed{...}, else what follows its last "Answer:".
+Where the answer is: the text after the last "<|im_start|>answer" (the paper's protocol); the whole text when the
+model never wrote one. What counts as the model's final answer there, in the order a careful reader looks:
+
+- math: the last ``\\boxed{...}`` (also ``\\fbox{}``, ``\\boxed 5`` without braces, boxed number words) and the last
+  answer statement — "Answer:" in any case or markdown ("**Final Answer:**"), "the (final) answer is ...", with the
+  answer on the same line or, when that line holds none, on a following line; a statement that is a sentence
+  ("The area is $12$ square units.") gives its last formula or number. A bare one-line answer section ("42") is
+  the answer.
+- choice (GPQA): the letter a final statement names ("Answer: C", "ANSWER: C", "Final answer: (C)", "the correct
+  answer is **C**", "\\boxed{C}", "Option C"), a bare letter as the whole answer ("C", "(C)", "**C**", "C) 12 m"),
+  or — no letter anywhere — the text of exactly one option. A negated letter ("not A", "A is incorrect") is never an
+  answer, and nothing is ever defaulted to a letter.
+
+Self-contradiction: when the last boxed answer and the last answer statement disagree (math: not equivalent by
+math-verify; choice: different letters), the output is counted WRONG with status "contradictory" — a reader cannot
+tell which one the model means. math-verify runs with a time limit; a comparison that runs out of time is retried
+once with a longer one and, if it runs out again, is reported with status "timeout" (counted apart, never silently
+graded wrong without saying so).
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
 
 ANSWER_MARK = "<|im_start|>answer"
 LETTERS = "ABCD"
+MATH_TIMEOUTS = (5, 30)  # seconds for math-verify's parse and compare: first try, then the retry
+
+
+@dataclass(frozen=True)
+class Graded:
+    answer: str | None  # what was read as the final answer (a letter for choice tasks)
+    correct: bool
+    status: str  # "graded", "unreadable" (no answer found), "contradictory" or "timeout"
 
 
 def answer_section(text: str) -> str:
@@ -18,56 +43,253 @@ def answer_section(text: str) -> str:
     return text if i < 0 else text[i + len(ANSWER_MARK):]
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced; None if there is none or it is unclosed."""
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
-    for start in reversed(starts):
-        depth = 1
-        for i in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            if depth == 0:
-                return text[start:i].strip()
+def has_answer_section(text: str) -> bool:
+    return ANSWER_MARK in text
+
+
+# -- reading answers out of text --------------------------------------------------------------------------------------
+_BOX_START = re.compile(r"\\(?:boxed|fbox)\s*")
+_STATEMENT = re.compile(
+    r"(?im)(?:\b(?:the\s+)?(?:final\s+|correct\s+)?(?:answer|option|choice)\s+(?:is|would\s+be|must\s+be)\b\s*:?"
+    r"|\b(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:：]"
+    r"|^[ \t#*_]*final\s+answer[ \t*_]*$)")  # a "Final Answer" heading: the answer is on a following line
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+)?")
+_INLINE_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+          "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+          "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+         "ninety": 90}
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Every ``\\boxed{...}`` / ``\\fbox{...}`` content in order (braces balanced; an unclosed one is skipped), and
+    ``\\boxed 5`` written without braces (the token after it)."""
+    found = []
+    for m in _BOX_START.finditer(text):
+        start = m.end()
+        if start < len(text) and text[start] == "{":
+            depth = 0
+            for i in range(start, len(text)):
+                depth += {"{": 1, "}": -1}.get(text[i], 0)
+                if depth == 0:
+                    found.append(text[start + 1:i].strip())
+                    break
+        elif bare := re.match(r"[^\s$\\{}]+", text[start:]):
+            found.append(bare.group(0).rstrip(".,"))
+    return found
+
+
+def number_from_words(text: str) -> str | None:
+    """'five' -> '5', 'Twenty-one.' -> '21'; None when the text is not a number written in words (0-99)."""
+    words = re.sub(r"[\s\-]+", " ", text.strip().strip(".").lower()).split()
+    if len(words) == 1 and words[0] in _WORDS:
+        return str(_WORDS[words[0]])
+    if 1 <= len(words) <= 2 and words[0] in _TENS and (len(words) == 1 or words[1] in _WORDS and
+                                                        0 < _WORDS[words[1]] < 10):
+        return str(_TENS[words[0]] + (_WORDS[words[1]] if len(words) == 2 else 0))
     return None
 
 
-def extract_answer(text: str) -> str | None:
-    section = answer_section(text)
-    boxed = last_boxed(section)
-    if boxed is not None:
-        return boxed
-    hits = list(re.finditer(r"Answer\s*:", section))
-    if not hits:
+def _prose_words(text: str) -> list[str]:
+    """Words (two letters or more) outside formulas and LaTeX commands: the prose around an answer."""
+    prose = _INLINE_MATH.sub(" ", text)
+    prose = re.sub(r"\\[A-Za-z]+(\{[^}]*\})?", " ", prose)
+    return re.findall(r"[A-Za-z]{2,}", prose)
+
+
+def clean_math(text: str | None) -> str | None:
+    """The answer an answer statement or box holds: markdown, math delimiters and trailing punctuation removed; a
+    boxed answer inside unwrapped; a sentence reduced to its last formula or number; number words to digits."""
+    if text is None:
         return None
-    rest = section[hits[-1].end():].strip().split("\n")[0].strip()
-    rest = rest.strip("$ ").rstrip(".").strip()
-    return rest or None
+    s = text.strip()
+    if boxes := boxed_contents(s):
+        s = boxes[-1]
+    s = s.replace("**", "").replace("__", "").strip()
+    words = _prose_words(s)
+    formulas = [next(g for g in m.groups() if g is not None) for m in _INLINE_MATH.finditer(s)]
+    numbers = _NUMBER.findall(_INLINE_MATH.sub(" ", s))
+    if len(words) >= 2 or (words and (formulas or numbers)):  # a sentence: its last formula or number
+        if formulas:
+            s = formulas[-1]
+        elif numbers:
+            s = numbers[-1]
+        elif (word := _last_number_word(s)) is not None:
+            s = word
+        else:
+            return None
+    s = re.sub(r"^\\\[|\\\]$|^\\\(|\\\)$", "", s.strip()).strip().strip("$").strip()
+    s = re.sub(r"[.,;]+$", "", s).strip()
+    text_only = re.fullmatch(r"\\text(?:bf)?\{([^{}]*)\}", s)
+    if (word := number_from_words(text_only.group(1) if text_only else s)) is not None:
+        return word
+    return s or None
+
+
+def _last_number_word(sentence: str) -> str | None:
+    tokens = re.findall(r"[A-Za-z]+(?:-[A-Za-z]+)?", sentence)
+    for token in reversed(tokens):
+        if (n := number_from_words(token)) is not None:
+            return n
+    return None
+
+
+def answer_statements(section: str) -> list[str]:
+    """The text each answer statement of ``section`` gives, in order: the rest of its line, or — when that holds no
+    answer — the first following non-empty line that does (up to five lines on)."""
+    found = []
+    for m in _STATEMENT.finditer(section):
+        rest_of_line, _, after = section[m.end():].partition("\n")
+        if clean_math(rest_of_line) is not None:
+            found.append(rest_of_line)
+            continue
+        for line in [ln for ln in after.split("\n") if ln.strip()][:5]:
+            if _STATEMENT.search(line):
+                break  # the next statement speaks for itself
+            if clean_math(line) is not None:
+                found.append(line)
+                break
+    return found
+
+
+def read_math(text: str) -> tuple[str | None, str | None]:
+    """(last boxed answer, last answer statement) of the answer section, cleaned; either may be None."""
+    section = answer_section(text)
+    boxes = [b for b in map(clean_math, boxed_contents(section)) if b is not None]
+    statements = [s for s in map(clean_math, answer_statements(section)) if s is not None]
+    if not statements and has_answer_section(text):
+        lines = [ln for ln in section.split("\n") if ln.strip()]
+        if len(lines) == 1:  # a bare answer after the answer mark: "42", "$\frac{1}{2}$"
+            statements = [s] if (s := clean_math(lines[0])) is not None else []
+    box, statement = (boxes[-1] if boxes else None), (statements[-1] if statements else None)
+    return (box or statement), (statement if box else None)
+
+
+# -- grading math ----------------------------------------------------------------------------------------------------
+class GradingTimeout(Exception):
+    """math-verify ran out of time twice (MATH_TIMEOUTS)."""
+
+
+def _verify(gold: str, predicted: str) -> bool:
+    """math-verify equivalence; raises GradingTimeout when both time limits run out."""
+    from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
+
+    # math-verify's time limits use signal.alarm, which only the main thread may set; elsewhere none is set
+    limits = MATH_TIMEOUTS if threading.current_thread() is threading.main_thread() else (None,)
+    for limit in limits:
+        try:
+            gold_expr = parse(f"${gold}$", parsing_timeout=limit, raise_on_error=limit is not None)
+            pred_expr = parse(f"${predicted}$", parsing_timeout=limit, raise_on_error=limit is not None)
+            return bool(verify(gold_expr, pred_expr, timeout_seconds=limit, raise_on_error=limit is not None))
+        except TimeoutException:
+            continue
+        except Exception:  # noqa: BLE001 - an answer math-verify cannot read is not equivalent
+            return False
+    raise GradingTimeout(f"math-verify timed out comparing {predicted!r} with {gold!r} ({MATH_TIMEOUTS} s)")
+
+
+def _same(a: str, b: str) -> bool:
+    return re.sub(r"\s+", "", a) == re.sub(r"\s+", "", b) or _verify(a, b)
 
 
 def grade_math(predicted: str | None, gold: str) -> bool:
-    """math-verify equivalence of two answers given as LaTeX or plain expressions (42, \\frac{1}{2}, 0.5, x+1)."""
+    """math-verify equivalence of two answers given as LaTeX or plain expressions (42, \\frac{1}{2}, 0.5, x+1);
+    a timeout raises GradingTimeout."""
     if predicted is None:
         return False
-    from math_verify import parse, verify
+    return _same(predicted, gold)
 
-    # math-verify's timeouts use signal.alarm, which only the main thread may set.
-    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+
+def grade_math_output(text: str, gold: str) -> Graded:
+    """Grade a whole math output: unreadable, contradictory (boxed vs stated), timeout or graded."""
+    answer, other = read_math(text)
+    if answer is None:
+        return Graded(None, False, "unreadable")
     try:
-        gold_expr = parse(f"${gold}$", parsing_timeout=timeout)
-        return bool(verify(gold_expr, parse(f"${predicted}$", parsing_timeout=timeout), timeout_seconds=timeout))
-    except Exception:  # an unparsable answer is a wrong answer
-        return False
+        if other is not None and not _same(answer, other):
+            return Graded(f"{answer} | {other}", False, "contradictory")
+        return Graded(answer, grade_math(answer, gold), "graded")
+    except GradingTimeout:
+        return Graded(answer, False, "timeout")
 
 
-def extract_choice(predicted: str | None, letters: str = LETTERS) -> str | None:
-    """The option letter of an extracted answer ("B", "(B)", "B) text", "\\text{B}", "option B"); None if it names
-    no letter or several: an unreadable answer is graded wrong, never defaulted to A."""
-    if predicted is None:
+# -- choices (GPQA) --------------------------------------------------------------------------------------------------
+_LETTER_AFTER_MARK = re.compile(r"^[\s:*_(\[{$]*(?:\\text(?:bf)?\{\s*)?(?:option|choice)?\s*[(\[]?\s*"
+                                r"(?:\\text(?:bf)?\{\s*)?([A-D])(?![A-Za-z0-9])", re.I)
+_NEGATED = re.compile(r"(?i)\b(?:not|isn't|is\s+not|cannot\s+be|can't\s+be|rule\s+out|excluding|except)\s*"
+                      r"(?:option\s*)?\(?([A-D])\b|\b\(?([A-D])\)?\s+(?:is|would\s+be)\s+(?:wrong|incorrect|false)")
+
+
+def letter_of(text: str | None, letters: str = LETTERS) -> str | None:
+    """The option letter a short answer names on its own ("B", "(B)", "**B**", "B) 12 m", "\\text{B}", "option b",
+    "\\boxed{C}"); None if it names no letter or several."""
+    if text is None:
         return None
-    s = re.sub(r"\\text(?:bf)?\{([^}]*)\}", r"\1", predicted).strip().strip("$*").strip()
-    m = re.fullmatch(rf"\(?([{letters}])\)?(?:[.):]\s*.*)?", s, flags=re.S)
-    if m or (len(s) <= 3 and (m := re.fullmatch(rf"\(?([{letters.lower()}])\)?\.?", s))):
+    s = text.strip()
+    if boxes := boxed_contents(s):
+        s = boxes[-1]
+    s = re.sub(r"\\text(?:bf)?\{([^}]*)\}", r"\1", s).replace("**", "").replace("__", "").strip().strip("$").strip()
+    m = re.fullmatch(rf"(?:(?:option|choice)\s*)?\(?([{letters}])\)?(?:\s*[.):\-]\s*.*)?", s, flags=re.S | re.I)
+    if m and (m.group(1).isupper() or len(s) <= 10):  # "b" alone is a letter; "a lot of ..." is not
         return m.group(1).upper()
-    if m := re.fullmatch(rf"(?:option|choice)\s*\(?([{letters}])\)?\.?", s, flags=re.I):
-        return m.group(1).upper()
-    found = set(re.findall(rf"\b([{letters}])\b", s))
-    return found.pop() if len(found) == 1 else None
+    return None
+
+
+def _statement_letter(rest: str) -> str | None:
+    """The letter right after an answer statement's marker ("... answer is (C)"), unless it is negated."""
+    if re.match(r"(?i)\s*(?:not|n't)\b", rest):
+        return None
+    m = _LETTER_AFTER_MARK.match(rest)
+    if m is None:
+        return None
+    letter, tail = m.group(1), rest[m.end():]
+    if letter.islower() and not re.match(r"\s*(?:[.)\]]|$)", tail):  # "the answer is a bit ..." is no letter
+        return None
+    return letter.upper()
+
+
+def _option_of_text(text: str, options: tuple[str, ...]) -> str | None:
+    """The letter of the one option whose text the answer gives (exactly, else as a whole phrase); None otherwise."""
+    def norm(s: str) -> str:
+        return re.sub(r"\s+", " ", s.replace("$", "").replace("**", "")).strip().strip(".").strip().lower()
+
+    said = norm(text)
+    if not said or not options:
+        return None
+    exact = [k for k, o in enumerate(options) if norm(o) == said]
+    if len(exact) == 1:
+        return LETTERS[exact[0]]
+    within = [k for k, o in enumerate(options)
+              if norm(o) and re.search(rf"(?<![\w.]){re.escape(norm(o))}(?![\w.])", said)]
+    return LETTERS[within[0]] if len(within) == 1 else None
+
+
+def read_choice(text: str, options: tuple[str, ...] = ()) -> tuple[str | None, str | None]:
+    """(letter of the last box, letter of the last answer statement) of a multiple-choice output; when neither
+    names a letter, the first is what a bare answer or an option's text names."""
+    section = answer_section(text)
+    negated = {a or b for a, b in _NEGATED.findall(section)}
+    box_letters = [x for x in map(letter_of, boxed_contents(section)) if x is not None and x not in negated]
+    statements = [section[m.end():].split("\n")[0] for m in _STATEMENT.finditer(section)]
+    stated = [x for x in map(_statement_letter, statements) if x is not None]
+    box, statement = (box_letters[-1] if box_letters else None), (stated[-1] if stated else None)
+    if box or statement:
+        return (box or statement), (statement if box else None)
+    lines = [ln for ln in section.split("\n") if ln.strip()]
+    if has_answer_section(text) and len(lines) <= 2 and (bare := letter_of(lines[0] if lines else None)):
+        return bare, None
+    for said in reversed([s for s in statements if s.strip()] or (lines[-1:] if has_answer_section(text) else [])):
+        if (letter := _option_of_text(said, options)) is not None:
+            return letter, None
+    return None, None
+
+
+def grade_choice_output(text: str, gold: str, options: tuple[str, ...] = ()) -> Graded:
+    letter, other = read_choice(text, options)
+    if letter is None:
+        return Graded(None, False, "unreadable")
+    if other is not None and other != letter:
+        return Graded(f"{letter} | {other}", False, "contradictory")
+    return Graded(letter, letter == gold, "graded")

@@ -1,16 +1,24 @@
 """`bench llm eval`: AIME 2024, MATH500 and GPQA Diamond with greedy decoding (REFERENCE §5).
 
-Each task loads from a local file/folder (``--data task=PATH``) or its Hugging Face id. Prompts are the model's chat
-template with the question as the user turn (our wording, in the constants below: math questions end with the
-request to box the final answer; GPQA questions start with the request to end with "Answer: LETTER"). Generation is
-greedy, by Transformers (always available) or vLLM (when installed). With ``--thinking-budget`` the s1 budget
-forcing applies: the model thinks after "<|im_start|>think" until it stops or the budget is spent; "Wait" is
-appended ``--num-waits`` times to make it think on; then "<|im_start|>answer" is appended and the answer generated.
-Answers are extracted and graded by :mod:`bench.llm.answers`. GPQA options are shuffled by a permutation derived
-from the question's id and ``--seed`` (the same on every run), and an answer naming no single letter is wrong.
+Each task loads from a local file/folder (``--data task=PATH``) or its Hugging Face id (``--data aime24=s1``: s1's
+``simplescaling/aime24_nofigures``). Prompts are the model's chat template with the question as the user turn, in
+one of two wordings (``--prompt``): ``ours`` (math questions end with the request to box the final answer; GPQA
+questions start with the request to end with "Answer: LETTER") or ``s1`` (the OpenAI simple-evals templates that
+s1's evaluation tasks ``openai_math`` / ``aime24_nofigures`` / ``gpqa_diamond_openai`` are named after: a final
+"Answer:" line instead of a box). Generation is greedy, by Transformers or vLLM (when installed), never past the
+model's context length: each prompt's budget is clipped to what is left of it.
 
-Output per task: ``TASK.jsonl`` (one line per item: id, gold, extracted answer, correct, generated tokens, text) and
-``TASK.llmeval.json``, a record `bench report` tabulates in the paper's Table 1 layout.
+``--thinking-budget`` applies s1's budget forcing exactly as s1's code does it: after "<|im_start|>think" the model
+thinks until it opens a turn or the budget is spent; while budget remains and ``--num-waits`` allows, "Wait" is
+appended and it thinks on (the budget is checked before every "Wait"); then "<|im_start|>answer" is appended — with
+"\nFinal Answer:" after it when the thinking ran out of budget — and the answer is generated.
+
+Answers are read and graded by :mod:`bench.llm.answers` (self-contradicting outputs are wrong; math-verify
+timeouts are counted apart). GPQA options are shuffled by a permutation derived from the question's id and
+``--seed`` (the same on every run); an answer naming no single letter or option is wrong.
+
+Output per task: ``TASK.jsonl`` (one line per item: id, gold, answer read, correct, grading status, generated
+tokens, text) and ``TASK.llmeval.json``, a record `bench report` tabulates in the paper's Table 1 layout.
 """
 
 from __future__ import annotations
@@ -19,18 +27,34 @@ import hashlib
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.llm.answers import ANSWER_MARK, LETTERS, extract_answer, extract_choice, grade_math
+from bench.llm.answers import ANSWER_MARK, LETTERS, Graded, grade_choice_output, grade_math_output
 from bench.llm.data import LLMDataError, read_table
 
-MATH_INSTRUCTION = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
-GPQA_INSTRUCTION = ("Answer the following multiple choice question. The last line of your response should be of the "
-                    "form 'Answer: LETTER' where LETTER is one of ABCD.\n\n")
+PROMPTS = ("ours", "s1")
+MATH_TEMPLATES = {
+    "ours": "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
+    "s1": ("Solve the following math problem step by step. The last line of your response should be of the form "
+           "Answer: $ANSWER (without quotes) where $ANSWER is the answer to the problem.\n\n{question}\n\n"
+           "Remember to put your answer on its own line after \"Answer:\", and you do not need to use a \\boxed "
+           "command."),
+}
+GPQA_TEMPLATES = {
+    "ours": ("Answer the following multiple choice question. The last line of your response should be of the "
+             "form 'Answer: LETTER' where LETTER is one of ABCD.\n\n{question}\n\n{options}"),
+    "s1": ("Answer the following multiple choice question. The last line of your response should be of the "
+           "following format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. Think step by step "
+           "before answering.\n\n{question}\n\n{options}"),
+}
+THINK_START = "<|im_start|>think"  # what s1 appends before thinking (the model writes the newline)
+THINK_STOPS = ["<|im_start|>", "<|im_end|>"]  # thinking ends when the model opens a turn or ends its own
+AFTER_LENGTH_STOP = "\nFinal Answer:"  # s1: appended after the answer mark when thinking ran out of budget
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,7 @@ class EvalItem:
     question: str  # the user turn
     gold: str  # the answer (math) or the correct option's letter (choice)
     kind: str  # math | choice
+    options: tuple[str, ...] = ()  # choice: the options in the order shown (A, B, C, D)
 
 
 @dataclass(frozen=True)
@@ -46,17 +71,18 @@ class TaskSpec:
     title: str  # column title in the paper's Table 1
     hf_id: str
     files: tuple[str, ...]  # patterns fetched from the hub
-    parse: Callable[[list[dict], int], list[EvalItem]]
+    parse: Callable[[list[dict], int, str], list[EvalItem]]
+    aliases: tuple[tuple[str, str], ...] = ()  # --data task=NAME shortcuts for known sources
 
 
-def _math_items(rows: list[dict], seed: int) -> list[EvalItem]:
+def _math_items(rows: list[dict], seed: int, prompt: str) -> list[EvalItem]:
     items = []
     for i, r in enumerate(rows):
         q = r.get("problem", r.get("question"))
         if q is None or r.get("answer") is None:
             raise LLMDataError("a math task row needs 'problem' (or 'question') and 'answer' columns")
         rid = str(r.get("unique_id", r.get("id", i)))
-        items.append(EvalItem(rid, str(q) + MATH_INSTRUCTION, str(r["answer"]).strip(), "math"))
+        items.append(EvalItem(rid, MATH_TEMPLATES[prompt].format(question=str(q)), str(r["answer"]).strip(), "math"))
     return items
 
 
@@ -68,7 +94,7 @@ def shuffled_options(record_id: str, correct: str, incorrect: list[str], seed: i
     return options, LETTERS[int(np.flatnonzero(order == 0)[0])]
 
 
-def _gpqa_items(rows: list[dict], seed: int) -> list[EvalItem]:
+def _gpqa_items(rows: list[dict], seed: int, prompt: str) -> list[EvalItem]:
     items = []
     for i, r in enumerate(rows):
         cols = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
@@ -78,31 +104,35 @@ def _gpqa_items(rows: list[dict], seed: int) -> list[EvalItem]:
         options, gold = shuffled_options(rid, str(r["Correct Answer"]).strip(),
                                          [str(r[c]).strip() for c in cols[2:]], seed)
         body = "\n".join(f"{LETTERS[k]}) {o}" for k, o in enumerate(options))
-        items.append(EvalItem(rid, GPQA_INSTRUCTION + str(r["Question"]).strip() + "\n\n" + body, gold, "choice"))
+        question = GPQA_TEMPLATES[prompt].format(question=str(r["Question"]).strip(), options=body)
+        items.append(EvalItem(rid, question, gold, "choice", tuple(options)))
     return items
 
 
 TASKS = {
-    "aime24": TaskSpec("AIME 2024", "HuggingFaceH4/aime_2024", ("*.parquet", "*.jsonl"), _math_items),
+    "aime24": TaskSpec("AIME 2024", "HuggingFaceH4/aime_2024", ("*.parquet", "*.jsonl"), _math_items,
+                       (("s1", "simplescaling/aime24_nofigures"),)),
     "math500": TaskSpec("MATH500", "HuggingFaceH4/MATH-500", ("test.jsonl",), _math_items),
     "gpqa_diamond": TaskSpec("GPQA Diamond", "Idavidrein/gpqa", ("gpqa_diamond.csv",), _gpqa_items),
 }
 
 
-def load_task(name: str, source: str | None = None, seed: int = 0, limit: int | None = None) -> list[EvalItem]:
+def load_task(name: str, source: str | None = None, seed: int = 0, limit: int | None = None,
+              prompt: str = "ours") -> list[EvalItem]:
     if name not in TASKS:
         raise LLMDataError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    if prompt not in PROMPTS:
+        raise LLMDataError(f"unknown prompt {prompt!r}; choose from {', '.join(PROMPTS)}")
     spec = TASKS[name]
-    return spec.parse(read_table(source or spec.hf_id, spec.files, f"--data {name}=PATH"), seed)[:limit]
+    source = dict(spec.aliases).get(source, source) if source else spec.hf_id
+    return spec.parse(read_table(source, spec.files, f"--data {name}=PATH"), seed, prompt)[:limit]
 
 
-def grade(item: EvalItem, completion: str) -> tuple[str | None, bool]:
-    """(extracted answer, correct)."""
-    answer = extract_answer(completion)
+def grade(item: EvalItem, completion: str) -> Graded:
+    """The answer read from ``completion``, whether it is right, and how it was graded (bench.llm.answers)."""
     if item.kind == "choice":
-        letter = extract_choice(answer)
-        return letter, letter == item.gold
-    return answer, grade_math(answer, item.gold)
+        return grade_choice_output(completion, item.gold, item.options)
+    return grade_math_output(completion, item.gold)
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -116,15 +146,37 @@ def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple
     return (0.0 if correct == 0 else centre - half), (1.0 if correct == n else centre + half)
 
 
+@dataclass(frozen=True)
+class Generation:
+    text: str  # the continuation, cut before the first stop string
+    tokens: int  # tokens generated (a stop string's tokens included, as vLLM counts them)
+    length_stop: bool  # it stopped because its token budget (or the context) ran out
+
+
+def clip_max_tokens(prompt_tokens: list[int], requested: list[int], context: int) -> list[int]:
+    """Each prompt's generation budget, never past the model's context length (0: the prompt fills it)."""
+    return [max(min(r, context - p), 0) for p, r in zip(prompt_tokens, requested, strict=True)]
+
+
+def context_length(model: str) -> int:
+    """The longest sequence the model was built for (``max_position_embeddings``; Qwen2.5: 32,768)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "max_sequence_length", 32768))
+
+
 class _Generator:
     tokenizer: object
+    context: int
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 class TransformersGenerator(_Generator):
-    """Greedy batched generation with Transformers; returns continuations cut at the first stop string."""
+    """Greedy batched generation with Transformers; a model larger than one GPU is spread over all visible GPUs
+    (``device_map="auto"``), which is slow but correct — use vLLM for the 32B model."""
 
     def __init__(self, model: str, dtype: str = "bfloat16", batch_size: int = 8, device: str | None = None):
         import torch
@@ -132,49 +184,70 @@ class TransformersGenerator(_Generator):
 
         from bench.llm.reference import load_causal_lm
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
-        self.model = load_causal_lm(model, dtype).to(self.device).eval()
+        self.context = context_length(model)
+        if device is None and torch.cuda.device_count() > 1:
+            self.model = load_causal_lm(model, dtype, device_map="auto").eval()
+            self.device = self.model.device
+        else:
+            self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.model = load_causal_lm(model, dtype).to(self.device).eval()
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
 
-    def generate(self, prompts: list[str], max_new_tokens: list[int], stop: list[str]) -> list[str]:
+    def generate(self, prompts: list[str], max_new_tokens: list[int], stop: list[str],
+                 min_tokens: int = 0) -> list[Generation]:
         import torch
 
-        outs: list[str] = []
+        budgets = clip_max_tokens([self.count_tokens(p) for p in prompts], max_new_tokens, self.context)
+        outs: list[Generation] = []
         for s in range(0, len(prompts), self.batch_size):
-            chunk, budget = prompts[s:s + self.batch_size], max(max_new_tokens[s:s + self.batch_size])
+            chunk, limits = prompts[s:s + self.batch_size], budgets[s:s + self.batch_size]
+            if max(limits) == 0:
+                outs += [Generation("", 0, True) for _ in chunk]
+                continue
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             with torch.inference_mode():
-                ids = self.model.generate(**enc, do_sample=False, max_new_tokens=max(budget, 1),
-                                          stop_strings=stop or None, tokenizer=self.tokenizer,
-                                          pad_token_id=self.pad_id)
-            for row, limit in zip(ids[:, enc["input_ids"].shape[1]:], max_new_tokens[s:s + self.batch_size],
-                                  strict=True):
+                ids = self.model.generate(**enc, do_sample=False, max_new_tokens=max(limits),
+                                          min_new_tokens=min_tokens or None, stop_strings=stop or None,
+                                          tokenizer=self.tokenizer, pad_token_id=self.pad_id)
+            for row, limit in zip(ids[:, enc["input_ids"].shape[1]:], limits, strict=True):
                 row = [t for t in row[:limit].tolist() if t != self.pad_id]
-                outs.append(cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=False), stop))
+                text = self.tokenizer.decode(row, skip_special_tokens=False)
+                cut = cut_at_stop(text, stop)
+                outs.append(Generation(cut, len(row), len(row) >= limit and cut == text))
         return outs
 
 
 class VLLMGenerator(_Generator):
-    """Greedy generation with vLLM (tensor parallel over the visible GPUs)."""
+    """Greedy generation with vLLM (tensor parallel over ``tensor_parallel_size`` GPUs). The engine's length is the
+    model's context (vLLM refuses a longer one); each request's ``max_tokens`` is clipped to what its prompt
+    leaves."""
 
-    def __init__(self, model: str, dtype: str = "bfloat16", tensor_parallel_size: int = 1, max_model_len: int = 32768):
+    def __init__(self, model: str, dtype: str = "bfloat16", tensor_parallel_size: int = 1):
         from transformers import AutoTokenizer
         from vllm import LLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.context = context_length(model)
         self.llm = LLM(model=model, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-                       max_model_len=max_model_len)
+                       max_model_len=self.context)
 
-    def generate(self, prompts: list[str], max_new_tokens: list[int], stop: list[str]) -> list[str]:
+    def generate(self, prompts: list[str], max_new_tokens: list[int], stop: list[str],
+                 min_tokens: int = 0) -> list[Generation]:
         from vllm import SamplingParams
 
-        params = [SamplingParams(temperature=0.0, max_tokens=max(m, 1), stop=stop or None,
-                                 skip_special_tokens=False) for m in max_new_tokens]
-        return [o.outputs[0].text for o in self.llm.generate(prompts, params)]
+        budgets = clip_max_tokens([self.count_tokens(p) for p in prompts], max_new_tokens, self.context)
+        todo = [k for k, b in enumerate(budgets) if b > 0]
+        params = [SamplingParams(temperature=0.0, max_tokens=budgets[k], min_tokens=min(min_tokens, budgets[k]),
+                                 stop=stop or None, skip_special_tokens=False) for k in todo]
+        outs = [Generation("", 0, True) for _ in prompts]
+        for k, o in zip(todo, self.llm.generate([prompts[k] for k in todo], params), strict=True):
+            done = o.outputs[0]
+            outs[k] = Generation(done.text, len(done.token_ids), done.finish_reason == "length")
+        return outs
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
@@ -184,36 +257,49 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
 
 def budget_forced_generate(gen, prompts: list[str], thinking_budget: int, num_waits: int,
                            answer_tokens: int) -> list[str]:
-    """s1 budget forcing; returns each completion after its prompt: think ... Wait ... <|im_start|>answer ...
+    """s1's budget forcing; returns each completion after its prompt: think ... Wait ... <|im_start|>answer ...
 
-    Thinking stops at "<|im_start|>" (the model opening its answer) or "<|im_end|>"; every generated thinking token
-    counts against ``thinking_budget``, so the total never exceeds it.
+    Every generated thinking token counts against ``thinking_budget``; "Wait" is appended only while budget remains
+    (it is checked before each one), so thinking never exceeds the budget; a round cut by the budget ends the
+    thinking, and "Final Answer:" then follows the answer mark (s1's lm-evaluation-harness does the same).
     """
-    think_stop = ["<|im_start|>", "<|im_end|>"]
-    completions = ["<|im_start|>think\n"] * len(prompts)
-    used = [0] * len(prompts)
+    completions = [THINK_START] * len(prompts)
+    left = [thinking_budget] * len(prompts)
+    out_of_budget = [False] * len(prompts)
+    active = list(range(len(prompts)))
     for round_ in range(num_waits + 1):
-        left = [max(thinking_budget - u, 0) for u in used]
-        texts = gen.generate([p + c for p, c in zip(prompts, completions, strict=True)], left, think_stop)
-        for i, t in enumerate(texts):
-            used[i] += gen.count_tokens(t) if t else 0
-            completions[i] += t + ("Wait" if round_ < num_waits else "")
-    answers_prompt = [c.rstrip() + "\n" + ANSWER_MARK + "\n" for c in completions]
-    answers = gen.generate([p + c for p, c in zip(prompts, answers_prompt, strict=True)],
+        if not active:
+            break
+        outs = gen.generate([prompts[i] + completions[i] for i in active], [left[i] for i in active], THINK_STOPS,
+                            min_tokens=1 if round_ else 0)  # s1: a forced continuation writes at least a token
+        still = []
+        for i, o in zip(active, outs, strict=True):
+            completions[i] += o.text
+            left[i] -= o.tokens
+            out_of_budget[i] = o.length_stop
+            if not o.length_stop and left[i] > 0 and round_ < num_waits:
+                completions[i] += "Wait"
+                still.append(i)
+        active = still
+    for i, c in enumerate(completions):
+        completions[i] = (c + ("" if c.endswith("\n") else "\n") + ANSWER_MARK + AFTER_LENGTH_STOP
+                          if out_of_budget[i] else c + ANSWER_MARK)
+    answers = gen.generate([p + c for p, c in zip(prompts, completions, strict=True)],
                            [answer_tokens] * len(prompts), ["<|im_end|>"])
-    return [c + a for c, a in zip(answers_prompt, answers, strict=True)]
+    return [c + a.text for c, a in zip(completions, answers, strict=True)]
 
 
 def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | None = None, backend: str = "auto",
              max_new_tokens: int = 32768, thinking_budget: int = 0, num_waits: int = 0, answer_tokens: int = 512,
              seed: int = 0, limit: int | None = None, batch_size: int = 8, dtype: str = "bfloat16",
-             tensor_parallel_size: int = 1, name: str | None = None) -> list[dict]:
+             tensor_parallel_size: int = 1, name: str | None = None, prompt: str = "ours") -> list[dict]:
     """Evaluate one model on the tasks; writes per-item JSONL and one record per task; returns the records."""
     from bench.results.store import package_versions, write_json_atomic
 
     sources = sources or {}
-    items = {t: load_task(t, sources.get(t), seed, limit) for t in tasks}  # fail on bad data before loading a model
-    gen = _generator(model, backend, dtype, batch_size, tensor_parallel_size, max_new_tokens)
+    # fail on bad data before loading a model
+    items = {t: load_task(t, sources.get(t), seed, limit, prompt) for t in tasks}
+    gen = _generator(model, backend, dtype, batch_size, tensor_parallel_size)
     tokenizer = gen.tokenizer
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -225,22 +311,23 @@ def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | 
             completions = budget_forced_generate(gen, prompts, thinking_budget, num_waits, answer_tokens)
         else:
             eos = tokenizer.eos_token or "<|im_end|>"
-            completions = gen.generate(prompts, [max_new_tokens] * len(prompts), [eos])
-        lines, correct, unreadable = [], 0, 0
+            completions = [g.text for g in gen.generate(prompts, [max_new_tokens] * len(prompts), [eos])]
+        lines, statuses = [], Counter()
         for it, text in zip(task_items, completions, strict=True):
-            answer, ok = grade(it, text)
-            correct += ok
-            unreadable += answer is None
-            lines.append({"id": it.id, "gold": it.gold, "extracted": answer, "correct": ok,
-                          "generated_tokens": gen.count_tokens(text), "completion": text})
+            graded = grade(it, text)
+            statuses[graded.status] += 1
+            lines.append({"id": it.id, "gold": it.gold, "extracted": graded.answer, "correct": graded.correct,
+                          "status": graded.status, "generated_tokens": gen.count_tokens(text), "completion": text})
+        correct = sum(line["correct"] for line in lines)
         (out / f"{task}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         n = len(task_items)
         record = {"kind": "llm_eval", "model": model, "name": name or Path(model).name, "task": task,
-                  "title": TASKS[task].title, "n": n, "correct": correct, "unreadable": unreadable,
+                  "title": TASKS[task].title, "n": n, "correct": correct, "unreadable": statuses["unreadable"],
+                  "contradictory": statuses["contradictory"], "grading_timeouts": statuses["timeout"],
                   "accuracy": correct / n if n else 0.0, "ci95": list(wilson_interval(correct, n)),
                   "config": {"backend": type(gen).__name__, "max_new_tokens": max_new_tokens,
                              "thinking_budget": thinking_budget, "num_waits": num_waits,
-                             "answer_tokens": answer_tokens, "seed": seed, "limit": limit,
+                             "answer_tokens": answer_tokens, "seed": seed, "limit": limit, "prompt": prompt,
                              "source": sources.get(task) or TASKS[task].hf_id, "dtype": dtype},
                   "seconds": time.perf_counter() - t0, "versions": package_versions()}
         write_json_atomic(out / f"{task}.llmeval.json", record)
@@ -248,7 +335,7 @@ def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | 
     return records
 
 
-def _generator(model: str, backend: str, dtype: str, batch_size: int, tp: int, max_len: int):
+def _generator(model: str, backend: str, dtype: str, batch_size: int, tp: int):
     if backend not in ("auto", "transformers", "vllm"):
         raise ValueError(f"unknown backend {backend!r}; choose auto, transformers or vllm")
     if backend in ("auto", "vllm"):
@@ -258,5 +345,5 @@ def _generator(model: str, backend: str, dtype: str, batch_size: int, tp: int, m
             if backend == "vllm":
                 raise ImportError("--backend vllm needs vLLM: pip install vllm (CUDA machines only)") from None
         else:
-            return VLLMGenerator(model, dtype, tp, max_len + 4096)  # room for the prompt
+            return VLLMGenerator(model, dtype, tp)
     return TransformersGenerator(model, dtype, batch_size)

@@ -20,12 +20,12 @@ from bench.llm.logprobs import TokenLogProbs, collate
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_causal_lm(name: str, dtype: str = "bfloat16"):
+def load_causal_lm(name: str, dtype: str = "bfloat16", device_map: str | None = None):
     from transformers import AutoModelForCausalLM
 
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
-    return AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[dtype])
+    return AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[dtype], device_map=device_map)
 
 
 def distributed_state():
