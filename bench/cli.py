@@ -531,8 +531,10 @@ def llm_train(
                                                    "but sft).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for log.jsonl, resumable states and HF-format models.")]
         = Path("results/llm/train"),
-    objective: Annotated[str | None, typer.Option(help="sft | iw_sft (authors' code; default) | iw_sft_paper | "
-                                                  "iw_sft_token; overrides the preset's.")] = None,
+    objective: Annotated[str | None, typer.Option(help="sft | iw_sft (authors' code; default) | iw_sft_paper "
+                                                  "(Appendix C read literally) | iw_sft_paper_mean (its "
+                                                  "length-normalised reading) | iw_sft_token; overrides the "
+                                                  "preset's.")] = None,
     preset: Annotated[str, typer.Option(help="Preset of bench/configs/llm.yaml: paper or cpu.")] = "paper",
     set_: Annotated[list[str], typer.Option("--set", help="Override a field, key=value (e.g. --set epochs=3).")]
         = [],  # noqa: B006

@@ -6,7 +6,8 @@
 #   huggingface-cli login                # GPQA Diamond is gated: accept its terms on the hub first
 #   OBJECTIVE=iw_sft scripts/llm_iw_sft_32b.sh
 #
-# Variables: MODEL, DATA (s1K-1.1 id or local file), OBJECTIVE (sft | iw_sft | iw_sft_paper | iw_sft_token),
+# Variables: MODEL, DATA (s1K-1.1 id or local file), OBJECTIVE (sft | iw_sft | iw_sft_paper |
+# iw_sft_paper_mean | iw_sft_token),
 # CONFIG (fsdp2 | deepspeed), OUT, MAX_LENGTH (block size, paper 20-22k), GPUS.
 set -euo pipefail
 MODEL=${MODEL:-Qwen/Qwen2.5-32B-Instruct}

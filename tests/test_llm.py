@@ -108,6 +108,35 @@ def test_weight_variants_against_hand_values():
         obj.objective_weights("ppo", logp, ref, lengths)
 
 
+def test_the_two_readings_of_appendix_c_against_hand_values():
+    """Literal: w = exp(0.1 x sum_t clip); length-normalised: w = exp(a x mean_t clip); with the fractions of weights
+    at the cap and at the floor, by hand."""
+    lengths = torch.tensor([2, 3])
+    sums = torch.tensor([1.0, math.log(0.2) + math.log(1.8)])  # the clipped log-ratio sums of the test above
+    logp = torch.zeros(5)
+    _, literal = obj.objective_weights("iw_sft_paper", logp, logp, lengths, sums)
+    _, mean = obj.objective_weights("iw_sft_paper_mean", logp, logp, lengths, sums, mean_alpha=1.0)
+    assert torch.allclose(literal, torch.tensor([math.exp(0.1), math.exp(0.1 * (math.log(0.2) + math.log(1.8)))]))
+    assert torch.allclose(mean, torch.tensor([math.exp(0.5), math.exp((math.log(0.2) + math.log(1.8)) / 3)]))
+    # a 10,000-token trace: the literal reading is at the cap (+0.003 per token) or ~0 (-0.01 per token) ...
+    long = torch.tensor([10_000, 10_000])
+    drift = torch.tensor([0.003 * 10_000, -0.01 * 10_000])
+    _, lit = obj.objective_weights("iw_sft_paper", torch.zeros(20_000), torch.zeros(20_000), long, drift)
+    assert float(lit[0]) == pytest.approx(16.0) and float(lit[1]) == pytest.approx(math.exp(-10))
+    # ... the normalised one barely moves
+    _, nor = obj.objective_weights("iw_sft_paper_mean", torch.zeros(20_000), torch.zeros(20_000), long, drift)
+    assert torch.allclose(nor, torch.tensor([math.exp(0.003), math.exp(-0.01)]))
+    # floors: every ratio at 0.2 -> 0.2^(0.1 |y|) literal, 0.2^a normalised, 1/16 for iw_sft
+    floor = obj.weight_floor("iw_sft_paper", long)
+    assert torch.allclose(floor, torch.full((2,), 0.2 ** 1000.0, dtype=torch.float64))
+    assert float(obj.weight_floor("iw_sft_paper_mean", long)[0]) == pytest.approx(0.2)
+    assert float(obj.weight_floor("iw_sft", long)[0]) == pytest.approx(1 / 16)
+    all_low = torch.full((2,), 10_000 * math.log(0.2))
+    _, low = obj.objective_weights("iw_sft_paper_mean", torch.zeros(20_000), torch.zeros(20_000), long, all_low)
+    assert obj.bound_fractions(torch.cat([lit[:1], low]), torch.tensor([0.2, 0.2, 0.2]), 16.0) == \
+        pytest.approx((1 / 3, 2 / 3))
+
+
 def test_chunked_log_probs_equal_full_values_and_gradients():
     torch.manual_seed(0)
     hidden = torch.randn(23, 16, dtype=torch.float64, requires_grad=True)
@@ -253,17 +282,76 @@ def test_training_lowers_the_loss_and_a_resumed_run_equals_an_uninterrupted_one(
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["lr"] == pytest.approx(b["lr"])
 
 
-def test_iw_sft_paper_uses_last_epochs_statistics(tiny, tmp_path):
-    """Epoch 0 weights are exactly 1 (q = pi_ref); from epoch 1 on they come from the model one epoch earlier."""
+@pytest.mark.parametrize("objective", ["iw_sft_paper", "iw_sft_paper_mean"])
+def test_the_lagged_objectives_use_last_epochs_statistics(tiny, tmp_path, objective):
+    """Epoch 0 weights are exactly 1 (q = pi_ref); from epoch 1 on they come from the model one epoch earlier; the
+    log holds the fractions of weights at the cap and at the floor."""
     from bench.llm.train import read_log, train
 
-    train(_train_cfg(tiny, tmp_path / "p", objective="iw_sft_paper", epochs=2, alpha=1.0))
+    train(_train_cfg(tiny, tmp_path / "p", objective=objective, epochs=2, alpha=1.0, mean_alpha=20.0))
     log = read_log(tmp_path / "p")
     per_epoch = len(log) // 2
     assert all(r["weight_min"] == r["weight_max"] == 1.0 for r in log[:per_epoch])
+    assert all(r["weight_capped_fraction"] == r["weight_floor_fraction"] == 0.0 for r in log[:per_epoch])
     assert any(r["weight_max"] != 1.0 for r in log[per_epoch:])
+    assert all(0.0 <= r["weight_capped_fraction"] <= 1.0 and 0.0 <= r["weight_floor_fraction"] <= 1.0 for r in log)
     state = json.loads((tmp_path / "p" / "trainer_state.json").read_text())
     assert len(state["lagged"]) == 16
+
+
+def test_weight_decay_spares_biases_and_norms_like_the_hf_trainer(tiny):
+    from bench.llm.train import decay_groups
+
+    model = _model(tiny)
+    decay, no_decay = decay_groups(model, 1e-4)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert {names[id(p)] for p in no_decay["params"]} == {n for n, p in model.named_parameters()
+                                                           if p.ndim == 1}  # biases and RMSNorm weights
+    assert any("bias" in names[id(p)] for p in no_decay["params"]) and any("norm" in names[id(p)]
+                                                                            for p in no_decay["params"])
+    assert all(p.ndim == 2 for p in decay["params"]) and len(decay["params"]) + len(no_decay["params"]) == \
+        len(list(model.parameters()))
+
+
+def test_deepspeed_batch_keys_are_set_before_prepare():
+    """accelerate's DeepSpeedPlugin as the ZeRO-3 launch config builds it: its "auto" batch keys would make
+    ``prepare()`` without a DataLoader raise; they are filled from the run's config, and a conflicting value is an
+    error that names the fix."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    from bench.llm.train import LLMTrainConfig, set_deepspeed_batch_keys
+
+    plugin = DeepSpeedPlugin(zero_stage=3, offload_optimizer_device="cpu", offload_param_device="none",
+                             gradient_accumulation_steps=1, gradient_clipping=1.0, zero3_init_flag=False)
+    assert plugin.is_auto("train_micro_batch_size_per_gpu")
+    set_deepspeed_batch_keys(plugin.deepspeed_config, LLMTrainConfig(), world=8, accum=1)
+    assert not plugin.is_auto("train_micro_batch_size_per_gpu") and not plugin.is_auto("train_batch_size")
+    assert (plugin.get_value("train_micro_batch_size_per_gpu"), plugin.get_value("train_batch_size"),
+            plugin.get_value("gradient_accumulation_steps")) == (1, 8, 1)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps: 2"):
+        set_deepspeed_batch_keys({"gradient_accumulation_steps": 1}, LLMTrainConfig(global_batch_size=16), 8, 2)
+
+
+def test_tied_embeddings_survive_the_wrapper_and_the_saved_config_says_bf16(tiny, tmp_path):
+    from transformers import AutoConfig
+
+    from bench.llm.reference import load_causal_lm
+    from bench.llm.train import read_log, train
+
+    model = _model(tiny)
+    assert model.lm.config.tie_word_embeddings
+    model.lm.get_output_embeddings().weight = torch.nn.Parameter(model.lm.get_output_embeddings().weight.clone())
+    assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight  # untied, as FSDP2's
+    model.tie_weights()  # loading leaves it until accelerate calls the prepared model's tie_weights
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+    train(_train_cfg(tiny, tmp_path / "t", objective="sft", max_steps=2))
+    assert len(read_log(tmp_path / "t")) == 2
+    saved = tmp_path / "t" / "final"
+    assert str(AutoConfig.from_pretrained(saved).dtype).removeprefix("torch.") == "bfloat16"
+    reloaded = load_causal_lm(str(saved), "float32")
+    assert reloaded.get_output_embeddings().weight.data_ptr() == reloaded.get_input_embeddings().weight.data_ptr()
 
 
 def test_two_processes_give_the_loss_of_one(tiny, tmp_path):
@@ -448,3 +536,13 @@ def test_no_gpqa_item_is_in_the_repository():
     for f in data:
         text = (REPO / f).read_text(errors="ignore")
         assert "Incorrect Answer 1" not in text, f
+
+
+def test_answer_prefix_only_when_the_attempt_lacks_it():
+    from bench.llm.data import s1_messages
+
+    row = {"question": "q", "deepseek_thinking_trajectory": "t", "deepseek_attempt": "The result is 5."}
+    assert s1_messages(row, "deepseek")[1]["content"].endswith(ANSWER + "Answer: The result is 5.")
+    row["deepseek_attempt"] = "We find the value.\n\nAnswer: 5"
+    content = s1_messages(row, "deepseek")[1]["content"]
+    assert content.count("Answer:") == 1 and content.endswith(ANSWER + "We find the value.\n\nAnswer: 5")

@@ -81,7 +81,10 @@ def s1_messages(row: dict, traces: str) -> tuple[dict, dict]:
     if missing:
         raise LLMDataError(f"row has no text in column(s) {missing}; s1K-1.1 rows carry question, "
                            f"{trace_col} and {attempt_col} (choose the traces with --traces)")
-    assistant = THINK + row[trace_col].strip() + "\n" + ANSWER + "Answer: " + row[attempt_col].strip()
+    attempt = row[attempt_col].strip()
+    if "Answer:" not in attempt:  # s1 adds the prefix only to an attempt that lacks it
+        attempt = "Answer: " + attempt
+    assistant = THINK + row[trace_col].strip() + "\n" + ANSWER + attempt
     return {"role": "user", "content": row["question"]}, {"role": "assistant", "content": assistant}
 
 

@@ -59,6 +59,17 @@ class TokenLogProbs(nn.Module):
         # FSDP's transformer auto-wrap policy reads the decoder-layer classes from here.
         self._no_split_modules = getattr(lm, "_no_split_modules", None)
 
+    # accelerate's FSDP2 RAM-efficient loading re-ties the embeddings of the model it prepares through these; a
+    # wrapper without them leaves a tied model (Qwen2.5-0.5B..3B) with an untied, freshly loaded output head.
+    def tie_weights(self, *args, **kwargs):
+        return self.lm.tie_weights(*args, **kwargs)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.lm.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm.get_output_embeddings()
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_start: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:
         hidden = self.lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state

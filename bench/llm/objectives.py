@@ -10,8 +10,20 @@ log p(y | x; theta), they are not differentiated (the authors' code and the pape
   iw_sft         w_i = clamp(exp(mean_t [log pi_theta - log pi_ref]), 0, 16), q = the current model
                  (the authors' LLM code; the suite's default)
   iw_sft_paper   w_i = min(exp(0.1 * sum_t log clip(pi_q / pi_ref, 0.2, 1.8)), w_max), q lagged: pi_q's log-probs
-                 are the model's own from the previous epoch (paper §3.3, g = smoothing of clipped ratios)
+                 are the model's own from the previous epoch (paper §3.3 and Appendix C read literally: the
+                 per-step g(rho_t) = 0.1 x clip(rho_t) summed over the sequence's tokens)
+  iw_sft_paper_mean
+                 w_i = min(exp(a * mean_t log clip(pi_q / pi_ref, 0.2, 1.8)), w_max), a = ``mean_alpha`` (1),
+                 q lagged as above: the same g, length-normalised as the authors' code normalises iw_sft
   iw_sft_token   w_{i,t} = clip(pi_theta / pi_ref, 0.2, 1.8) per token (the authors' per-token variant)
+
+The two readings of Appendix C. Read literally, 0.1 x clip acts on a SUM over a trace's ~10k tokens: a mean
+clipped log-ratio of only +0.003 per token already gives exp(3) = 20 > w_max, and -0.01 gives exp(-10) ~ 0; after
+one epoch nearly every weight sits at the cap or near 0, which is SFT with a 16x loss on a few traces (the logged
+fractions at the cap and at the floor show it). Normalised by length, the weight depends on how far q has moved
+per token, whatever the trace's length, and stays informative. ``iw_sft_paper`` keeps the literal reading, since
+it is what the paper writes; ``iw_sft_paper_mean`` is the reading we think was meant. Neither is the default
+(``iw_sft``, the authors' code, is).
 
 With pi_theta = pi_q = pi_ref (step 0) every weight is exactly 1, so every objective starts as SFT.
 """
@@ -24,7 +36,8 @@ import torch
 
 from bench.algorithms.weights import segment_sum
 
-OBJECTIVES = ("sft", "iw_sft", "iw_sft_paper", "iw_sft_token")
+OBJECTIVES = ("sft", "iw_sft", "iw_sft_paper", "iw_sft_paper_mean", "iw_sft_token")
+LAGGED = ("iw_sft_paper", "iw_sft_paper_mean")  # objectives whose q is the model one epoch earlier
 
 
 def segment_ids(lengths: torch.Tensor) -> torch.Tensor:
@@ -58,6 +71,35 @@ def smoothed_weights(clipped_sums: torch.Tensor, alpha: float = 0.1, max_weight:
     return torch.exp((alpha * clipped_sums).clamp(max=math.log(max_weight)))
 
 
+def mean_smoothed_weights(clipped_sums: torch.Tensor, lengths: torch.Tensor, alpha: float = 1.0,
+                          max_weight: float = 16.0) -> torch.Tensor:
+    """iw_sft_paper_mean: w_i = min(exp(alpha * sum_t log clip(ratio_t) / |y_i|), max_weight)."""
+    mean = clipped_sums / lengths.to(clipped_sums.dtype).clamp_min(1)
+    return torch.exp((alpha * mean).clamp(max=math.log(max_weight)))
+
+
+def weight_floor(objective: str, lengths: torch.Tensor, *, max_weight: float = 16.0, alpha: float = 0.1,
+                 mean_alpha: float = 1.0, ratio_min: float = 0.2) -> torch.Tensor:
+    """The lowest weight each reported weight can take: every token's ratio at ``ratio_min`` for the clipped
+    objectives (iw_sft_paper: 0.2^(0.1 |y|), ~0 for a long trace); 1 / max_weight, the cap's mirror, for iw_sft,
+    whose exp(mean log-ratio) has no floor of its own; 0 (none) for sft. Per sequence (B,), per token for
+    iw_sft_token."""
+    n = lengths.double()
+    if objective == "iw_sft_paper":
+        return torch.exp(alpha * n * math.log(ratio_min))
+    if objective == "iw_sft_paper_mean":
+        return torch.full_like(n, math.exp(mean_alpha * math.log(ratio_min)))
+    if objective == "iw_sft_token":
+        return torch.full((int(lengths.sum()),), ratio_min, dtype=torch.float64)
+    return torch.full_like(n, 1.0 / max_weight if objective == "iw_sft" else 0.0)
+
+
+def bound_fractions(weights: torch.Tensor, floor: torch.Tensor, cap: float) -> tuple[float, float]:
+    """(fraction of weights at the cap, fraction at their floor), within 1e-6 relative."""
+    w, f = weights.double(), floor.double()
+    return float((w >= cap * (1 - 1e-6)).double().mean()), float((w <= f * (1 + 1e-6)).double().mean())
+
+
 def token_weights(logp_theta: torch.Tensor, logp_ref: torch.Tensor, ratio_min: float = 0.2,
                   ratio_max: float = 1.8) -> torch.Tensor:
     """iw_sft_token: w_t = clip(pi_theta / pi_ref, ratio_min, ratio_max) per token (N,)."""
@@ -77,18 +119,20 @@ def weighted_nll_sum(logp: torch.Tensor, weights_per_token: torch.Tensor) -> tor
 
 def objective_weights(objective: str, logp: torch.Tensor, logp_ref: torch.Tensor, lengths: torch.Tensor,
                       lagged_sums: torch.Tensor | None = None, *, max_weight: float = 16.0, alpha: float = 0.1,
-                      ratio_min: float = 0.2, ratio_max: float = 1.8) -> tuple[torch.Tensor, torch.Tensor]:
+                      mean_alpha: float = 1.0, ratio_min: float = 0.2,
+                      ratio_max: float = 1.8) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-token weights (N,), the weights to report: per sequence (B,), or per token for iw_sft_token).
 
-    ``lagged_sums`` (B,) is iw_sft_paper's statistic from the model one epoch earlier (0 = pi_ref, weight 1).
+    ``lagged_sums`` (B,) is the lagged objectives' statistic from the model one epoch earlier (0 = pi_ref, w = 1).
     """
     if objective == "sft":
         w = torch.ones(len(lengths), device=logp.device)
     elif objective == "iw_sft":
         w = sequence_weights(logp, logp_ref, lengths, max_weight)
-    elif objective == "iw_sft_paper":
+    elif objective in LAGGED:
         sums = torch.zeros(len(lengths), device=logp.device) if lagged_sums is None else lagged_sums.to(logp.device)
-        w = smoothed_weights(sums, alpha, max_weight)
+        w = (smoothed_weights(sums, alpha, max_weight) if objective == "iw_sft_paper"
+             else mean_smoothed_weights(sums, lengths.to(logp.device), mean_alpha, max_weight))
     elif objective == "iw_sft_token":
         w_tok = token_weights(logp, logp_ref, ratio_min, ratio_max)
         return w_tok, w_tok

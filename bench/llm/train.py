@@ -31,10 +31,13 @@ from bench.algorithms.weights import warmup_cosine
 from bench.llm.data import LLMDataError, load_prepared
 from bench.llm.logprobs import TokenLogProbs, collate
 from bench.llm.objectives import (
+    LAGGED,
     OBJECTIVES,
+    bound_fractions,
     clipped_log_ratio_sums,
     effective_sample_size,
     objective_weights,
+    weight_floor,
     weighted_nll_sum,
 )
 from bench.llm.reference import DTYPES, distributed_state, load_causal_lm, load_ref_logps
@@ -47,18 +50,19 @@ class LLMTrainConfig:
     data: str = ""  # folder written by `bench llm prepare`
     ref_logps: str = ""  # folder written by `bench llm ref-logps` (not needed for sft)
     out: str = "results/llm/train"
-    objective: str = "iw_sft"  # sft | iw_sft (authors' code, default) | iw_sft_paper | iw_sft_token
+    objective: str = "iw_sft"  # sft | iw_sft (authors' code; default) | iw_sft_paper | iw_sft_paper_mean | iw_sft_token
     epochs: int = 5
     learning_rate: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # on matrices only: not on biases and norm weights (HF Trainer, which s1 used)
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0  # s1 keeps the Trainer default
     global_batch_size: int = 8  # examples per optimisation step, over all processes
     per_device_batch_size: int = 1  # examples per forward pass; the rest is gradient accumulation
-    max_weight: float = 16.0  # cap of a sequence weight (iw_sft, iw_sft_paper)
+    max_weight: float = 16.0  # cap of a sequence weight (iw_sft, iw_sft_paper, iw_sft_paper_mean)
     alpha: float = 0.1  # iw_sft_paper's smoothing g(rho) = alpha * rho
-    ratio_clip: tuple[float, float] = (0.2, 1.8)  # per-token ratio clip (iw_sft_paper, iw_sft_token)
+    mean_alpha: float = 1.0  # iw_sft_paper_mean's scale of the per-token mean clipped log-ratio
+    ratio_clip: tuple[float, float] = (0.2, 1.8)  # per-token ratio clip (iw_sft_paper*, iw_sft_token)
     chunk_size: int = 1024  # tokens whose full-vocabulary logits exist at once
     model_dtype: str = "float32"  # master weights; compute follows mixed_precision
     mixed_precision: str = "bf16"  # bf16 | no (accelerate's setting; a launch config's value wins)
@@ -120,6 +124,10 @@ def _save_model(accelerator, model, tokenizer, folder: Path, save_dtype: str) ->
                        save_function=accelerator.save)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(folder)
+        # save_pretrained writes the dtype of the parameters it holds (the float32 master weights), not of the
+        # tensors it was given: config.json must say what was saved, or dtype="auto" loads upcast to float32
+        config = folder / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "dtype": save_dtype}, indent=2) + "\n")
 
 
 def train(cfg: LLMTrainConfig) -> dict:
@@ -134,6 +142,8 @@ def train(cfg: LLMTrainConfig) -> dict:
     accum = cfg.global_batch_size // (world * cfg.per_device_batch_size)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=accum,
                               cpu=not torch.cuda.is_available())
+    if (plugin := getattr(accelerator.state, "deepspeed_plugin", None)) is not None:
+        set_deepspeed_batch_keys(plugin.deepspeed_config, cfg, world, accum)  # prepare() has no DataLoader to read
     rank = accelerator.process_index
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +170,7 @@ def train(cfg: LLMTrainConfig) -> dict:
         from deepspeed.zero import register_external_parameter
 
         register_external_parameter(model, lm.get_output_embeddings().weight)
-    optimizer = _adamw(accelerator, model, cfg, accum)
+    optimizer = _adamw(accelerator, model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
     # The scheduler stays unprepared: accelerate would step it once per process, not once per optimisation step.
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -187,7 +197,7 @@ def train(cfg: LLMTrainConfig) -> dict:
         mine = process_share(batch, rank, world)
         t0 = time.perf_counter()
         loss_sum = torch.zeros(2, device=accelerator.device)  # weighted loss, plain NLL (sums over tokens)
-        reported, new_lagged = [], {}
+        reported, floors, new_lagged = [], [], {}
         for m in range(0, len(mine), cfg.per_device_batch_size):
             micro = [examples[i] for i in mine[m:m + cfg.per_device_batch_size]]
             inputs = {k: v.to(accelerator.device) for k, v in collate(micro, meta["pad_token_id"]).items()}
@@ -199,7 +209,8 @@ def train(cfg: LLMTrainConfig) -> dict:
                 lagged = torch.tensor([state.lagged.get(e["id"], 0.0) for e in micro])
                 w_tok, w_rep = objective_weights(cfg.objective, logp, logp_ref, lengths, lagged,
                                                  max_weight=cfg.max_weight, alpha=cfg.alpha,
-                                                 ratio_min=cfg.ratio_clip[0], ratio_max=cfg.ratio_clip[1])
+                                                 mean_alpha=cfg.mean_alpha, ratio_min=cfg.ratio_clip[0],
+                                                 ratio_max=cfg.ratio_clip[1])
                 nll = weighted_nll_sum(logp, w_tok)
                 # accelerate divides by the accumulation steps and DDP averages over processes: undo both so the
                 # gradient is that of the global-batch token mean.
@@ -210,19 +221,23 @@ def train(cfg: LLMTrainConfig) -> dict:
                 optimizer.zero_grad()
             loss_sum += torch.stack([nll.detach(), -logp.detach().sum()])
             reported += w_rep.detach().float().cpu().tolist()
-            if cfg.objective == "iw_sft_paper":
+            floors += weight_floor(cfg.objective, lengths.cpu(), max_weight=cfg.max_weight, alpha=cfg.alpha,
+                                   mean_alpha=cfg.mean_alpha, ratio_min=cfg.ratio_clip[0]).tolist()
+            if cfg.objective in LAGGED:
                 sums = clipped_log_ratio_sums(logp, logp_ref, lengths, *cfg.ratio_clip).cpu().tolist()
                 new_lagged.update({e["id"]: s for e, s in zip(micro, sums, strict=True)})
         lr = scheduler.get_last_lr()[0]  # the rate this step used
         scheduler.step()
         loss, plain_nll = (accelerator.reduce(loss_sum, "sum") / batch_tokens).tolist()
         weights = torch.tensor(gather_object(reported))
+        at_cap, at_floor = bound_fractions(weights, torch.tensor(gather_object(floors)), cfg.max_weight)
         for part in gather_object([new_lagged]):
             state.lagged.update(part)
         state.step += 1
         record = {"step": state.step, "epoch": epoch, "loss": loss, "nll": plain_nll, "lr": lr,
                   "weight_mean": float(weights.mean()), "weight_min": float(weights.min()),
                   "weight_max": float(weights.max()), "ess": effective_sample_size(weights),
+                  "weight_capped_fraction": at_cap, "weight_floor_fraction": at_floor,
                   "tokens": batch_tokens, "seconds": time.perf_counter() - t0}
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {state.step}; the last saved state "
@@ -233,7 +248,8 @@ def train(cfg: LLMTrainConfig) -> dict:
             if state.step % cfg.log_every == 0:
                 accelerator.print(f"step {state.step}/{total} epoch {epoch} loss {loss:.4f} nll {plain_nll:.4f} "
                                   f"w mean {record['weight_mean']:.3f} [{record['weight_min']:.3f}, "
-                                  f"{record['weight_max']:.3f}] ess {record['ess']:.1f} lr {record['lr']:.2e}")
+                                  f"{record['weight_max']:.3f}] ess {record['ess']:.1f} at cap {at_cap:.2f} "
+                                  f"at floor {at_floor:.2f} lr {record['lr']:.2e}")
         epoch_end = state.step % steps_per_epoch == 0
         if epoch_end or state.step % cfg.save_every == 0 or state.step == last_step:
             _checkpoint(accelerator, state, out)
@@ -244,23 +260,45 @@ def train(cfg: LLMTrainConfig) -> dict:
     return record if accelerator.is_main_process else {}
 
 
-def _adamw(accelerator, model, cfg: LLMTrainConfig, accum: int):
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups as Hugging Face's Trainer (which s1 used) makes them: weight decay on weight matrices
+    and embeddings, none on biases and normalisation weights (1-D parameters, or names with "bias" / "norm")."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "bias" in name or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def set_deepspeed_batch_keys(ds_config: dict, cfg: LLMTrainConfig, world: int, accum: int) -> None:
+    """Fill DeepSpeed's batch keys from the run's config: accelerate reads them from a DataLoader, and this loop
+    passes none to ``prepare`` (with "auto" left in, ``prepare`` raises). A value the launch config sets must
+    agree."""
+    wanted = {"train_micro_batch_size_per_gpu": cfg.per_device_batch_size,
+              "gradient_accumulation_steps": accum, "train_batch_size": cfg.global_batch_size}
+    for key, value in wanted.items():
+        given = ds_config.get(key, "auto")
+        if given not in ("auto", value):
+            raise ValueError(f"the DeepSpeed config sets {key}: {given} but this run needs {value} (global_batch_size "
+                             f"{cfg.global_batch_size} = {world} processes x per_device_batch_size "
+                             f"{cfg.per_device_batch_size} x {accum} accumulation steps); set {key}: {value} or "
+                             "auto in the launch config")
+        ds_config[key] = value
+
+
+def _adamw(accelerator, model, cfg: LLMTrainConfig):
     """torch AdamW; DeepSpeedCPUAdam (the same update) when a DeepSpeed launch config offloads the optimizer."""
-    kwargs = {"lr": cfg.learning_rate, "betas": tuple(cfg.betas), "weight_decay": cfg.weight_decay}
+    kwargs = {"lr": cfg.learning_rate, "betas": tuple(cfg.betas)}
+    groups = decay_groups(model, cfg.weight_decay)
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is None:
-        return torch.optim.AdamW(model.parameters(), **kwargs)
-    ds_accum = plugin.deepspeed_config.get("gradient_accumulation_steps")
-    if ds_accum not in (None, "auto", accum):
-        raise ValueError(f"the DeepSpeed config accumulates {ds_accum} micro-batches but global_batch_size / "
-                         f"(processes x per_device_batch_size) = {accum}; set gradient_accumulation_steps: {accum} "
-                         "in the launch config")
+        return torch.optim.AdamW(groups, **kwargs)
     offload = plugin.deepspeed_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device")
     if offload == "cpu":
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-        return DeepSpeedCPUAdam(model.parameters(), adamw_mode=True, **kwargs)
-    return torch.optim.AdamW(model.parameters(), **kwargs)
+        return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)
 
 
 def _checkpoint(accelerator, state: _State, out: Path) -> None:
