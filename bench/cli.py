@@ -544,7 +544,13 @@ def llm_train(
     from bench.llm.data import LLMDataError
     from bench.llm.train import LLMTrainConfig, load_preset, train
 
-    fields = {**load_preset(preset), **_parse_sets(set_), "model": model, "data": str(data), "out": str(out),
+    sets = _parse_sets(set_)
+    text_fields = {f.name for f in dataclasses.fields(LLMTrainConfig) if isinstance(f.default, str)}
+    for item in set_:  # a text field keeps its text: YAML would read mixed_precision=no as False
+        key, _, raw = item.partition("=")
+        if key.strip() in text_fields:
+            sets[key.strip()] = raw.strip()
+    fields = {**load_preset(preset), **sets, "model": model, "data": str(data), "out": str(out),
               "ref_logps": str(ref_logps or "")}
     if objective:
         fields["objective"] = objective
