@@ -15,6 +15,9 @@ from bench.reports.latex import latex_escape
 TASK_COLUMNS = {"aime24": "AIME 2024", "math500": "MATH500", "gpqa_diamond": "GPQA Diamond"}
 PAPER_LLM_SCORES = Path(__file__).with_name("paper_llm_scores.csv")
 SUFFIX = ".llmeval.json"
+# outputs counted wrong for a reason a reader should see beside the accuracy (bench/llm/answers.py)
+GRADING_COUNTS = {"unreadable": "no answer found", "contradictory": "self-contradicting",
+                  "grading_timeouts": "math-verify timed out"}
 
 
 def load_llm_records(paths: list[Path]) -> list[dict]:
@@ -33,7 +36,8 @@ def llm_table_rows(records: list[dict]) -> list[dict]:
     for r in records:
         lo, hi = r["ci95"]
         rows.setdefault(r["name"], {"model": r["name"], "paper": False})[r["task"]] = {
-            "accuracy": 100 * r["accuracy"], "low": 100 * lo, "high": 100 * hi, "n": r["n"]}
+            "accuracy": 100 * r["accuracy"], "low": 100 * lo, "high": 100 * hi, "n": r["n"],
+            **{k: r.get(k, 0) for k in GRADING_COUNTS}}
     with open(PAPER_LLM_SCORES) as f:
         paper = [{"model": p["model"], "paper": True, **{t: {"accuracy": float(p[t])} for t in TASK_COLUMNS}}
                  for p in csv.DictReader(f)]
@@ -53,6 +57,11 @@ def _cell(c: dict | None, latex: bool) -> str:
 def render_llm_markdown(rows: list[dict]) -> str:
     lines = ["| Model | " + " | ".join(TASK_COLUMNS.values()) + " |", "|---" * (len(TASK_COLUMNS) + 1) + "|"]
     lines += [f"| {r['model']} | " + " | ".join(_cell(r.get(t), False) for t in TASK_COLUMNS) + " |" for r in rows]
+    notes = [f"- {r['model']}, {TASK_COLUMNS[t]}: "
+             + ", ".join(f"{r[t][k]} {what}" for k, what in GRADING_COUNTS.items() if r[t].get(k))
+             for r in rows for t in TASK_COLUMNS if t in r and any(r[t].get(k) for k in GRADING_COUNTS)]
+    if notes:
+        lines += ["", "Counted wrong (of n):", *notes]
     return "\n".join(lines) + "\n"
 
 
