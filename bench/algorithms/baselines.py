@@ -361,7 +361,6 @@ class AWAC(D3rlpyAlgorithm):
     Config = AWACConfig
 
 
-
 class ReBRAC(D3rlpyAlgorithm):
     name = "rebrac"
     Config = ReBRACConfig
