@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from bench.algorithms import get_algorithm
+from bench.algorithms import ALGORITHMS, get_algorithm
 from bench.algorithms.base import RunContext
 from bench.datasets.curation import quality_bins
 from bench.datasets.sources import load_dataset
@@ -47,12 +47,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=50, help="timed updates per algorithm (d3rlpy: x4)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--d3rlpy", nargs="*", default=None,
+                        help="only these d3rlpy-family algorithms (default: every registered one)")
+    parser.add_argument("--only-d3rlpy", action="store_true", help="skip BC and the SFT family")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     traj = load_dataset(get_spec("hopper-mini-replay"))
     print(f"hopper-mini-replay: {traj.num_episodes} episodes, {traj.num_transitions} transitions; "
           f"torch {torch.__version__}, {args.threads} thread(s)")
 
+    if args.only_d3rlpy:
+        return _d3rlpy_rates(args, traj)
     rate, _ = updates_per_second("bc", {}, args.steps * 10, traj)
     print(f"{'bc (256 transitions)':<34} {rate:8.1f} updates/s")
     for precision in ("float32", "bfloat16"):  # the SFT family's reference BC (paper protocol)
@@ -69,10 +74,15 @@ def main() -> None:
             mean_len = float((cur.sampling_probabilities() * lengths).sum())
             print(f"{algo + f' ({batch} trajectories)':<34} {rate:8.2f} updates/s  "
                   f"{rate * batch * mean_len:10.0f} trajectory-steps/s (mean sampled length {mean_len:.0f})")
-    for algo in ("td3_bc", "iql", "awac", "cql"):
-        rate, cfg = updates_per_second(algo, {}, args.steps * (4 if algo != "cql" else 1), traj)
-        label = f"{algo} (batch {cfg['batch_size']})"
-        print(f"{label:<34} {rate:8.1f} updates/s")
+    _d3rlpy_rates(args, traj)
+
+
+def _d3rlpy_rates(args, traj) -> None:
+    for algo in args.d3rlpy or [name for name, c in ALGORITHMS.items() if c.family == "d3rlpy"]:
+        # the preset's batch for hopper-mini-replay (256), and the algorithm's own default when it differs (1024)
+        for batch in sorted({256, get_algorithm(algo).Config().batch_size}):
+            rate, _ = updates_per_second(algo, {"batch_size": batch}, args.steps * (4 if algo != "cql" else 1), traj)
+            print(f"{f'{algo} (batch {batch})':<34} {rate:8.1f} updates/s   rates.yaml key {algo}/{batch}")
 
 
 if __name__ == "__main__":
