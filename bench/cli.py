@@ -78,15 +78,16 @@ LogEveryOption = Annotated[int | None, typer.Option(
     help="Steps between the loggers' statistics (default: at each evaluation).")]
 
 
-def _parse_sets(items: list[str]) -> dict:
+def _parse_sets(items: list[str], text_fields: frozenset[str] = frozenset()) -> dict:
+    """--set key=value items as a dict; a key in ``text_fields`` keeps its text (YAML would read "no" as False)."""
     from bench.run import parse_value
 
     out = {}
     for item in items:
         if "=" not in item:
             _fail(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-4")
-        key, value = item.split("=", 1)
-        out[key.strip()] = parse_value(value)
+        key, value = (part.strip() for part in item.split("=", 1))
+        out[key] = value if key in text_fields else parse_value(value)
     return out
 
 
@@ -544,14 +545,9 @@ def llm_train(
     from bench.llm.data import LLMDataError
     from bench.llm.train import LLMTrainConfig, load_preset, train
 
-    sets = _parse_sets(set_)
-    text_fields = {f.name for f in dataclasses.fields(LLMTrainConfig) if isinstance(f.default, str)}
-    for item in set_:  # a text field keeps its text: YAML would read mixed_precision=no as False
-        key, _, raw = item.partition("=")
-        if key.strip() in text_fields:
-            sets[key.strip()] = raw.strip()
-    fields = {**load_preset(preset), **sets, "model": model, "data": str(data), "out": str(out),
-              "ref_logps": str(ref_logps or "")}
+    text_fields = frozenset(f.name for f in dataclasses.fields(LLMTrainConfig) if isinstance(f.default, str))
+    fields = {**load_preset(preset), **_parse_sets(set_, text_fields), "model": model, "data": str(data),
+              "out": str(out), "ref_logps": str(ref_logps or "")}
     if objective:
         fields["objective"] = objective
     try:

@@ -36,9 +36,20 @@ from pathlib import Path
 
 import yaml
 
+from bench.algorithms.base import DivergedError
 from bench.configs import PRESET_DIR
 from bench.results.store import RunRecord, config_hash, read_record, save_record, write_json_atomic
-from bench.run import RunConfig, overrides_for, record_path, resolve_config
+from bench.run import (
+    RunConfig,
+    RunLocked,
+    batchable,
+    make_algorithm,
+    overrides_for,
+    record_path,
+    resolve_config,
+    resolve_device,
+    run_seeds,
+)
 
 EXECUTORS = ("local", "ray")
 
@@ -108,6 +119,21 @@ def rate_key(algo: str, algo_config: dict) -> str:
     return f"{algo}/{algo_config['batch_size']}"
 
 
+def reference_of(cfg: RunConfig) -> tuple[str, str | None, dict] | None:
+    """The reference policy a run fine-tunes from, as (dataset, its data file, BC config); None outside the SFT
+    family. pi_ref is trained once per (this, seed): by the dry run's count and by the Ray executor alike."""
+    algo = make_algorithm(cfg)
+    if not hasattr(algo.config, "reference_bc"):
+        return None
+    other = algo.datasets_used().get("reference")
+    dataset, data_path = (other, cfg.reference_data_path) if other else (cfg.env, cfg.data_path)
+    return dataset, data_path, dataclasses.asdict(algo.config.reference_bc())
+
+
+def _reference_key(reference: tuple[str, str | None, dict]) -> str:
+    return json.dumps(list(reference), sort_keys=True)
+
+
 def estimate(configs: list[RunConfig], rates: dict) -> list[tuple[RunConfig, float | None, str]]:
     """(config, estimated seconds on the machine of rates.yaml or None, how) per run. The SFT family's reference BC
     is counted once per (dataset, seed, BC config), with the first run that needs it. ``rates``: rates.yaml."""
@@ -121,14 +147,13 @@ def estimate(configs: list[RunConfig], rates: dict) -> list[tuple[RunConfig, flo
             continue
         seconds = a["steps"] / per_update[key]
         how = f"{a['steps']} x {key}"
-        if "bc_steps" in a:
-            ref = (cfg.env, cfg.seed, a["bc_steps"], a["bc_batch_size"], a["bc_batch_unit"], a["bc_precision"],
-                   a["reference_dataset"])
-            ref_key = f"bc/{a['bc_batch_unit']}/{a['bc_batch_size']}/{a['bc_precision']}"
+        if (reference := reference_of(cfg)) is not None:
+            bc = reference[2]
+            ref, ref_key = (_reference_key(reference), cfg.seed), rate_key("bc", bc)
             if ref not in seen_references and ref_key in per_update:
                 seen_references.add(ref)
-                seconds += a["bc_steps"] / per_update[ref_key]
-                how += f" + reference {a['bc_steps']} x {ref_key}"
+                seconds += bc["steps"] / per_update[ref_key]
+                how += f" + reference {bc['steps']} x {ref_key}"
         episodes = (a["steps"] // cfg.eval_every) * cfg.eval_episodes + cfg.final_eval_episodes
         out.append((cfg, seconds + episodes * episode_s, how + f" + {episodes} evaluation episodes"))
     return out
@@ -165,8 +190,6 @@ def plan_jobs(configs: list[RunConfig], workers: int) -> list[list[RunConfig]]:
     """Jobs for the workers: the seeds of a batchable cell (same dataset, algorithm and config) form one job that
     trains them as one batched model; other runs are one job each. While there are fewer jobs than workers, the
     largest group is split in two so no core idles."""
-    from bench.run import batchable
-
     groups: dict[tuple, list[RunConfig]] = {}
     singles: list[list[RunConfig]] = []
     for cfg in configs:
@@ -203,9 +226,6 @@ def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None
     ``gpu``: the GPU this job may see (this process is fresh, so CUDA is not initialised yet)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from bench.algorithms.base import DivergedError
-    from bench.run import RunLocked, record_path, run_seeds
-
     cfgs = [RunConfig(**c) for c in cfg_dicts]
     labels = [f"{c.env} {c.algo} seed {c.seed}" for c in cfgs]
     algos = {label: c.algo for label, c in zip(labels, cfgs, strict=True)}
@@ -361,21 +381,18 @@ def _run_local(jobs: list[list[dict]], out: str, workers: int, live, slots, chec
 
 def reference_groups(jobs: list[list[dict]]) -> dict[str, dict]:
     """The reference policies the jobs' fine-tuning runs need, grouped by (dataset, data file, BC config): {group id:
-    {"dataset", "data_path", "bc", "seeds"}}; each job's runs name their group in ``_reference_group``."""
-    from bench.run import make_algorithm
-
+    {"key", "dataset", "data_path", "bc", "seeds"}}; each job's runs name their group in ``_reference_group``."""
     groups: dict[str, dict] = {}
     for job in jobs:
         for c in job:
             cfg = RunConfig(**c)
-            algo = make_algorithm(cfg)
-            if not hasattr(algo.config, "reference_bc"):  # not the SFT family
+            if (reference := reference_of(cfg)) is None:
                 continue
-            other = algo.datasets_used().get("reference")
-            dataset, data_path = (other, cfg.reference_data_path) if other else (cfg.env, cfg.data_path)
-            bc = dataclasses.asdict(algo.config.reference_bc())
-            gid = hashlib.sha256(json.dumps([dataset, data_path, bc], sort_keys=True).encode()).hexdigest()[:16]
-            group = groups.setdefault(gid, {"dataset": dataset, "data_path": data_path, "bc": bc, "seeds": []})
+            key = _reference_key(reference)
+            gid = hashlib.sha256(key.encode()).hexdigest()[:16]
+            dataset, data_path, bc = reference
+            group = groups.setdefault(gid, {"key": key, "dataset": dataset, "data_path": data_path, "bc": bc,
+                                            "seeds": []})
             if cfg.seed not in group["seeds"]:
                 group["seeds"].append(cfg.seed)
             c["_reference_group"] = gid
@@ -388,11 +405,9 @@ def train_references(dataset: str, data_path: str | None, bc: dict, seeds: list[
     from bench.algorithms.bc import BCConfig
     from bench.algorithms.reference import reference_policies
     from bench.datasets.sources import load_dataset_cached
-    from bench.run import resolve_device
     from bench.specs import get_spec
 
-    with _scratch() as scratch:
-        os.environ["BENCH_CACHE_DIR"] = str(scratch / "cache")
+    with _scratch():
         traj = load_dataset_cached(get_spec(dataset), data_path)
         found = reference_policies(traj, BCConfig(**bc), seeds, resolve_device("auto"),
                                    lambda m: print(m, file=sys.stderr, flush=True))
@@ -407,12 +422,11 @@ def execute_remote(cfg_dicts: list[dict], checkpoint_dir: str, references: dict 
     it needs (``references``: what ``train_references`` returned) are put in its scratch cache first, so the runs
     load them instead of training; returns the job's summary rows and its finished records (the driver writes
     them)."""
-    from bench.run import record_path
+    from bench.algorithms.reference import reference_cache_dir
 
     cfgs = [{k: v for k, v in c.items() if k != "_reference_group"} for c in cfg_dicts]
     with _scratch() as scratch:
-        os.environ["BENCH_CACHE_DIR"] = str(scratch / "cache")
-        cache = scratch / "cache" / "reference"
+        cache = reference_cache_dir()
         cache.mkdir(parents=True)
         for entry in (references or {}).values():
             (cache / f"{entry['key']}.pt").write_bytes(entry["state"])
@@ -438,9 +452,11 @@ def _cuda_available() -> bool:
 
 @contextlib.contextmanager
 def _scratch():
-    """A fresh working folder for one Ray task (its cwd while it runs), removed afterwards."""
+    """A fresh working folder for one Ray task — its cwd and its cache (BENCH_CACHE_DIR) while it runs — removed
+    afterwards."""
     folder, cwd, cache = Path(tempfile.mkdtemp(prefix="bench-task-")), os.getcwd(), os.environ.get("BENCH_CACHE_DIR")
     os.chdir(folder)
+    os.environ["BENCH_CACHE_DIR"] = str(folder / "cache")
     try:
         yield folder
     finally:
@@ -499,7 +515,7 @@ def _run_ray(jobs: list[list[dict]], out: Path, workers: int, address: str | Non
 def _reference_ref(ray, group: dict, out: Path, options: dict, log):
     """The object-store reference to a group's pi_ref weights: from ``<out>/references`` when the driver wrote them
     before (a restarted sweep), else an upstream task that trains them."""
-    index = _reference_index(out).get(_group_key(group), {})
+    index = _reference_index(out).get(group["key"], {})
     files = {s: out / "references" / f"{index[str(s)]['key']}.pt" for s in group["seeds"] if str(s) in index}
     if len(files) == len(group["seeds"]) and all(f.exists() for f in files.values()):
         log(f"[sweep] reference policies of {group['dataset']} seeds {group['seeds']} from {out / 'references'}")
@@ -507,10 +523,6 @@ def _reference_ref(ray, group: dict, out: Path, options: dict, log):
     log(f"[sweep] training the reference policies of {group['dataset']} seeds {group['seeds']} once (upstream task)")
     return ray.remote(train_references).options(**options).remote(group["dataset"], group["data_path"],
                                                                    group["bc"], group["seeds"])
-
-
-def _group_key(group: dict) -> str:
-    return json.dumps([group["dataset"], group["data_path"], group["bc"]], sort_keys=True)
 
 
 def _reference_index(out: Path) -> dict:
@@ -530,6 +542,6 @@ def _store_references(found: dict, out: Path, group: dict) -> None:
             tmp.write_bytes(entry["state"])
             os.replace(tmp, target)
     index = _reference_index(out)
-    index.setdefault(_group_key(group), {}).update(
+    index.setdefault(group["key"], {}).update(
         {str(seed): {"key": e["key"], "info": e["info"]} for seed, e in found.items()})
     write_json_atomic(folder / "index.refs.json", index)

@@ -127,7 +127,3 @@ class Checkpoint:
         for name, component in self.components.items():
             _restore(component, saved[name])
         return int(state["step"])
-
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)

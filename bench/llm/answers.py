@@ -136,19 +136,16 @@ def _last_number_word(sentence: str) -> str | None:
 
 
 def answer_statements(section: str) -> list[str]:
-    """The text each answer statement of ``section`` gives, in order: the rest of its line, or — when that holds no
-    answer — the first following non-empty line that does (up to five lines on)."""
+    """The answer each answer statement of ``section`` gives, cleaned (``clean_math``), in order: from the rest of
+    its line, or — when that holds none — from the first following non-empty line that does (up to five on)."""
     found = []
     for m in _STATEMENT.finditer(section):
         rest_of_line, _, after = section[m.end():].partition("\n")
-        if clean_math(rest_of_line) is not None:
-            found.append(rest_of_line)
-            continue
-        for line in [ln for ln in after.split("\n") if ln.strip()][:5]:
-            if _STATEMENT.search(line):
+        for k, line in enumerate([rest_of_line] + [ln for ln in after.split("\n") if ln.strip()][:5]):
+            if k and _STATEMENT.search(line):
                 break  # the next statement speaks for itself
-            if clean_math(line) is not None:
-                found.append(line)
+            if (answer := clean_math(line)) is not None:
+                found.append(answer)
                 break
     return found
 
@@ -157,7 +154,7 @@ def read_math(text: str) -> tuple[str | None, str | None]:
     """(last boxed answer, last answer statement) of the answer section, cleaned; either may be None."""
     section = answer_section(text)
     boxes = [b for b in map(clean_math, boxed_contents(section)) if b is not None]
-    statements = [s for s in map(clean_math, answer_statements(section)) if s is not None]
+    statements = answer_statements(section)
     if not statements and has_answer_section(text):
         lines = [ln for ln in section.split("\n") if ln.strip()]
         if len(lines) == 1:  # a bare answer after the answer mark: "42", "$\frac{1}{2}$"

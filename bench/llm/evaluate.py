@@ -201,14 +201,16 @@ class TransformersGenerator(_Generator):
                  min_tokens: int = 0) -> list[Generation]:
         import torch
 
-        budgets = clip_max_tokens([self.count_tokens(p) for p in prompts], max_new_tokens, self.context)
         outs: list[Generation] = []
         for s in range(0, len(prompts), self.batch_size):
-            chunk, limits = prompts[s:s + self.batch_size], budgets[s:s + self.batch_size]
+            chunk = prompts[s:s + self.batch_size]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            limits = clip_max_tokens(enc["attention_mask"].sum(1).tolist(), max_new_tokens[s:s + self.batch_size],
+                                     self.context)
             if max(limits) == 0:
                 outs += [Generation("", 0, True) for _ in chunk]
                 continue
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            enc = enc.to(self.device)
             with torch.inference_mode():
                 ids = self.model.generate(**enc, do_sample=False, max_new_tokens=max(limits),
                                           min_new_tokens=min_tokens or None, stop_strings=stop or None,
