@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 import yaml
 
-from bench.algorithms import RunContext, get_algorithm
-from bench.algorithms.base import DivergedError, TrainingError
+from bench.algorithms import get_algorithm
+from bench.algorithms.context import DivergedError, DivergenceGuard, RunContext, Schedule, SeedGroup, TrainingError
+from bench.algorithms.reference import reference_cache_dir, reference_policies
 from bench.configs import PRESET_DIR, load_preset
 from bench.configs.domains import ConfigError, bounded, check_domains
 from bench.datasets.sources import load_dataset_cached
@@ -205,8 +207,8 @@ class _Started:
 
     cfg: RunConfig
     record: RunRecord
-    ckpt: Path
     traj: Any
+    used: dict  # the other datasets it trains on, by role (the SFT family's reference data)
     algo: Any
     ctx: RunContext
     evaluate: Any
@@ -229,11 +231,8 @@ def checkpoint_folder(out: Path, checkpoint_dir: Path | None) -> Path:
     return Path(checkpoint_dir) if checkpoint_dir is not None else Path(out) / "checkpoints"
 
 
-def _start(cfg: RunConfig, out: Path, force: bool, log, checkpoint_dir: Path | None = None) -> _Started:
+def _start(cfg: RunConfig, out: Path, log) -> _Started:
     path = record_path(cfg, out)
-    ckpt = checkpoint_folder(out, checkpoint_dir) / (path.stem + ".pt")
-    if force and ckpt.exists():
-        ckpt.unlink()
     torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     spec = get_spec(cfg.env)
@@ -259,8 +258,7 @@ def _start(cfg: RunConfig, out: Path, force: bool, log, checkpoint_dir: Path | N
         raise ValueError(f"--reference-data was given but {cfg.algo} on {cfg.env} trains on no reference dataset "
                          "(only the SFT family with reference_dataset set does)")
     record.timings["load"] = time.time() - t_start
-    device = resolve_device(cfg.device)
-    record.device = describe_device(device, getattr(algo.config, "precision", "float32"))
+    record.device = describe_device(resolve_device(cfg.device), algo.precision())
     save_record(record, out)
 
     def evaluate_policy(policy, episodes: int = cfg.eval_episodes):
@@ -268,13 +266,11 @@ def _start(cfg: RunConfig, out: Path, force: bool, log, checkpoint_dir: Path | N
                         spec.ref_min_score, spec.ref_max_score, cfg.eval_envs, spec.score, cfg.eval_workers)
 
     identity = RunIdentity(path.stem, cfg.env, cfg.algo, cfg.seed, record.config_hash, Path(out))
-    ctx = RunContext(seed=cfg.seed, device=device, total_steps=cfg.algo_config.get("steps", 0),
-                     evaluate=evaluate_policy, eval_every=cfg.eval_every, checkpoint_path=ckpt,
-                     log=lambda m: log(f"[{cfg.env} {cfg.algo} seed {cfg.seed}] {m}"), fix=_divergence_fix(cfg),
-                     loggers=make_loggers(cfg.loggers), log_every=cfg.log_every, identity=identity,
-                     config=record.config, progress=_progress_of(log, f"{cfg.env} {cfg.algo} seed {cfg.seed}"),
-                     datasets=used)
-    return _Started(cfg, record, ckpt, traj, algo, ctx, evaluate_policy, t_start)
+    ctx = RunContext(seed=cfg.seed, evaluate=evaluate_policy, log=lambda m: log(f"[{cfg.env} {cfg.algo} seed "
+                                                                                 f"{cfg.seed}] {m}"),
+                     loggers=make_loggers(cfg.loggers), identity=identity, config=record.config,
+                     progress=_progress_of(log, f"{cfg.env} {cfg.algo} seed {cfg.seed}"))
+    return _Started(cfg, record, traj, used, algo, ctx, evaluate_policy, t_start)
 
 
 def _fingerprint(name: str, spec, traj) -> dict:
@@ -292,8 +288,8 @@ def _progress_of(log, label: str):
 
 
 def _divergence_fix(cfg: RunConfig) -> str:
-    """The advice a diverged run of ``cfg`` gives, naming its algorithm's own learning-rate fields."""
-    rates = [k for k in cfg.algo_config if k.endswith("learning_rate") and cfg.algo_config[k]]
+    """The advice a diverged run of ``cfg`` gives, naming its algorithm's own learning-rate fields (those in use)."""
+    rates = [k for k in get_algorithm(cfg.algo).learning_rate_fields if cfg.algo_config[k]]
     sets = " ".join(f"--set {k}={cfg.algo_config[k] / 10:g}" for k in rates)
     return f"lower {' / '.join(rates)} (e.g. {sets})"
 
@@ -317,7 +313,7 @@ def _complete(run_: _Started, policy, curated, train_seconds: float, log) -> Non
 
 
 def _end(run_: _Started, out: Path, error: BaseException | None) -> None:
-    """Write the record (complete, failed or interrupted); a complete run's checkpoint is deleted."""
+    """Write the record: complete, or failed / diverged / interrupted with ``error``."""
     record = run_.record
     if error is not None:
         record.status = ("interrupted" if isinstance(error, KeyboardInterrupt) else
@@ -329,8 +325,6 @@ def _end(run_: _Started, out: Path, error: BaseException | None) -> None:
     if record.status != "complete":
         run_.ctx.finish_logging({}, ok=False)
     save_record(record, out)
-    if record.status == "complete":
-        _remove_checkpoint(run_.ckpt)
 
 
 def _remove_checkpoint(path: Path) -> None:
@@ -373,89 +367,90 @@ def _held(cfgs: list[RunConfig], out: Path):
 
 
 def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True), checkpoint_dir: Path | None = None) -> RunRecord:
+        log=lambda msg: print(msg, file=sys.stderr, flush=True), checkpoint_dir: Path | None = None,
+        references: Mapping[str, bytes] | None = None) -> RunRecord:
     """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete).
-    Checkpoints go to ``checkpoint_dir`` (default ``<out>/checkpoints``).
+    Checkpoints go to ``checkpoint_dir`` (default ``<out>/checkpoints``). ``references``: reference-policy weights
+    the caller already holds, by key (a Ray task's, from its upstream task); the others come from the cache or are
+    trained.
 
     Raises RunLocked when another process is running the same config into the same folder."""
-    if (existing := _existing(cfg, out, force, log)) is not None:
-        return existing
-    with _held([cfg], out):
-        if (existing := _existing(cfg, out, force, log)) is not None:  # finished while we were starting
-            return existing
-        return _run_one(cfg, out, force, log, checkpoint_dir)
-
-
-def _run_one(cfg: RunConfig, out: Path, force: bool, log, checkpoint_dir: Path | None) -> RunRecord:
-    run_ = _start(cfg, out, force, log, checkpoint_dir)
-    error = None
-    try:
-        curated = run_.algo.curate(run_.traj)
-        t0 = time.time()
-        policy = run_.algo.fit(run_.traj, curated, run_.ctx)
-        _complete(run_, policy, curated, time.time() - t0, log)
-    except BaseException as e:
-        error = e
-        raise
-    finally:
-        _end(run_, out, error)
-    return run_.record
-
-
-def batchable(cfg: RunConfig) -> bool:
-    """Whether seeds of ``cfg``'s algorithm can train as one batched model (BC on transitions)."""
-    return make_algorithm(cfg).can_batch_seeds()
+    return run_seeds([cfg], out, force, log, checkpoint_dir, references)[0]
 
 
 def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = False,
-              log=lambda msg: print(msg, file=sys.stderr, flush=True),
-              checkpoint_dir: Path | None = None) -> list[RunRecord]:
+              log=lambda msg: print(msg, file=sys.stderr, flush=True), checkpoint_dir: Path | None = None,
+              references: Mapping[str, bytes] | None = None) -> list[RunRecord]:
     """Several seeds of one (dataset, algorithm, config): one record per seed, as separate :func:`run` calls write.
 
-    When the algorithm supports it and two or more seeds are left, they train as one batched model (K policies with
-    stacked weights, one batched matmul per layer: ``benchmarks/batched_seeds.py``), which gives each seed the
-    policy of its separate run up to float rounding; otherwise they run one after another.
+    When the algorithm batches seeds (``batches_seeds``) and two or more are left, they train as one batched model
+    (K policies with stacked weights, one batched matmul per layer: ``benchmarks/batched_seeds.py``), which gives each
+    seed the policy of its separate run up to float rounding; otherwise they run one after another. A seed that
+    diverges stops its group; the others then train again one at a time and the first DivergedError is raised.
     """
     if len({config_hash(c.hashed_part()) for c in cfgs}) > 1 or len({c.seed for c in cfgs}) < len(cfgs):
         raise ValueError("run_seeds needs configs that differ only in their (distinct) seeds")
     records = {c.seed: r for c in cfgs if (r := _existing(c, out, force, log)) is not None}
     pending = [c for c in cfgs if c.seed not in records]
-    if len(pending) < 2 or not batchable(pending[0]):
-        records.update({c.seed: run(c, out, force, log, checkpoint_dir) for c in pending})
-        return [records[c.seed] for c in cfgs]
-    with _held(pending, out):
-        batched, diverged = _run_batched(pending, out, force, log, checkpoint_dir)
-    records.update(batched)
-    if diverged is not None:  # the group stopped for one seed: the others train again, one at a time
-        log(f"seed {diverged.seed} diverged; training seeds {[c.seed for c in pending if c.seed != diverged.seed]} "
-            "again without it, one at a time")
-        for c in pending:
-            if c.seed != diverged.seed:
+    groups = [pending] if len(pending) > 1 and get_algorithm(pending[0].algo).batches_seeds else \
+        [[c] for c in pending]
+    for group in groups:
+        try:
+            records.update(_run_held(group, out, force, log, checkpoint_dir, references))
+        except DivergedError as diverged:
+            if len(group) == 1:
+                raise
+            others = [c for c in group if c.seed != diverged.seed]
+            log(f"seed {diverged.seed} diverged; training seeds {[c.seed for c in others]} again without it, one "
+                "at a time")
+            for c in others:
                 with contextlib.suppress(DivergedError):  # its own record says so; the first one is raised
-                    records[c.seed] = run(c, out, force, log, checkpoint_dir)
-        raise diverged
+                    records.update(_run_held([c], out, force, log, checkpoint_dir, references))
+            raise
     return [records[c.seed] for c in cfgs]
 
 
-def _run_batched(pending: list[RunConfig], out: Path, force: bool, log,
-                 checkpoint_dir: Path | None) -> tuple[dict[int, RunRecord], DivergedError | None]:
-    """Seeds of one cell trained as one batched model (the caller holds their locks): their records, and the
-    DivergedError of a seed that stopped the group (its record says "diverged"; the others' say why they stopped)."""
-    runs = [_start(c, out, force, log, checkpoint_dir) for c in pending]
-    stem = record_path(pending[0], out).stem.replace(f"__seed{pending[0].seed}__", "__")
-    group_ckpt = checkpoint_folder(out, checkpoint_dir) / f"{stem}__seeds{'-'.join(str(c.seed) for c in pending)}.pt"
+def _run_held(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_dir: Path | None,
+              references: Mapping[str, bytes] | None) -> dict[int, RunRecord]:
+    """Hold the seeds' locks, skip what finished meanwhile, and train the rest as one group."""
+    with _held(cfgs, out):
+        done = {c.seed: r for c in cfgs if (r := _existing(c, out, force, log)) is not None}  # finished meanwhile
+        todo = [c for c in cfgs if c.seed not in done]
+        return done | (_run_group(todo, out, force, log, checkpoint_dir, references) if todo else {})
+
+
+def group_checkpoint(cfgs: list[RunConfig], out: Path, checkpoint_dir: Path | None) -> Path:
+    """Where the seeds ``cfgs`` trained as one group keep their checkpoint (one seed: the record's name)."""
+    stem = record_path(cfgs[0], out).stem
+    if len(cfgs) > 1:
+        stem = stem.replace(f"__seed{cfgs[0].seed}__", "__") + f"__seeds{'-'.join(str(c.seed) for c in cfgs)}"
+    return checkpoint_folder(out, checkpoint_dir) / f"{stem}.pt"
+
+
+def _run_group(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_dir: Path | None,
+               references: Mapping[str, bytes] | None) -> dict[int, RunRecord]:
+    """Seeds of one cell trained as one group (the caller holds their locks): every seed's record is written, also
+    when training stops; the error is raised after. A seed that diverges fails the others with it (their records say
+    why they stopped)."""
+    runs = [_start(c, out, log) for c in cfgs]
+    first = runs[0]
+    ckpt = group_checkpoint(cfgs, out, checkpoint_dir)
+    if force:
+        ckpt.unlink(missing_ok=True)
+    schedule = Schedule(first.cfg.algo_config["steps"], first.cfg.eval_every, first.cfg.log_every)
+    group = SeedGroup([r.ctx for r in runs], resolve_device(first.cfg.device), schedule, ckpt,
+                      DivergenceGuard(fix=_divergence_fix(first.cfg)))
     error = None
     try:
-        first = runs[0]
-        curated = first.algo.curate(first.traj)
         t0 = time.time()
-        policies = first.algo.fit_seeds(first.traj, curated, [r.ctx for r in runs], group_ckpt)
-        seconds = (time.time() - t0) / len(runs)  # the batched training time, shared
+        group.references = _references(runs, group, references)
+        curated = first.algo.curate(first.traj)
+        policies = first.algo.fit(first.traj, curated, group)
+        seconds = (time.time() - t0) / len(runs)  # a batched training's time, shared
         for r, policy in zip(runs, policies, strict=True):
             _complete(r, policy, curated, seconds, log)
-            r.record.train_info["batched_seeds"] = [c.seed for c in pending]
-    except DivergedError as e:
-        error = e
+            if len(runs) > 1:
+                r.record.train_info["batched_seeds"] = [c.seed for c in cfgs]
     except BaseException as e:
         error = e
         raise
@@ -465,6 +460,24 @@ def _run_batched(pending: list[RunConfig], out: Path, force: bool, log,
             if isinstance(error, DivergedError) and r.cfg.seed != error.seed:
                 own = TrainingError(f"stopped with its batched group: seed {error.seed} diverged")
             _end(r, out, own)
-        if error is None or isinstance(error, DivergedError):
-            _remove_checkpoint(group_ckpt)
-    return {r.cfg.seed: r.record for r in runs}, error if isinstance(error, DivergedError) else None
+        if error is None or isinstance(error, DivergedError):  # a diverged run restarted would diverge again
+            _remove_checkpoint(ckpt)
+    return {r.cfg.seed: r.record for r in runs}
+
+
+def _references(runs: list[_Started], group: SeedGroup, given: Mapping[str, bytes] | None) -> list | None:
+    """Each seed's reference policy pi_ref when the algorithm fine-tunes one (None otherwise), on the reference
+    dataset it names or its own; every record notes which (``train_info.reference``)."""
+    first = runs[0]
+    bc = first.algo.reference_bc()
+    if bc is None:
+        return None
+    data = first.used.get("reference", first.traj)
+    if (data.obs_dim, data.act_dim) != (first.traj.obs_dim, first.traj.act_dim):
+        raise ValueError(f"the reference dataset {data.name} has observation/action sizes "
+                         f"{(data.obs_dim, data.act_dim)}, the fine-tuning data "
+                         f"{(first.traj.obs_dim, first.traj.act_dim)}")
+    found = reference_policies(data, bc, group.seeds, group.device, group.log, reference_cache_dir(), given)
+    for r, (_, info) in zip(runs, found, strict=True):
+        r.ctx.info["reference"] = info
+    return [policy for policy, _ in found]

@@ -36,13 +36,14 @@ from pathlib import Path
 
 import yaml
 
-from bench.algorithms.base import DivergedError
+from bench.algorithms import get_algorithm
+from bench.algorithms.bc import BCConfig
+from bench.algorithms.context import DivergedError
 from bench.configs import PRESET_DIR
 from bench.results.store import RunRecord, config_hash, read_record, save_record, write_json_atomic
 from bench.run import (
     RunConfig,
     RunLocked,
-    batchable,
     make_algorithm,
     overrides_for,
     record_path,
@@ -109,25 +110,15 @@ def grid_path(path: Path | str) -> Path:
 
 
 # -- compute estimates (bench sweep --dry-run) ----------------------------------------------------------------------
-def rate_key(algo: str, algo_config: dict) -> str:
-    """The entry of rates.yaml that times one update of this algorithm's config."""
-    if "batch_unit" in algo_config:  # BC
-        return f"bc/{algo_config['batch_unit']}/{algo_config['batch_size']}/{algo_config['precision']}"
-    if "bc_steps" in algo_config:  # the SFT family's fine-tuning step
-        kind = "iw_sft" if algo_config["importance_weighted"] else "sft"
-        return f"{kind}/{algo_config['batch_size']}/{algo_config['precision']}"
-    return f"{algo}/{algo_config['batch_size']}"
-
-
 def reference_of(cfg: RunConfig) -> tuple[str, str | None, dict] | None:
     """The reference policy a run fine-tunes from, as (dataset, its data file, BC config); None outside the SFT
     family. pi_ref is trained once per (this, seed): by the dry run's count and by the Ray executor alike."""
     algo = make_algorithm(cfg)
-    if not hasattr(algo.config, "reference_bc"):
+    if (bc := algo.reference_bc()) is None:
         return None
     other = algo.datasets_used().get("reference")
     dataset, data_path = (other, cfg.reference_data_path) if other else (cfg.env, cfg.data_path)
-    return dataset, data_path, dataclasses.asdict(algo.config.reference_bc())
+    return dataset, data_path, dataclasses.asdict(bc)
 
 
 def _reference_key(reference: tuple[str, str | None, dict]) -> str:
@@ -141,7 +132,7 @@ def estimate(configs: list[RunConfig], rates: dict) -> list[tuple[RunConfig, flo
     seen_references, out = set(), []
     for cfg in configs:
         a = cfg.algo_config
-        key = rate_key(cfg.algo, a)
+        key = make_algorithm(cfg).rate_key()
         if key not in per_update:
             out.append((cfg, None, f"no measured rate for {key}"))
             continue
@@ -149,7 +140,7 @@ def estimate(configs: list[RunConfig], rates: dict) -> list[tuple[RunConfig, flo
         how = f"{a['steps']} x {key}"
         if (reference := reference_of(cfg)) is not None:
             bc = reference[2]
-            ref, ref_key = (_reference_key(reference), cfg.seed), rate_key("bc", bc)
+            ref, ref_key = (_reference_key(reference), cfg.seed), get_algorithm("bc")(BCConfig(**bc)).rate_key()
             if ref not in seen_references and ref_key in per_update:
                 seen_references.add(ref)
                 seconds += bc["steps"] / per_update[ref_key]
@@ -193,7 +184,7 @@ def plan_jobs(configs: list[RunConfig], workers: int) -> list[list[RunConfig]]:
     groups: dict[tuple, list[RunConfig]] = {}
     singles: list[list[RunConfig]] = []
     for cfg in configs:
-        if batchable(cfg):
+        if get_algorithm(cfg.algo).batches_seeds:
             groups.setdefault((cfg.env, cfg.algo, config_hash(cfg.hashed_part())), []).append(cfg)
         else:
             singles.append([cfg])
@@ -220,10 +211,11 @@ class _SharedProgress:
 
 
 def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None,
-            checkpoint_dir: str | None = None) -> list[dict]:
+            checkpoint_dir: str | None = None, references: dict[str, bytes] | None = None) -> list[dict]:
     """Run one job (one config, or seeds of one cell batched) in this process; never raises (errors go to the
     records and the summary). ``shared``: a Manager dict for the driver's live bars (None: plain log lines).
-    ``gpu``: the GPU this job may see (this process is fresh, so CUDA is not initialised yet)."""
+    ``gpu``: the GPU this job may see (this process is fresh, so CUDA is not initialised yet). ``references``: the
+    reference policies' weights by key, when the caller holds them (a Ray task)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     cfgs = [RunConfig(**c) for c in cfg_dicts]
@@ -232,8 +224,8 @@ def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir)
     t0 = time.time()
     try:
-        records = (run_seeds(cfgs, Path(out), checkpoint_dir=ckpt) if shared is None
-                   else run_seeds(cfgs, Path(out), log=_SharedProgress(shared), checkpoint_dir=ckpt))
+        log = {} if shared is None else {"log": _SharedProgress(shared)}
+        records = run_seeds(cfgs, Path(out), checkpoint_dir=ckpt, references=references, **log)
         seconds = (time.time() - t0) / len(cfgs)
         return [{"label": label, "algo": algos[label], "status": r.status, "seconds": seconds,
                  "score": r.final.get("normalized_mean")} for label, r in zip(labels, records, strict=True)]
@@ -400,42 +392,35 @@ def reference_groups(jobs: list[list[dict]]) -> dict[str, dict]:
 
 
 def train_references(dataset: str, data_path: str | None, bc: dict, seeds: list[int]) -> dict:
-    """A Ray task: pi_ref of each seed for (dataset, BC config), the missing seeds trained together as one batched
-    model, in a scratch cache of its own; returns {seed: {"key", "state" (the weights file's bytes), "info"}}."""
-    from bench.algorithms.bc import BCConfig
-    from bench.algorithms.reference import reference_policies
+    """A Ray task: pi_ref of each seed for (dataset, BC config), trained together as one batched model in a scratch
+    folder of its own; returns {seed: {"key", "state" (the weights file's bytes), "info"}}."""
+    from bench.algorithms.reference import policy_bytes, reference_policies
     from bench.datasets.sources import load_dataset_cached
     from bench.specs import get_spec
 
-    with _scratch():
+    with _scratch() as scratch:
         traj = load_dataset_cached(get_spec(dataset), data_path)
         found = reference_policies(traj, BCConfig(**bc), seeds, resolve_device("auto"),
-                                   lambda m: print(m, file=sys.stderr, flush=True))
+                                   lambda m: print(m, file=sys.stderr, flush=True), scratch / "reference")
         where = {"node": platform.node(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-        return {seed: {"key": info["key"], "state": Path(info["path"]).read_bytes(),
+        return {seed: {"key": info["key"], "state": policy_bytes(policy),
                        "info": {**{k: v for k, v in info.items() if k != "path"}, **where}}
-                for seed, (_, info) in zip(seeds, found, strict=True)}
+                for seed, (policy, info) in zip(seeds, found, strict=True)}
 
 
 def execute_remote(cfg_dicts: list[dict], checkpoint_dir: str, references: dict | None) -> dict:
     """A Ray task: one job in a scratch folder of its own (no shared file system assumed). The reference policies
-    it needs (``references``: what ``train_references`` returned) are put in its scratch cache first, so the runs
-    load them instead of training; returns the job's summary rows and its finished records (the driver writes
-    them)."""
-    from bench.algorithms.reference import reference_cache_dir
-
+    it needs (``references``: what ``train_references`` returned) are handed to its runs, which use them instead of
+    training; returns the job's summary rows and its finished records (the driver writes them)."""
     cfgs = [{k: v for k, v in c.items() if k != "_reference_group"} for c in cfg_dicts]
+    given = {entry["key"]: entry["state"] for entry in (references or {}).values()}
     with _scratch() as scratch:
-        cache = reference_cache_dir()
-        cache.mkdir(parents=True)
-        for entry in (references or {}).values():
-            (cache / f"{entry['key']}.pt").write_bytes(entry["state"])
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus and not _cuda_available():
             print(f"[sweep] Ray gave this job GPU {gpus} but torch sees no CUDA device: training on the CPU",
                   file=sys.stderr, flush=True)
         rows = [{**row, "worker_dir": str(scratch)}
-                for row in execute(cfgs, str(scratch / "records"), checkpoint_dir=checkpoint_dir)]
+                for row in execute(cfgs, str(scratch / "records"), checkpoint_dir=checkpoint_dir, references=given)]
         records = []
         for c in cfgs:
             path = record_path(RunConfig(**c), scratch / "records")
@@ -452,19 +437,13 @@ def _cuda_available() -> bool:
 
 @contextlib.contextmanager
 def _scratch():
-    """A fresh working folder for one Ray task — its cwd and its cache (BENCH_CACHE_DIR) while it runs — removed
-    afterwards."""
-    folder, cwd, cache = Path(tempfile.mkdtemp(prefix="bench-task-")), os.getcwd(), os.environ.get("BENCH_CACHE_DIR")
+    """A fresh working folder for one Ray task — its cwd while it runs — removed afterwards."""
+    folder, cwd = Path(tempfile.mkdtemp(prefix="bench-task-")), os.getcwd()
     os.chdir(folder)
-    os.environ["BENCH_CACHE_DIR"] = str(folder / "cache")
     try:
         yield folder
     finally:
         os.chdir(cwd)
-        if cache is None:
-            os.environ.pop("BENCH_CACHE_DIR", None)
-        else:
-            os.environ["BENCH_CACHE_DIR"] = cache
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -83,3 +83,13 @@ def kill_after_first_checkpoint(monkeypatch, run_fn, when=lambda checkpoint: Tru
     with pytest.raises(KeyboardInterrupt):
         run_fn()
     monkeypatch.setattr(Checkpoint, "save", original)
+
+
+def seed_group(seeds, steps, eval_every=10**9, checkpoint=None, device="cpu"):
+    """A SeedGroup of the given seeds (one seed: a single run) without evaluations, loggers or output."""
+    import torch
+
+    from bench.algorithms.context import RunContext, Schedule, SeedGroup
+
+    return SeedGroup([RunContext(seed=s, log=lambda m: None) for s in seeds], torch.device(device),
+                     Schedule(steps, eval_every), checkpoint)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.algorithms import RunContext
+from conftest import seed_group
+
 from bench.algorithms.checkpoint import Checkpoint, GlobalRNG
 from bench.algorithms.policy import GaussianMLPPolicy
 
@@ -93,21 +94,21 @@ def test_checkpoints_move_between_cpu_and_cuda(tmp_path):
         _resumes_identically(tmp_path, save, load)
 
 
-def test_global_rng_and_run_context_are_components(tmp_path):
-    ctx = RunContext(seed=0, device=torch.device("cpu"), total_steps=4, evaluate=None, eval_every=2,
-                     checkpoint_path=tmp_path / "run.pt", log=lambda m: None)
-    assert ctx.resume(rng=GlobalRNG()) == 0
+def test_global_rng_and_the_runs_curves_are_components(tmp_path):
+    group = seed_group([0, 1], 4, eval_every=2, checkpoint=tmp_path / "run.pt")
+    assert group.resume({"rng": GlobalRNG()}) == 0
     np.random.seed(3)
     torch.manual_seed(3)
     for step in (1, 2):
-        ctx.step(step, None, {"loss": torch.tensor(float(step))})
+        group.step(step, {"loss": torch.tensor([float(step), 10.0 * step])}, lambda k: None)
     expected = (np.random.rand(), torch.rand(1).item())
     np.random.seed(99)
     torch.manual_seed(99)
-    again = RunContext(seed=0, device=torch.device("cpu"), total_steps=4, evaluate=None, eval_every=2,
-                       checkpoint_path=tmp_path / "run.pt", log=lambda m: None)
-    assert again.resume(rng=GlobalRNG()) == 2
-    assert again.curve == ctx.curve and again.curve[0]["loss"] == 1.5
+    again = seed_group([0, 1], 4, eval_every=2, checkpoint=tmp_path / "run.pt")
+    assert again.resume({"rng": GlobalRNG()}) == 2
+    assert [r.curve for r in again.runs] == [r.curve for r in group.runs]
+    assert [r.curve[0]["loss"] for r in again.runs] == [1.5, 15.0]
+    assert again.guard.first_loss == [1.0, 10.0] and again.runs[1].info["resumed_from_step"] == 2
     assert (np.random.rand(), torch.rand(1).item()) == expected
 
 
@@ -184,32 +185,39 @@ def test_temporary_files_have_unique_names(tmp_path, monkeypatch):
 
 
 @pytest.mark.cuda
-def test_training_steps_never_wait_for_the_gpu():
+def test_training_steps_never_wait_for_the_gpu(tmp_path):
     """Between evaluation steps no native training step synchronises with the GPU: torch's sync debug mode raises
     on any synchronising CUDA call (an .item(), a data-dependent shape, a blocking copy) during steps 3..12."""
     from bench.algorithms.bc import BCConfig, train_bc
+    from bench.algorithms.context import RunContext, Schedule, SeedGroup
+    from bench.algorithms.reference import reference_policies
     from bench.algorithms.sft import IWSFTQ
     from bench.datasets.curation import all_episodes
     from bench.datasets.sources import load_dataset
     from bench.specs import get_spec
 
     traj = load_dataset(get_spec("hopper-mini-replay"))
+    cuda = torch.device("cuda")
 
-    class Strict(RunContext):
-        def step(self, step, policy, stats):
+    class Strict(SeedGroup):
+        def step(self, step, stats, policy):
             torch.cuda.set_sync_debug_mode(0)
-            super().step(step, policy, stats)
+            super().step(step, stats, policy)
             torch.cuda.set_sync_debug_mode("error" if 2 <= step < 12 else 0)
 
-    def ctx():
-        return Strict(seed=0, device=torch.device("cuda"), total_steps=13, evaluate=None, eval_every=13,
-                      log=lambda m: None)
+    def group(seeds):
+        return Strict([RunContext(seed=s, log=lambda m: None) for s in seeds], cuda, Schedule(13, 13))
 
     try:
-        for unit in ("transitions", "trajectories"):
-            train_bc(traj, all_episodes(traj), BCConfig(steps=13, batch_unit=unit, batch_size=64), ctx())
-        for static in (False, True):
-            algo = IWSFTQ(IWSFTQ.Config(steps=13, batch_size=64, bc_steps=2, bc_batch_size=32, static_shapes=static))
-            algo.fit(traj, algo.curate(traj), ctx())
+        for seeds in ([0], [0, 1]):
+            for unit in ("transitions", "trajectories"):
+                train_bc(traj, all_episodes(traj), BCConfig(steps=13, batch_unit=unit, batch_size=64), group(seeds))
+            for static in (False, True):
+                algo = IWSFTQ(IWSFTQ.Config(steps=13, batch_size=64, bc_steps=2, bc_batch_size=32,
+                                            static_shapes=static))
+                g = group(seeds)
+                g.references = [p for p, _ in reference_policies(traj, algo.reference_bc(), seeds, cuda,
+                                                                 lambda m: None, tmp_path / "cache")]
+                algo.fit(traj, algo.curate(traj), g)
     finally:
         torch.cuda.set_sync_debug_mode(0)

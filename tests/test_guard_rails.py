@@ -15,7 +15,7 @@ from conftest import marked_episodes
 from test_checkpoint import fill_disk_after
 from test_sources import write_d4rl_file
 
-from bench.algorithms.base import DivergedError
+from bench.algorithms.context import DivergedError
 from bench.configs.domains import ConfigError
 from bench.datasets.trajectories import DatasetError
 from bench.run import _divergence_fix, resolve_config, run

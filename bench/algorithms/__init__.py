@@ -12,7 +12,8 @@ import difflib
 import bench.algorithms.baselines  # noqa: F401  (registers the d3rlpy algorithms)
 import bench.algorithms.bc  # noqa: F401  (registers bc, bc_10, bc_5)
 import bench.algorithms.sft  # noqa: F401  (registers the SFT family)
-from bench.algorithms.base import Algorithm, RunContext, TrainingError
+from bench.algorithms.base import Algorithm
+from bench.algorithms.context import RunContext, SeedGroup, TrainingError
 
 ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in Algorithm.registered()}
 
@@ -41,5 +42,5 @@ def algorithms_markdown() -> str:
     return "\n".join(["| `--algo` | tables | family | what it trains |", "|---|---|---|---|", *rows])
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "DISPLAY_NAMES", "RunContext", "TrainingError", "algorithms_markdown",
-           "get_algorithm", "names_by_family"]
+__all__ = ["ALGORITHMS", "Algorithm", "DISPLAY_NAMES", "RunContext", "SeedGroup", "TrainingError",
+           "algorithms_markdown", "get_algorithm", "names_by_family"]

@@ -32,8 +32,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from bench.algorithms.base import Algorithm, RunContext
+from bench.algorithms.base import Algorithm
 from bench.algorithms.checkpoint import GlobalRNG
+from bench.algorithms.context import SeedGroup, train
 from bench.configs.domains import bounded, check_domains
 from bench.d3rlpy_import import import_d3rlpy
 from bench.datasets.curation import Curated, all_episodes
@@ -279,8 +280,9 @@ class D3rlpyPolicy:
         return self.algo.predict(np.asarray(observations, dtype=np.float32))
 
 
-class _D3rlpyState:
-    """A d3rlpy algorithm's networks, optimisers and gradient-step count as one checkpoint component."""
+class D3rlpyLearner:
+    """A d3rlpy algorithm as the loop's learner (one seed): its networks, optimisers and gradient-step count, the
+    global RNGs its update draws from (TD3's target smoothing noise, CQL's action samples), and its own update."""
 
     def __init__(self, algo: Any):
         self.algo = algo
@@ -294,39 +296,58 @@ class _D3rlpyState:
         self.algo.impl.load_model(io.BytesIO(state["model"]))
         self.algo._grad_step = state["grad_step"]  # TD3+BC's delayed actor updates count from it
 
+    def components(self) -> dict:
+        return {"algo": self, "rng": GlobalRNG()}
+
+    def update(self, batch) -> dict[str, torch.Tensor]:
+        metrics = d3rlpy_update(self.algo, batch)
+        return {"loss": torch.tensor([metrics.get("critic_loss", next(iter(metrics.values())))])}  # d3rlpy: floats
+
+    def policy(self, k: int) -> D3rlpyPolicy:
+        return D3rlpyPolicy(self.algo)
+
+
+class DeviceBatches:
+    """``batch_size`` transitions per step from :class:`DeviceTransitions`, drawn on the device (one seed)."""
+
+    def __init__(self, transitions: DeviceTransitions, seed: int, batch_size: int):
+        self.transitions, self.batch_size = transitions, batch_size
+        self.generator = torch.Generator(device=transitions.device).manual_seed(seed)
+
+    def components(self) -> dict:
+        return {"generator": self.generator}
+
+    def sample(self):
+        return self.transitions.sample(self.batch_size, self.generator)
+
 
 class D3rlpyAlgorithm(Algorithm):
     """Trains a d3rlpy algorithm with the suite's loop; subclasses only name their config."""
 
     Config: ClassVar[type]
     family = "d3rlpy"
+    learning_rate_fields = ("actor_learning_rate", "critic_learning_rate")
 
     def curate(self, trajectories: Trajectories) -> Curated:
         return all_episodes(trajectories)
 
-    def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> D3rlpyPolicy:
+    def fit(self, trajectories: Trajectories, curated: Curated, group: SeedGroup) -> list[D3rlpyPolicy]:
         d3rlpy = import_d3rlpy()
         from d3rlpy.algos.utility import build_scalers_with_transition_picker
 
+        (run,) = group.runs  # one seed at a time (batches_seeds is False)
         cfg = self.config
-        d3rlpy.seed(ctx.seed)  # torch's global generator: d3rlpy's own noise (TD3 target smoothing, CQL samples)
+        d3rlpy.seed(run.seed)  # torch's global generator: d3rlpy's own noise (TD3 target smoothing, CQL samples)
         dataset = to_d3rlpy_dataset(trajectories, curated)
-        algo = cfg.d3rlpy_config(d3rlpy).create(device=str(ctx.device))
+        algo = cfg.d3rlpy_config(d3rlpy).create(device=str(group.device))
         build_scalers_with_transition_picker(algo, dataset)
         algo.build_with_dataset(dataset)
-        ctx.info["d3rlpy"] = {"version": d3rlpy.__version__, "algorithm": type(algo).__name__,
+        run.info["d3rlpy"] = {"version": d3rlpy.__version__, "algorithm": type(algo).__name__,
                               "transitions": dataset.transition_count}
-
-        transitions = DeviceTransitions(dataset, algo, ctx.device)
-        gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed)  # batch indices, drawn on the device
-        start = ctx.resume(algo=_D3rlpyState(algo), rng=GlobalRNG(), generator=gen)
-        policy = D3rlpyPolicy(algo)
-        for step in range(start + 1, cfg.steps + 1):
-            metrics = d3rlpy_update(algo, transitions.sample(cfg.batch_size, gen))
-            loss = metrics.get("critic_loss", next(iter(metrics.values())))  # d3rlpy returns floats
-            ctx.step(step, policy, {"loss": torch.tensor(loss)})
-        ctx.info["d3rlpy"]["grad_steps"] = algo.grad_step
-        return policy
+        batches = DeviceBatches(DeviceTransitions(dataset, algo, group.device), run.seed, cfg.batch_size)
+        policies = train(group, D3rlpyLearner(algo), batches)
+        run.info["d3rlpy"]["grad_steps"] = algo.grad_step
+        return policies
 
 
 class TD3BC(D3rlpyAlgorithm):
@@ -351,6 +372,8 @@ class CQL(D3rlpyAlgorithm):
     order = 60
     summary = "conservative Q-learning with a SAC actor (Kumar et al. 2020)"
     Config = CQLConfig
+    learning_rate_fields = ("actor_learning_rate", "critic_learning_rate", "temp_learning_rate",
+                            "alpha_learning_rate")
 
 
 class AWAC(D3rlpyAlgorithm):

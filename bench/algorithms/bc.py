@@ -8,23 +8,27 @@ Batches are either transitions sampled uniformly (the peers' BC) or whole trajec
 policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant rate. ``precision`` selects float32,
 TF32 (CUDA) or a bfloat16 forward pass (``bench.algorithms.precision``). Transition rows are drawn on the training
 device, whole trajectories on the host (``EpisodeTable``), and the loss stays on the device: a step never waits for
-it (``RunContext.step``).
+it (``SeedGroup.step``). Several seeds train as one stacked model (``native``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from bench.algorithms.base import Algorithm, RunContext
-from bench.algorithms.batched import StackedGaussianMLP, resume_group
+from bench.algorithms.base import Algorithm
+from bench.algorithms.context import SeedGroup, train
+from bench.algorithms.native import StackedLearner, initial_policies
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.precision import check_precision, step_precision
-from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood, transition_sampler
+from bench.algorithms.trajectory_batch import (
+    EpisodeTable,
+    TrajectoryBatch,
+    TrajectoryBatches,
+    TransitionBatches,
+    trajectory_log_likelihood,
+)
 from bench.configs.domains import bounded, check_domains
 from bench.datasets.curation import Curated, all_episodes, quality_bins
 from bench.datasets.trajectories import Trajectories
@@ -61,96 +65,41 @@ class BC5Config(BCConfig):
     top_percentile: float = bounded(95.0, ge=0, le=100)  # the top 5% (the paper's kitchen baseline "BC (5%)")
 
 
-def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctx: RunContext) -> GaussianMLPPolicy:
-    """Maximum likelihood on the curated episodes from a fresh policy; resumable through ``ctx``."""
-    torch.manual_seed(ctx.seed)
-    policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers).to(ctx.device)
-    # fused: one pass over the parameters instead of ~9; a BC step on 256 transitions is 17% faster on a CPU core
-    optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
-    obs = torch.as_tensor(trajectories.observations, device=ctx.device)
-    act = torch.as_tensor(trajectories.actions, device=ctx.device)
-    if cfg.batch_unit == "transitions":  # transition rows are drawn on the device, whole trajectories on the host
-        sample = transition_sampler(trajectories, curated, ctx.device)
-        gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
-    else:
-        table = EpisodeTable.from_curated(trajectories, curated, ctx.device)
-        gen = np.random.default_rng(ctx.seed)
+class BCLearner(StackedLearner):
+    """Maximum likelihood of the batch's actions, per seed: the mean over transitions, or over trajectories of their
+    (normalised) log-likelihoods, each distinct trajectory weighted by how often it was drawn."""
 
-    ctx.watch(cfg.divergence_factor)
-    start = ctx.resume(policy=policy, optim=optim, generator=gen)
-    policy.train()
-    for step in range(start + 1, cfg.steps + 1):
-        if cfg.batch_unit == "transitions":
-            rows = sample(cfg.batch_size, gen)
-        else:
-            rows, seg, lengths = table.sample(cfg.batch_size, gen)
-        with step_precision(cfg.precision, ctx.device):
-            logp = policy.log_prob(obs[rows], act[rows]).float()
-        if cfg.batch_unit == "transitions":
-            loss = -logp.mean()
-        else:
-            loss = -trajectory_log_likelihood(logp, seg, lengths, cfg.loss_normalization, table.mean_length).mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        ctx.step(step, policy, {"loss": loss})
-    policy.eval()
-    return policy
+    def __init__(self, policies: list[GaussianMLPPolicy], obs: torch.Tensor, act: torch.Tensor, cfg: BCConfig,
+                 mean_length: float):
+        super().__init__(policies, obs, act, cfg.learning_rate)
+        self.cfg, self.mean_length = cfg, mean_length
+
+    def loss(self, batch: torch.Tensor | TrajectoryBatch) -> tuple[torch.Tensor, dict]:
+        rows = batch if isinstance(batch, torch.Tensor) else batch.rows
+        with step_precision(self.cfg.precision, self.obs.device):
+            logp = self.model.log_prob(self.obs[rows], self.act[rows]).float()
+        if isinstance(batch, torch.Tensor):  # (K, B) transitions
+            return -logp.mean(1), {}
+        ll = trajectory_log_likelihood(logp.reshape(-1), batch.seg, batch.lengths, self.cfg.loss_normalization,
+                                       self.mean_length).view_as(batch.counts)
+        return -(ll * batch.counts).sum(1) / batch.counts.sum(1), {}  # padding has count 0
 
 
-def train_bc_seeds(trajectories: Trajectories, curated: Curated, cfg: BCConfig, ctxs: Sequence[RunContext],
-                   checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
-    """BC on the curated data for every context's seed at once: the policies ``train_bc`` gives each seed.
-
-    Each seed draws its own batches with its own generator, exactly as its separate run would (transitions on the
-    device; whole trajectories on the host, padded to one shape: ``EpisodeTable.sample_seeds``). Each context gets
-    its own progress, evaluations and learning curve (``ctx.step``) as in a separate run; the group checkpoints as
-    one file (stacked weights, Adam state, every seed's generator and curve) at the evaluation steps and resumes
-    from it.
-    """
-    device = ctxs[0].device
-    policies = []
-    for ctx in ctxs:
-        torch.manual_seed(ctx.seed)  # the same initialisation a separate run of this seed gets
-        policies.append(GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers))
-    stacked = StackedGaussianMLP(policies).to(device)
-    optim = torch.optim.Adam(stacked.parameters(), lr=cfg.learning_rate, fused=True)  # as train_bc's
+def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, group: SeedGroup) -> list[GaussianMLPPolicy]:
+    """Maximum likelihood on the curated episodes from a fresh policy per seed of ``group``: the policy each seed's
+    separate run gives (up to float rounding when the group trains several). Resumable through the group."""
+    device = group.device
+    policies = initial_policies(group.seeds, trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers)
     obs = torch.as_tensor(trajectories.observations, device=device)
     act = torch.as_tensor(trajectories.actions, device=device)
-    if cfg.batch_unit == "transitions":  # the draws of train_bc, seed by seed
-        sample = transition_sampler(trajectories, curated, device)
-        gens = [torch.Generator(device=device).manual_seed(ctx.seed) for ctx in ctxs]
+    if cfg.batch_unit == "transitions":  # transition rows are drawn on the device, whole trajectories on the host
+        batches = TransitionBatches(trajectories, curated, device, group.seeds, cfg.batch_size)
+        mean_length = 0.0
     else:
         table = EpisodeTable.from_curated(trajectories, curated, device)
-        gens = [np.random.default_rng(ctx.seed) for ctx in ctxs]
-
-    for ctx in ctxs:
-        ctx.watch(cfg.divergence_factor)
-    group, start = resume_group(checkpoint_path, ctxs, {"stacked": stacked, "optim": optim,
-                                                        **{f"generator{k}": g for k, g in enumerate(gens)}})
-
-    stacked.train()
-    for step in range(start + 1, cfg.steps + 1):
-        if cfg.batch_unit == "transitions":
-            rows = torch.stack([sample(cfg.batch_size, g) for g in gens])
-            with step_precision(cfg.precision, device):
-                per_seed = -stacked.log_prob(obs[rows], act[rows]).float().mean(dim=1)
-        else:
-            rows, seg, lengths, counts = table.sample_seeds(cfg.batch_size, gens, unique=False)
-            with step_precision(cfg.precision, device):
-                logp = stacked.log_prob(obs[rows], act[rows]).float().reshape(-1)
-            ll = trajectory_log_likelihood(logp, seg, lengths, cfg.loss_normalization, table.mean_length)
-            per_seed = -(ll.view_as(counts) * counts).sum(1) / counts.sum(1)  # padding has count 0
-        optim.zero_grad(set_to_none=True)
-        per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
-        optim.step()
-        due = ctxs[0].due(step)
-        for k, ctx in enumerate(ctxs):
-            # a real policy only when an evaluation is due; otherwise ctx.step just adds up the statistics
-            ctx.step(step, stacked.unstack(k, policies[0]) if due else None, {"loss": per_seed[k]})
-        if due and step != cfg.steps:
-            group.save(step)
-    return [stacked.unstack(k, policies[0]) for k in range(len(ctxs))]
+        batches, mean_length = TrajectoryBatches(table, group.seeds, cfg.batch_size), table.mean_length
+    group.watch(cfg.divergence_factor)
+    return train(group, BCLearner(policies, obs, act, cfg, mean_length), batches)
 
 
 class BC(Algorithm):
@@ -160,19 +109,21 @@ class BC(Algorithm):
     order = 10
     family = "native"
     summary = "behaviour cloning on all episodes (Gaussian MLP, maximum likelihood)"
+    learning_rate_fields = ("learning_rate",)
+    batches_seeds = True
+
+    def precision(self) -> str:
+        return self.config.precision
+
+    def rate_key(self) -> str:
+        cfg = self.config
+        return f"bc/{cfg.batch_unit}/{cfg.batch_size}/{cfg.precision}"
 
     def curate(self, trajectories: Trajectories) -> Curated:
         return all_episodes(trajectories)
 
-    def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> GaussianMLPPolicy:
-        return train_bc(trajectories, curated, self.config, ctx)
-
-    def can_batch_seeds(self) -> bool:
-        return True
-
-    def fit_seeds(self, trajectories: Trajectories, curated: Curated, ctxs: list[RunContext],
-                  checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
-        return train_bc_seeds(trajectories, curated, self.config, ctxs, checkpoint_path)
+    def fit(self, trajectories: Trajectories, curated: Curated, group: SeedGroup) -> list[GaussianMLPPolicy]:
+        return train_bc(trajectories, curated, self.config, group)
 
 
 class BC10(BC):

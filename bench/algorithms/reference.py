@@ -1,8 +1,11 @@
-"""The BC reference policy pi_ref: trained once per (dataset, seed, BC config) and cached on disk.
+"""The BC reference policy pi_ref: resolved per (dataset, seed, BC config) before a fine-tuning run's ``fit``.
 
-Every fine-tuning run (sft, sft_q, iw_sft, iw_sft_q) starts theta, theta_q and pi_ref from it. The cache key hashes
-the dataset's content fingerprint, the seed, the full BC config and the policy architecture version, so a changed
-config or dataset never reuses a stale policy. Writes are atomic; an interrupted training resumes from its checkpoint.
+Every fine-tuning run (sft, sft_q, iw_sft, iw_sft_q) starts theta, theta_q and pi_ref from it. ``run.py`` resolves it
+(:func:`reference_policies`) and hands it to ``fit`` as ``group.references``, by one mechanism for a single run, a
+batched group and a Ray task: weights the caller already holds (a Ray sweep's upstream task sends them), else the
+cache folder, else trained — the missing seeds together as one batched model — and stored there. The key hashes the
+dataset's content fingerprint, the seed, the full BC config and the policy architecture version, so a changed config
+or dataset never reuses a stale policy. Writes are atomic; an interrupted training resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -11,16 +14,17 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import io
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
-from bench.algorithms.base import RunContext
-from bench.algorithms.bc import BCConfig, train_bc, train_bc_seeds
+from bench.algorithms.bc import BCConfig, train_bc
+from bench.algorithms.context import RunContext, Schedule, SeedGroup
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.datasets.curation import all_episodes
 from bench.datasets.trajectories import Trajectories
@@ -29,6 +33,7 @@ POLICY_VERSION = "gaussian_mlp_v1"  # bump when GaussianMLPPolicy changes in a w
 
 
 def reference_cache_dir() -> Path:
+    """Where this machine keeps trained reference policies: $BENCH_CACHE_DIR/reference (~/.cache/bench/reference)."""
     return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "bench")) / "reference"
 
 
@@ -38,56 +43,71 @@ def reference_key(fingerprint: str, bc: BCConfig, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def policy_bytes(policy: GaussianMLPPolicy) -> bytes:
+    """A policy's weights as the bytes of its cache file (what a Ray task sends)."""
+    buffer = io.BytesIO()
+    torch.save(policy.state_dict(), buffer)
+    return buffer.getvalue()
+
+
 def reference_policies(trajectories: Trajectories, bc: BCConfig, seeds: list[int], device: torch.device,
-                       log: Callable[[str], None]) -> list[tuple[GaussianMLPPolicy, dict]]:
-    """(pi_ref, info) per seed: loaded from the cache, or trained on all episodes and stored there — the seeds
-    missing from the cache trained together as one batched model when there are several (``train_bc_seeds``: each
-    the policy its separate training gives, up to float rounding)."""
+                       log: Callable[[str], None], cache: Path,
+                       given: Mapping[str, bytes] | None = None) -> list[tuple[GaussianMLPPolicy, dict]]:
+    """(pi_ref, info) per seed, frozen, on ``device``: from ``given`` ({key: weights file bytes}), else from the
+    ``cache`` folder, else trained on all episodes of ``trajectories`` and stored there — the missing seeds together
+    as one batched model (each the policy its separate training gives, up to float rounding)."""
     fingerprint = trajectories.fingerprint()
-    paths = [reference_cache_dir() / f"{reference_key(fingerprint, bc, seed)}.pt" for seed in seeds]
-    infos = [{"key": p.stem, "path": str(p), "bc_config": dataclasses.asdict(bc)} for p in paths]
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    # One process trains, concurrent runs that need the same policies wait here and then load them; locks are
-    # taken in key order, so two processes asking for overlapping seeds cannot deadlock.
-    with contextlib.ExitStack() as locks:
-        for path in sorted(set(paths)):
-            lock = locks.enter_context(open(path.with_suffix(".lock"), "w"))
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        missing = [k for k, path in enumerate(paths) if not path.exists()]
-        t0 = time.time()
-        trained = _train_and_store(trajectories, bc, [seeds[k] for k in missing], device, log,
-                                   [paths[k] for k in missing]) if missing else []
-        seconds = (time.time() - t0) / max(len(missing), 1)  # a batched training's time, shared
-        out = []
-        for k, (path, info) in enumerate(zip(paths, infos, strict=True)):
-            if k in missing:
-                out.append((trained[missing.index(k)], {**info, "cached": False, "train_seconds": seconds}))
-                continue
-            policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
-            # read to the CPU, then copied into the policy's tensors on the training device
-            policy.to(device).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            log(f"reference BC policy from cache {path}")
-            out.append((policy.eval(), {**info, "cached": True}))
-        return out
+    keys = [reference_key(fingerprint, bc, seed) for seed in seeds]
+    info = {"bc_config": dataclasses.asdict(bc), "dataset": trajectories.name}
+    found: dict[int, tuple[GaussianMLPPolicy, dict]] = {}
+    for k, key in enumerate(keys):
+        if given is not None and key in given:
+            found[k] = (_load(trajectories, bc, io.BytesIO(given[key]), device),
+                        {**info, "key": key, "cached": True, "from": "the caller"})
+    if len(found) < len(seeds):
+        cache.mkdir(parents=True, exist_ok=True)
+        paths = [cache / f"{key}.pt" for key in keys]
+        # One process trains, concurrent runs that need the same policies wait here and then load them; locks are
+        # taken in key order, so two processes asking for overlapping seeds cannot deadlock.
+        with contextlib.ExitStack() as locks:
+            for path in sorted({paths[k] for k in range(len(seeds)) if k not in found}):
+                fcntl.flock(locks.enter_context(open(path.with_suffix(".lock"), "w")), fcntl.LOCK_EX)
+            missing = [k for k, path in enumerate(paths) if k not in found and not path.exists()]
+            for k, path in enumerate(paths):
+                if k not in found and k not in missing:
+                    log(f"reference BC policy from cache {path}")
+                    found[k] = (_load(trajectories, bc, path, device),
+                                {**info, "key": keys[k], "path": str(path), "cached": True})
+            if missing:
+                t0 = time.time()
+                trained = _train_and_store(trajectories, bc, [seeds[k] for k in missing], device, log,
+                                           [paths[k] for k in missing])
+                seconds = (time.time() - t0) / len(missing)  # a batched training's time, shared
+                for k, policy in zip(missing, trained, strict=True):
+                    found[k] = (policy, {**info, "key": keys[k], "path": str(paths[k]), "cached": False,
+                                         "train_seconds": seconds})
+    return [(found[k][0].requires_grad_(False), found[k][1]) for k in range(len(seeds))]
+
+
+def _load(trajectories: Trajectories, bc: BCConfig, source: Path | io.BytesIO,
+          device: torch.device) -> GaussianMLPPolicy:
+    policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
+    # read to the CPU, then copied into the policy's tensors on the training device
+    policy.to(device).load_state_dict(torch.load(source, map_location="cpu", weights_only=True))
+    return policy.eval()
 
 
 def _train_and_store(trajectories: Trajectories, bc: BCConfig, seeds: list[int], device: torch.device,
                      log: Callable[[str], None], paths: list[Path]) -> list[GaussianMLPPolicy]:
-    ctxs = [RunContext(seed=seed, device=device, total_steps=bc.steps, evaluate=None,
-                       eval_every=max(bc.steps // 5, 1), checkpoint_path=path.with_suffix(".ckpt"),
-                       log=lambda m, seed=seed: log(f"reference BC seed {seed}: {m}"))
-            for seed, path in zip(seeds, paths, strict=True)]
-    curated = all_episodes(trajectories)
-    if len(seeds) == 1:
-        policies = [train_bc(trajectories, curated, bc, ctxs[0])]
-    else:
-        group = hashlib.sha256("".join(p.stem for p in paths).encode()).hexdigest()[:20]
-        group_ckpt = paths[0].with_name(f"group-{group}.ckpt")
-        policies = train_bc_seeds(trajectories, curated, bc, ctxs, group_ckpt)
-        group_ckpt.unlink(missing_ok=True)
+    runs = [RunContext(seed=seed, log=lambda m, seed=seed: log(f"reference BC seed {seed}: {m}")) for seed in seeds]
+    name = paths[0].stem if len(paths) == 1 else \
+        "group-" + hashlib.sha256("".join(p.stem for p in paths).encode()).hexdigest()[:20]
+    checkpoint = paths[0].with_name(f"{name}.ckpt")
+    group = SeedGroup(runs, device, Schedule(bc.steps, max(bc.steps // 5, 1)), checkpoint)
+    policies = train_bc(trajectories, all_episodes(trajectories), bc, group)
     for policy, path in zip(policies, paths, strict=True):
         tmp = path.with_name(path.name + ".part")
-        torch.save(policy.state_dict(), tmp)
+        tmp.write_bytes(policy_bytes(policy))
         os.replace(tmp, path)
-        path.with_suffix(".ckpt").unlink(missing_ok=True)
-    return [p.eval() for p in policies]
+    checkpoint.unlink(missing_ok=True)
+    return policies

@@ -11,36 +11,38 @@ improved)", §3 (objectives), Algorithm 2 (quality bins), Appendix E/F and Table
 D+ is the top 10% of episodes by return (SFT, iw-SFT) or the multiset union of the bins above the [90, 95, 98]
 return percentiles (the (Q) variants): an episode above c cutoffs is drawn c times as often. log p(tau; theta)
 keeps only the policy factors (dynamics do not depend on theta) and is normalised per ``loss_normalization``.
-pi_ref is BC on all data (cached, see ``reference``); theta, theta_q and pi_ref all start from it, so at step 0
-every weight is 1. q is an exponential moving average of theta, updated after every step:
+pi_ref is BC on all data, resolved per seed before ``fit`` (``reference``); theta, theta_q and pi_ref all start
+from it, so at step 0 every weight is 1. q is an exponential moving average of theta, updated after every step:
 theta_q <- ema * theta_q + (1 - ema) * theta. g is one of the named weight functions in ``weights``.
 Batches: ``batch_size`` whole trajectories drawn with replacement; Adam, linear warm-up then cosine decay to 0.
 
-A batch is laid out in one of two ways, with the same loss and gradient (tested):
-- ``static_shapes=False``: each distinct drawn trajectory once, weighted by how often it was drawn — the least work,
-  but the shapes change every step;
-- ``static_shapes=True``: every curated transition every step, each trajectory weighted by its draw count (0 for
-  most) — fixed shapes, so ``compile=True`` (``torch.compile(fullgraph=True, dynamic=False)``) and CUDA graphs can
-  capture the step; more work when the curated set is much larger than what a batch draws.
-Statistics (loss, weight mean/min/max, ESS) stay on the device until an evaluation step reads them.
+A batch is laid out as ``static_shapes`` says (``trajectory_batch.TrajectoryBatches``: each distinct drawn
+trajectory once, or every curated transition weighted by its draw count — fixed shapes, so ``compile=True`` can
+capture the step); both give the same loss and gradient (tested). Several seeds train as one stacked model
+(``native``), in either layout. Statistics (loss, weight mean/min/max, ESS) stay on the device until an evaluation
+step reads them.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from bench.algorithms.base import Algorithm, RunContext
-from bench.algorithms.batched import StackedGaussianMLP, resume_group
+from bench.algorithms.base import Algorithm
 from bench.algorithms.bc import BCConfig
+from bench.algorithms.checkpoint import Component
+from bench.algorithms.context import SeedGroup, train
+from bench.algorithms.native import StackedLearner
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.precision import check_precision, step_precision
-from bench.algorithms.reference import reference_policies
-from bench.algorithms.trajectory_batch import EpisodeTable, trajectory_log_likelihood
+from bench.algorithms.trajectory_batch import (
+    EpisodeTable,
+    TrajectoryBatch,
+    TrajectoryBatches,
+    trajectory_log_likelihood,
+)
 from bench.algorithms.weights import ema_update, trajectory_weights, warmup_cosine, weight_statistics
 from bench.configs.domains import bounded, check_domains
 from bench.datasets.curation import Curated, quality_bins
@@ -137,17 +139,54 @@ def weighted_nll(ll: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, normal
     return -(c * w * ll).sum(-1) / ((c * w).sum(-1) if normalize else c.sum(-1))
 
 
-def iw_sft_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, obs: torch.Tensor,
-                act: torch.Tensor, logp_ref: torch.Tensor | None, seg: torch.Tensor, lengths: torch.Tensor,
-                cfg: SFTConfig, mean_length: float,
+def iw_sft_loss(policy, q_policy, obs: torch.Tensor, act: torch.Tensor, logp_ref: torch.Tensor | None,
+                seg: torch.Tensor, lengths: torch.Tensor, cfg: SFTConfig, mean_length: float,
                 counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, raw trajectory weights) for one batch; ``q_policy``/``logp_ref`` None means plain SFT (w = 1).
+    """(loss, raw trajectory weights) of a batch; ``q_policy``/``logp_ref`` None means plain SFT (w = 1).
 
-    ``counts[b]``: how many times trajectory b was drawn (default 1 each); the loss is the one over all draws.
+    ``counts[b]``: how many times trajectory b was drawn (default 1 each); the loss is the one over all draws. With a
+    stacked policy, ``counts`` is (K, S) and the loss (K,): each seed's own (weights come back as (K, S)).
     """
     ll, w = trajectory_terms(policy, q_policy, obs, act, logp_ref, seg, lengths, cfg, mean_length)
     c = torch.ones_like(ll) if counts is None else counts
+    ll, w = ll.view_as(c), w.view_as(c)
     return weighted_nll(ll, w, c, cfg.normalize_weights and q_policy is not None), w
+
+
+class SFTLearner(StackedLearner):
+    """theta per seed, started from that seed's pi_ref; with importance weights, q (an EMA of theta, also started
+    from pi_ref) and log pi_ref of every transition, computed once (pi_ref is frozen). The loss is compiled
+    (``torch.compile(fullgraph=True, dynamic=False)``) when the config asks for it."""
+
+    def __init__(self, references: list[GaussianMLPPolicy], obs: torch.Tensor, act: torch.Tensor, mean_length: float,
+                 cfg: SFTConfig):
+        super().__init__(references, obs, act, cfg.learning_rate,
+                         lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
+        self.cfg, self.mean_length = cfg, mean_length
+        weighted = cfg.importance_weighted
+        self.q = copy.deepcopy(self.model).requires_grad_(False) if weighted else None
+        self.logp_ref = torch.stack(_reference_log_probs(references, obs, act)) if weighted else None
+        self._loss = torch.compile(self._batch_loss, fullgraph=True, dynamic=False) if cfg.compile \
+            else self._batch_loss
+
+    def loss(self, batch: TrajectoryBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self._loss(batch.rows, batch.seg, batch.lengths, batch.counts)
+
+    def _batch_loss(self, rows: torch.Tensor, seg: torch.Tensor, lengths: torch.Tensor,
+                    counts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        logp_ref = None if self.q is None else self.logp_ref.gather(1, rows)
+        with step_precision(cfg.precision, self.obs.device):
+            per_seed, w = iw_sft_loss(self.model, self.q, self.obs[rows], self.act[rows], logp_ref, seg, lengths, cfg,
+                                      self.mean_length, counts)
+        return per_seed, ({} if self.q is None else weight_statistics(w, counts, cfg.max_weight))
+
+    def after_step(self) -> None:
+        if self.q is not None:
+            ema_update(self.q, self.model, self.cfg.ema)
+
+    def components(self) -> dict[str, Component]:
+        return {**super().components(), **({"q_policy": self.q} if self.q is not None else {})}
 
 
 class SFT(Algorithm):
@@ -157,113 +196,41 @@ class SFT(Algorithm):
     order = 100
     family = "native"
     summary = "the BC reference policy fine-tuned on the top 10% of trajectories"
+    learning_rate_fields = ("learning_rate", "bc_learning_rate")
+    batches_seeds = True
 
     def datasets_used(self) -> dict[str, str]:
         return {} if self.config.reference_dataset is None else {"reference": self.config.reference_dataset}
 
+    def reference_bc(self) -> BCConfig:
+        return self.config.reference_bc()
+
+    def precision(self) -> str:
+        return self.config.precision
+
+    def rate_key(self) -> str:
+        cfg = self.config
+        return f"{'iw_sft' if cfg.importance_weighted else 'sft'}/{cfg.batch_size}/{cfg.precision}"
+
     def curate(self, trajectories: Trajectories) -> Curated:
         return quality_bins(trajectories, self.config.percentiles, self.config.ties)
 
-    def fit(self, trajectories: Trajectories, curated: Curated, ctx: RunContext) -> GaussianMLPPolicy:
+    def fit(self, trajectories: Trajectories, curated: Curated, group: SeedGroup) -> list[GaussianMLPPolicy]:
+        """Every seed of ``group`` fine-tuned from its pi_ref (``group.references``, resolved by run.py)."""
         cfg: SFTConfig = self.config
-        (reference,) = self._references(trajectories, [ctx])
-        policy = copy.deepcopy(reference).requires_grad_(True).train()
-        q_policy = copy.deepcopy(reference).requires_grad_(False) if cfg.importance_weighted else None
-        obs = torch.as_tensor(trajectories.observations, device=ctx.device)
-        act = torch.as_tensor(trajectories.actions, device=ctx.device)
-        table = EpisodeTable.from_curated(trajectories, curated, ctx.device)
-        logp_ref_all = _reference_log_probs([reference], obs, act)[0] if cfg.importance_weighted else None
-        # fused: one kernel over all parameters; on a GPU its step counters stay on the device (no host sync)
-        optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
-        gen = np.random.default_rng(ctx.seed)  # trajectories are drawn on the host (EpisodeTable)
-        loss_fn = _batch_loss(policy, q_policy, obs, act, logp_ref_all, table, cfg, ctx.device)
-
-        ctx.watch(cfg.divergence_factor, cfg.min_ess_fraction if cfg.importance_weighted else 0.0)
-        start = ctx.resume(policy=policy, optim=optim, sched=sched, generator=gen,
-                           **({"q_policy": q_policy} if q_policy is not None else {}))
-        for step in range(start + 1, cfg.steps + 1):
-            loss, stats = loss_fn(gen)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            sched.step()
-            if q_policy is not None:
-                ema_update(q_policy, policy, cfg.ema)
-            ctx.step(step, policy, {"loss": loss, "learning_rate": sched.get_last_lr()[0], **stats})
-        if q_policy is not None:
-            ctx.info["weights"] = _weights_info(cfg, ctx.curve)
-        return policy.eval()
-
-    def can_batch_seeds(self) -> bool:
-        return not self.config.static_shapes  # the static-shape (compiled) step trains one seed at a time
-
-    def fit_seeds(self, trajectories: Trajectories, curated: Curated, ctxs: list[RunContext],
-                  checkpoint_path: Path | None = None) -> list[GaussianMLPPolicy]:
-        """K seeds as one stacked model: each seed its own pi_ref, q, data order and Adam state; the loss is the sum
-        of the per-seed losses, so each seed gets exactly its own gradient (equal to K separate runs up to float
-        rounding). Each seed's drawn trajectories once, padded to one shape (``EpisodeTable.sample_seeds``)."""
-        cfg: SFTConfig = self.config
-        device, weighted = ctxs[0].device, cfg.importance_weighted
-        references = self._references(trajectories, ctxs)
-        policy = StackedGaussianMLP(references).to(device).train()
-        q_policy = copy.deepcopy(policy).requires_grad_(False) if weighted else None
-        obs = torch.as_tensor(trajectories.observations, device=device)
-        act = torch.as_tensor(trajectories.actions, device=device)
-        table = EpisodeTable.from_curated(trajectories, curated, device)
-        logp_ref_all = torch.stack(_reference_log_probs(references, obs, act)) if weighted else None
-        optim = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
-        gens = [np.random.default_rng(ctx.seed) for ctx in ctxs]
-        for ctx in ctxs:
-            ctx.watch(cfg.divergence_factor, cfg.min_ess_fraction if weighted else 0.0)
-        group, start = resume_group(checkpoint_path, ctxs, {
-            "stacked": policy, "optim": optim, "sched": sched, **({"q_policy": q_policy} if weighted else {}),
-            **{f"generator{k}": g for k, g in enumerate(gens)}})
-
-        for step in range(start + 1, cfg.steps + 1):
-            rows, seg, lengths, counts = table.sample_seeds(cfg.batch_size, gens, unique=True)
-            logp_ref = logp_ref_all.gather(1, rows) if weighted else None
-            with step_precision(cfg.precision, device):
-                ll, w = trajectory_terms(policy, q_policy, obs[rows], act[rows], logp_ref, seg, lengths, cfg,
-                                         table.mean_length)
-            ll, w = ll.view_as(counts), w.view_as(counts)
-            per_seed = weighted_nll(ll, w, counts, cfg.normalize_weights and weighted)
-            optim.zero_grad(set_to_none=True)
-            per_seed.sum().backward()  # seed k's weights get exactly seed k's gradient
-            optim.step()
-            sched.step()
-            if weighted:
-                ema_update(q_policy, policy, cfg.ema)
-            due = ctxs[0].due(step)
-            for k, ctx in enumerate(ctxs):
-                stats = weight_statistics(w[k], counts[k], cfg.max_weight) if weighted else {}
-                ctx.step(step, policy.unstack(k, references[0]) if due else None,
-                         {"loss": per_seed[k], "learning_rate": sched.get_last_lr()[0], **stats})
-            if due and step != cfg.steps:
-                group.save(step)
-        if weighted:
-            for ctx in ctxs:
-                ctx.info["weights"] = _weights_info(cfg, ctx.curve)
-        return [policy.unstack(k, references[0]) for k in range(len(ctxs))]
-
-    def _references(self, trajectories: Trajectories, ctxs: list[RunContext]) -> list[GaussianMLPPolicy]:
-        """pi_ref of each context's seed (cached; the missing ones trained together), frozen; notes it in ctx.info."""
-        cfg: SFTConfig = self.config
-        ref_data = trajectories
-        if cfg.reference_dataset is not None:
-            if "reference" not in ctxs[0].datasets:
-                raise ValueError(f"reference_dataset {cfg.reference_dataset} is not loaded: run.py loads it (and "
-                                 "records its fingerprint) into ctx.datasets['reference'] before fit")
-            ref_data = ctxs[0].datasets["reference"]
-        if (ref_data.obs_dim, ref_data.act_dim) != (trajectories.obs_dim, trajectories.act_dim):
-            raise ValueError(f"reference_dataset {cfg.reference_dataset} has observation/action sizes "
-                             f"{(ref_data.obs_dim, ref_data.act_dim)}, the fine-tuning data "
-                             f"{(trajectories.obs_dim, trajectories.act_dim)}")
-        found = reference_policies(ref_data, cfg.reference_bc(), [c.seed for c in ctxs], ctxs[0].device, ctxs[0].log)
-        for ctx, (_, info) in zip(ctxs, found, strict=True):
-            ctx.info["reference"] = {**info, "dataset": ref_data.name}
-        return [policy.requires_grad_(False) for policy, _ in found]
+        if group.references is None or len(group.references) != len(group.runs):
+            raise ValueError(f"{self.name} fine-tunes each seed's reference policy: resolve them before fit "
+                             "(bench.algorithms.reference.reference_policies, as run.py does) into group.references")
+        obs = torch.as_tensor(trajectories.observations, device=group.device)
+        act = torch.as_tensor(trajectories.actions, device=group.device)
+        table = EpisodeTable.from_curated(trajectories, curated, group.device)
+        learner = SFTLearner(group.references, obs, act, table.mean_length, cfg)
+        group.watch(cfg.divergence_factor, cfg.min_ess_fraction if cfg.importance_weighted else 0.0)
+        policies = train(group, learner, TrajectoryBatches(table, group.seeds, cfg.batch_size, cfg.static_shapes))
+        if cfg.importance_weighted:
+            for run in group.runs:
+                run.info["weights"] = _weights_info(cfg, run.curve)
+        return policies
 
 
 def _reference_log_probs(references: list[GaussianMLPPolicy], obs: torch.Tensor,
@@ -274,6 +241,9 @@ def _reference_log_probs(references: list[GaussianMLPPolicy], obs: torch.Tensor,
                 for ref in references]
 
 
+WEIGHT_STATISTICS = ("weight_mean", "weight_min", "weight_max", "ess_fraction")
+
+
 def _weights_info(cfg: SFTConfig, curve: list[dict]) -> dict:
     """The record's weight summary: per evaluation window as the curve holds them (mean / min / max of the
     weights, mean ESS fraction) and over the run."""
@@ -282,42 +252,6 @@ def _weights_info(cfg: SFTConfig, curve: list[dict]) -> dict:
             "mean": sum(x["mean"] for x in windows) / len(windows), "max": max(x["max"] for x in windows),
             "min": min(x["min"] for x in windows),
             "ess_fraction": sum(x["ess_fraction"] for x in windows) / len(windows)}
-
-
-WEIGHT_STATISTICS = ("weight_mean", "weight_min", "weight_max", "ess_fraction")
-
-
-def _batch_loss(policy: GaussianMLPPolicy, q_policy: GaussianMLPPolicy | None, obs: torch.Tensor, act: torch.Tensor,
-                logp_ref_all: torch.Tensor | None, table: EpisodeTable, cfg: SFTConfig, device: torch.device):
-    """``loss_fn(generator) -> (loss, statistics)`` for one step: draws a batch and computes its loss.
-
-    Both layouts (see the module docstring) draw the same trajectories from ``generator`` and give the same loss.
-    """
-    def statistics(w: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {} if q_policy is None else weight_statistics(w, counts, cfg.max_weight)
-
-    if not cfg.static_shapes:
-        def unique_loss(gen: np.random.Generator):
-            rows, seg, lengths, counts = table.sample_unique(cfg.batch_size, gen)
-            with step_precision(cfg.precision, device):
-                loss, w = iw_sft_loss(policy, q_policy, obs[rows], act[rows],
-                                      None if logp_ref_all is None else logp_ref_all[rows], seg, lengths, cfg,
-                                      table.mean_length, counts)
-            return loss, statistics(w, counts)
-        return unique_loss
-
-    rows, seg, lengths = table.packed()
-    packed_obs, packed_act = obs[rows], act[rows]
-    packed_ref = None if logp_ref_all is None else logp_ref_all[rows]
-
-    def packed_loss(counts: torch.Tensor):
-        with step_precision(cfg.precision, device):
-            loss, w = iw_sft_loss(policy, q_policy, packed_obs, packed_act, packed_ref, seg, lengths, cfg,
-                                  table.mean_length, counts)
-        return loss, statistics(w, counts)
-
-    step = torch.compile(packed_loss, fullgraph=True, dynamic=False) if cfg.compile else packed_loss
-    return lambda gen: step(table.sample_counts(cfg.batch_size, gen))
 
 
 class SFTQ(SFT):

@@ -9,7 +9,6 @@ Loss normalisation (REFERENCE §2) — the paper and the authors' code differ, b
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +31,9 @@ class EpisodeTable:
     ``repeat_interleave`` that must read its output size back).
     """
 
-    starts: np.ndarray  # (K,) first transition of each selected episode
-    lengths: np.ndarray  # (K,) its length
-    probs: np.ndarray  # (K,) sampling probability (multiplicity / total)
+    starts: np.ndarray  # (E,) first transition of each selected episode
+    lengths: np.ndarray  # (E,) its length
+    probs: np.ndarray  # (E,) sampling probability (multiplicity / total)
     mean_length: float  # expected length of a sampled trajectory
     device: torch.device
 
@@ -49,44 +48,28 @@ class EpisodeTable:
     def _draw(self, batch_size: int, generator: np.random.Generator) -> np.ndarray:
         return generator.choice(len(self.probs), size=batch_size, replace=True, p=self.probs)
 
-    def sample(self, batch_size: int,
-               generator: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Draw ``batch_size`` trajectories with replacement: (transition indices, segment ids, lengths)."""
-        picks = self._draw(batch_size, generator)
-        return self._to_device(*gather(self.starts[picks], self.lengths[picks]))
-
-    def sample_unique(self, batch_size: int, generator: np.random.Generator):
-        """The same draw as ``sample``, each distinct trajectory once with its count in the batch.
-
-        Returns (transition indices, segment ids, lengths, counts); a loss that weights trajectory b by counts[b]
-        equals the loss over the ``batch_size`` draws exactly, with the repeated trajectories computed once.
-        """
-        unique, counts = np.unique(self._draw(batch_size, generator), return_counts=True)
-        return self._to_device(*gather(self.starts[unique], self.lengths[unique]), torch.from_numpy(counts))
-
-    def sample_counts(self, batch_size: int, generator: np.random.Generator) -> torch.Tensor:
-        """The same draw as ``sample`` as (K,) counts, how often each curated episode was drawn (mostly 0).
-
-        With :meth:`packed` this is the static-shape form of the batch: every step computes every curated transition
-        and weights each trajectory by its count, so shapes never change and the loss equals ``sample_unique``'s.
-        """
-        counts = np.bincount(self._draw(batch_size, generator), minlength=len(self.lengths))
+    def sample_counts(self, batch_size: int, generators: list[np.random.Generator]) -> torch.Tensor:
+        """``batch_size`` draws per generator (seed) as (K, E) counts: how often each curated episode was drawn
+        (mostly 0). With :meth:`packed` this is the static-shape form of the batch: every step computes every curated
+        transition and weights each trajectory by its count, so shapes never change and the loss equals
+        those of :meth:`sample`."""
+        counts = np.stack([np.bincount(self._draw(batch_size, g), minlength=len(self.lengths)) for g in generators])
         return self._to_device(torch.from_numpy(counts))[0]
 
-    def sample_seeds(self, batch_size: int, generators: list[np.random.Generator], unique: bool):
-        """One draw per generator (seed) — each the draw ``sample`` / ``sample_unique`` makes with it — padded to
-        one shape, for K seeds trained as one stacked model.
+    def sample(self, batch_size: int, generators: list[np.random.Generator]):
+        """``batch_size`` trajectories drawn with replacement per generator (seed), each distinct trajectory once with
+        its count, padded to one shape for K seeds trained as one stacked model (K = 1: a single run).
 
         Returns rows (K, N): each seed's transition indices, padded with row 0; segment ids (K * N,) into
         K * (B + 1) segments, where segments k * (B + 1) .. k * (B + 1) + B - 1 are seed k's trajectories (B = the
         most any seed has) and the last of each seed's block collects its padding rows; lengths (K * (B + 1),) and
-        counts (K, B + 1), with length 1 and count 0 for padding. A loss that weights segment s by counts[s] is each
-        seed's own batch loss; padding never counts.
+        counts (K, B + 1), with length 1 and count 0 for padding. A loss that weights segment s by counts[s] equals
+        each seed's loss over its ``batch_size`` draws exactly, with repeated trajectories computed once; padding
+        never counts.
         """
         draws = []
         for gen in generators:
-            picks = self._draw(batch_size, gen)
-            episodes, counts = np.unique(picks, return_counts=True) if unique else (picks, np.ones_like(picks))
+            episodes, counts = np.unique(self._draw(batch_size, gen), return_counts=True)
             rows, seg, lengths = (t.numpy() for t in gather(self.starts[episodes], self.lengths[episodes]))
             draws.append((rows, seg, lengths, counts))
         width = max(len(d[0]) for d in draws)
@@ -110,17 +93,67 @@ class EpisodeTable:
         return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in tensors)
 
 
-def transition_sampler(trajectories: Trajectories, curated: Curated,
-                       device: torch.device | str) -> Callable[[int, torch.Generator], torch.Tensor]:
-    """``sample(n, generator)`` -> n transition rows drawn with the curated multiplicities (uniform draws when all
-    are equal, which is cheaper); BC and the batched-seed BC share it so both draw the same rows for a seed. The
-    draw happens on ``device`` with ``generator``, which must live there too."""
-    idx, weights = curated.transition_indices(trajectories)
-    idx = torch.as_tensor(idx, device=device)
-    if (weights == weights[0]).all():
-        return lambda n, gen: idx[torch.randint(len(idx), (n,), generator=gen, device=device)]
-    probs = torch.as_tensor(weights / weights.sum(), device=device)
-    return lambda n, gen: idx[torch.multinomial(probs, n, replacement=True, generator=gen)]
+@dataclass
+class TrajectoryBatch:
+    """Whole trajectories for K seeds (see :meth:`EpisodeTable.sample` for the layout)."""
+
+    rows: torch.Tensor  # (K, N) transition indices
+    seg: torch.Tensor  # (K * N,) segment of each row: seed k's segments are k * S .. k * S + S - 1
+    lengths: torch.Tensor  # (K * S,) length of each segment
+    counts: torch.Tensor  # (K, S) how often each segment was drawn (0: padding, or not drawn)
+
+
+class TrajectoryBatches:
+    """Batches of ``batch_size`` whole trajectories per seed, each seed drawing with its own numpy generator, in one
+    of two layouts with the same loss and gradient (tested):
+
+    - ``static=False``: each distinct drawn trajectory once, weighted by how often it was drawn — the least work,
+      but the shapes change every step;
+    - ``static=True``: every curated transition every step, each trajectory weighted by its draw count (0 for
+      most) — fixed shapes, so a compiled step (and CUDA graphs) can capture it; more work when the curated set is
+      much larger than what a batch draws.
+    """
+
+    def __init__(self, table: EpisodeTable, seeds: list[int], batch_size: int, static: bool = False):
+        self.table, self.batch_size = table, batch_size
+        self.generators = [np.random.default_rng(seed) for seed in seeds]
+        self.static = None
+        if static:  # every curated transition, in table order, for every seed: fixed tensors
+            k, (rows, seg, lengths) = len(seeds), table.packed()
+            offsets = torch.arange(k, device=seg.device)[:, None] * len(lengths)
+            self.static = (rows.expand(k, -1), (seg[None] + offsets).reshape(-1), lengths.repeat(k))
+
+    def components(self) -> dict[str, np.random.Generator]:
+        return {f"generator{k}": g for k, g in enumerate(self.generators)}
+
+    def sample(self) -> TrajectoryBatch:
+        if self.static is None:
+            return TrajectoryBatch(*self.table.sample(self.batch_size, self.generators))
+        return TrajectoryBatch(*self.static, self.table.sample_counts(self.batch_size, self.generators))
+
+
+class TransitionBatches:
+    """Batches of ``batch_size`` transition rows per seed, (K, B), drawn on ``device`` with each seed's generator
+    there, with the curated multiplicities (uniform draws when all are equal, which is cheaper)."""
+
+    def __init__(self, trajectories: Trajectories, curated: Curated, device: torch.device, seeds: list[int],
+                 batch_size: int):
+        idx, weights = curated.transition_indices(trajectories)
+        self.idx, self.batch_size, self.device = torch.as_tensor(idx, device=device), batch_size, device
+        self.probs = None if (weights == weights[0]).all() else torch.as_tensor(weights / weights.sum(),
+                                                                               device=device)
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    def components(self) -> dict[str, torch.Generator]:
+        return {f"generator{k}": g for k, g in enumerate(self.generators)}
+
+    def _draw(self, gen: torch.Generator) -> torch.Tensor:
+        if self.probs is None:
+            return torch.randint(len(self.idx), (self.batch_size,), generator=gen, device=self.device)
+        return torch.multinomial(self.probs, self.batch_size, replacement=True, generator=gen)
+
+    def sample(self) -> torch.Tensor:
+        return self.idx[torch.stack([self._draw(g) for g in self.generators])]
 
 
 def gather(starts, lengths) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

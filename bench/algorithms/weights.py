@@ -68,18 +68,16 @@ def effective_sample_size(w: torch.Tensor) -> float:
 
 
 def weight_statistics(w: torch.Tensor, counts: torch.Tensor, cap: float = math.inf) -> dict[str, torch.Tensor]:
-    """Statistics of the batch as drawn, where trajectory b with weight ``w[b]`` was drawn ``counts[b]`` times
-    (0 allowed): mean, min, max, the fraction at the ``cap`` (max_weight), and Kish's ESS as a fraction of the draws
-    (twice: a window keeps its mean and, as ``ess_fraction_max``, its maximum). Device tensors; nothing is read
-    back."""
+    """Statistics of the batch as drawn, where trajectory b with weight ``w[..., b]`` was drawn ``counts[..., b]``
+    times (0 allowed), along the last dimension (one value per seed of a stacked batch): mean, min, max, the
+    fraction at the ``cap`` (max_weight), and Kish's ESS as a fraction of the draws (twice: a window keeps its mean
+    and, as ``ess_fraction_max``, its maximum). Device tensors; nothing is read back."""
     c = counts.to(w.dtype)
-    drawn = c > 0
-    cw = c * w
-    ess = cw.sum() ** 2 / ((cw * w).sum() + 1e-30) / c.sum()
-    return {"weight_mean": cw.sum() / c.sum(),
-            "weight_capped_fraction": (c * (w >= cap * (1 - 1e-6))).sum() / c.sum(),
-            "weight_min": torch.where(drawn, w, torch.inf).min(), "weight_max": torch.where(drawn, w, -torch.inf).max(),
-            "ess_fraction": ess, "ess_fraction_max": ess}
+    drawn, cw, n = c > 0, c * w, c.sum(-1)
+    ess = cw.sum(-1) ** 2 / ((cw * w).sum(-1) + 1e-30) / n
+    return {"weight_mean": cw.sum(-1) / n, "weight_capped_fraction": (c * (w >= cap * (1 - 1e-6))).sum(-1) / n,
+            "weight_min": torch.where(drawn, w, torch.inf).amin(-1),
+            "weight_max": torch.where(drawn, w, -torch.inf).amax(-1), "ess_fraction": ess, "ess_fraction_max": ess}
 
 
 @torch.no_grad()
