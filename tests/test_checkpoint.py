@@ -7,7 +7,6 @@ import errno
 import numpy as np
 import pytest
 import torch
-
 from conftest import seed_group
 
 from bench.algorithms.checkpoint import Checkpoint, GlobalRNG
