@@ -4,7 +4,7 @@
 
 Both train the same algorithm (the suite's preset config, built the same way) on the same data
 (hopper-mini-replay): the suite's loop draws indices on the device and hands d3rlpy's update a prepared batch
-(``DeviceTransitions`` + ``d3rlpy_update``, as ``D3rlpyAlgorithm.fit`` runs it, statistics through a RunContext);
+(``DeviceBatches`` + ``D3rlpyLearner``, as ``D3rlpyAlgorithm.fit`` runs them, statistics through a SeedGroup);
 ``fit()`` samples with d3rlpy's Python transition sampler and converts every batch from numpy. Rounds alternate
 between the two (the cores' speed drifts), best of each; one thread. Prints
 "<algo>: suite X/s, d3rlpy fit Y/s, ratio Z" and the projected wall time of 1M updates at the suite's rate.
@@ -21,10 +21,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bench.algorithms import RunContext, get_algorithm  # noqa: E402
-from bench.algorithms.baselines import DeviceTransitions, d3rlpy_update, to_d3rlpy_dataset  # noqa: E402
+from bench.algorithms import get_algorithm  # noqa: E402
+from bench.algorithms.baselines import (  # noqa: E402
+    D3rlpyLearner,
+    DeviceBatches,
+    DeviceTransitions,
+    to_d3rlpy_dataset,
+)
+from bench.algorithms.context import RunContext, Schedule, SeedGroup  # noqa: E402
 from bench.configs import load_preset  # noqa: E402
-from bench.d3rlpy_import import import_d3rlpy  # noqa: E402  # noqa: E402
+from bench.d3rlpy_import import import_d3rlpy  # noqa: E402
 from bench.datasets.curation import all_episodes  # noqa: E402
 from bench.datasets.sources import load_dataset  # noqa: E402
 from bench.specs import get_spec  # noqa: E402
@@ -70,15 +76,13 @@ def main() -> None:
         steps = STEPS[name]
         suite_algo, cfg = build(name, dataset, device, args.compile)
         fit_algo, _ = build(name, dataset, device, args.compile)
-        transitions = DeviceTransitions(dataset, suite_algo, device)
-        gen = torch.Generator(device=device).manual_seed(0)
-        ctx = RunContext(seed=0, device=device, total_steps=10**12, evaluate=None, eval_every=10**12,
-                         log=lambda m: None)
+        batches = DeviceBatches(DeviceTransitions(dataset, suite_algo, device), 0, cfg.batch_size)
+        learner = D3rlpyLearner(suite_algo)
+        group = SeedGroup([RunContext(seed=0, log=lambda m: None)], device, Schedule(10**12, 10**12))
 
-        def suite(n: int, algo=suite_algo, transitions=transitions, gen=gen, ctx=ctx, cfg=cfg) -> None:
-            for step in range(1, n + 1):  # the loop of D3rlpyAlgorithm.fit
-                metrics = d3rlpy_update(algo, transitions.sample(cfg.batch_size, gen))
-                ctx.step(step, None, {"loss": torch.tensor(metrics.get("critic_loss", 0.0))})
+        def suite(n: int, learner=learner, batches=batches, group=group) -> None:
+            for step in range(1, n + 1):  # the loop of D3rlpyAlgorithm.fit (context.train)
+                group.step(step, learner.update(batches.sample()), learner.policy)
             sync()
 
         def fit(n: int, algo=fit_algo) -> None:

@@ -3,10 +3,10 @@
     python benchmarks/batched_seeds.py [--seeds 5] [--steps 300] [--threads 1] [--repeats 3] [--run-steps 2000]
                                        [--device cpu]
 
-First the training loops alone (train_bc per seed vs train_bc_seeds, at float32 and at bfloat16 forward precision;
-best of --repeats rounds, each round running all four, so that noise on a shared machine hits them alike), then
-whole runs (the float32 preset) with evaluation and records, once
-(`bench run --seed S` for each seed vs `bench run --seeds K`, i.e. run() per seed vs run_seeds(); 0 steps skips them).
+First the training loops alone (train_bc per seed vs train_bc on all seeds as one group, at float32 and at
+bfloat16 forward precision; best of --repeats rounds, each round running all four, so that noise on a shared
+machine hits them alike), then whole runs (the float32 preset) with evaluation and records, once (`bench run --seed
+S` for each seed vs `bench run --seeds K`, i.e. run() per seed vs run_seeds(); 0 steps skips them).
 
 Also prints the floor no batching can go below: the float32 matrix multiplies one seed's BC step performs
 (forward x @ W per layer, backward h^T @ g and g @ W^T) at this machine's matmul rate on the same shapes (the
@@ -22,8 +22,8 @@ import time
 import torch
 from finetune_throughput import matmul_roofline  # this folder is on sys.path when a script here runs
 
-from bench.algorithms.base import RunContext
-from bench.algorithms.bc import BCConfig, train_bc, train_bc_seeds
+from bench.algorithms.bc import BCConfig, train_bc
+from bench.algorithms.context import RunContext, Schedule, SeedGroup
 from bench.datasets.curation import all_episodes
 from bench.datasets.sources import load_dataset
 from bench.specs import get_spec
@@ -44,9 +44,9 @@ def main() -> None:
     traj = load_dataset(get_spec("hopper-mini-replay"))
     seeds = list(range(args.seeds))
 
-    def ctx(seed):
-        return RunContext(seed=seed, device=device, total_steps=args.steps, evaluate=None,
-                          eval_every=10**9, log=lambda m: None)
+    def group(seeds):
+        return SeedGroup([RunContext(seed=s, log=lambda m: None) for s in seeds], device,
+                         Schedule(args.steps, 10**9))
 
     precisions = ("float32", "bfloat16")
     best = {(p, mode): float("inf") for p in precisions for mode in ("sequential", "batched")}
@@ -63,11 +63,11 @@ def main() -> None:
             cfg = BCConfig(steps=args.steps, batch_size=256, precision=precision)
             t0 = time.perf_counter()
             for seed in seeds:
-                train_bc(traj, all_episodes(traj), cfg, ctx(seed))
+                train_bc(traj, all_episodes(traj), cfg, group([seed]))
             sync()
             best[precision, "sequential"] = min(best[precision, "sequential"], time.perf_counter() - t0)
             t0 = time.perf_counter()
-            train_bc_seeds(traj, all_episodes(traj), cfg, [ctx(s) for s in seeds])
+            train_bc(traj, all_episodes(traj), cfg, group(seeds))
             sync()
             best[precision, "batched"] = min(best[precision, "batched"], time.perf_counter() - t0)
     updates = args.seeds * args.steps

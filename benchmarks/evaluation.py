@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from bench.algorithms.base import RunContext
 from bench.algorithms.bc import BCConfig, train_bc
+from bench.algorithms.context import RunContext, Schedule, SeedGroup
 from bench.datasets.curation import all_episodes
 from bench.datasets.sources import load_dataset
 from bench.evaluation import evaluate
@@ -32,9 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     traj = load_dataset(get_spec("hopper-mini-replay"))
-    ctx = RunContext(seed=0, device=torch.device("cpu"), total_steps=500, evaluate=None, eval_every=500,
-                     log=lambda _m: None)
-    policy = train_bc(traj, all_episodes(traj), BCConfig(steps=500), ctx)
+    group = SeedGroup([RunContext(seed=0, log=lambda _m: None)], torch.device("cpu"), Schedule(500, 500))
+    (policy,) = train_bc(traj, all_episodes(traj), BCConfig(steps=500), group)
     settings = [(1, 1), (10, 1), (25, 1), (50, 1), (10, args.workers), (25, args.workers), (50, args.workers)]
     best = {k: float("inf") for k in settings}
     results = {}

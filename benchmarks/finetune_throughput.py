@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from bench.algorithms.policy import GaussianMLPPolicy
-from bench.algorithms.sft import SFTConfig, _batch_loss, iw_sft_loss
-from bench.algorithms.trajectory_batch import EpisodeTable
+from bench.algorithms.sft import SFTConfig, SFTLearner, iw_sft_loss
+from bench.algorithms.trajectory_batch import EpisodeTable, TrajectoryBatches
 from bench.algorithms.weights import temperature_weights
 from bench.datasets.curation import quality_bins
 from bench.datasets.sources import load_dataset
@@ -53,34 +53,30 @@ def plain_step(policy, q, ref, optim, obs, act, starts, lengths, cfg: SFTConfig)
 
 
 def suite_step(policy, q, logp_ref_all, optim, obs, act, table, gen, cfg: SFTConfig) -> int:
-    rows, seg, lengths, counts = table.sample_unique(cfg.batch_size, gen)
-    loss, _ = iw_sft_loss(policy, q, obs[rows], act[rows], logp_ref_all[rows], seg, lengths, cfg,
-                          table.mean_length, counts)
+    rows, seg, lengths, counts = table.sample(cfg.batch_size, [gen])  # one seed: rows (1, N), counts (1, S)
+    loss, _ = iw_sft_loss(policy, q, obs[rows[0]], act[rows[0]], logp_ref_all[rows[0]], seg, lengths, cfg,
+                          table.mean_length, counts[0])
     optim.zero_grad(set_to_none=True)
     loss.backward()
     optim.step()
     return int((lengths * counts).sum())
 
 
-def layouts(ref, obs, act, logp_ref_all, table, batch: int, device: torch.device, rounds: int, steps: int,
+def layouts(ref, obs, act, table, batch: int, device: torch.device, rounds: int, steps: int,
             precision: str = "float32") -> None:
-    """Fine-tuning steps/s of the three layouts SFT.fit offers, interleaved rounds, best of each."""
+    """Fine-tuning steps/s of the three layouts SFT.fit offers (its learner's update on its batch source: the
+    optimiser step, the scheduler and the EMA of q included), interleaved rounds, best of each."""
     forms = {"drawn trajectories once": {}, "static shapes": {"static_shapes": True},
              "static shapes + compile": {"static_shapes": True, "compile": True}}
     loops = {}
     for name, extra in forms.items():
         cfg = SFTConfig(importance_weighted=True, batch_size=batch, precision=precision, **extra)
-        policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
-        optim = torch.optim.Adam(policy.parameters(), lr=1e-4, fused=True)
-        loss_fn = _batch_loss(policy, q, obs, act, logp_ref_all, table, cfg, device)
-        gen = np.random.default_rng(0)
+        learner = SFTLearner([ref], obs, act, table.mean_length, cfg)
+        batches = TrajectoryBatches(table, [0], batch, cfg.static_shapes)
 
-        def loop(n, loss_fn=loss_fn, optim=optim, gen=gen):
+        def loop(n, learner=learner, batches=batches):
             for _ in range(n):
-                loss, _ = loss_fn(gen)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
+                learner.update(batches.sample())
             if device.type == "cuda":
                 torch.cuda.synchronize()
         loop(2)  # warm-up (and compilation)
@@ -132,9 +128,7 @@ def main() -> None:
     ref = GaussianMLPPolicy(traj.obs_dim, traj.act_dim).to(device).requires_grad_(False)
     table = EpisodeTable.from_curated(traj, curated, device)
     if device.type == "cuda":
-        with torch.no_grad():
-            logp_ref_all = ref.log_prob(obs, act)
-        layouts(ref, obs, act, logp_ref_all, table, args.batch, device, args.rounds, args.steps, args.precision)
+        layouts(ref, obs, act, table, args.batch, device, args.rounds, args.steps, args.precision)
         return
 
     results = {}
@@ -161,7 +155,8 @@ def main() -> None:
     print(f"speed-up: {results['suite'][0] / results['plain'][0]:.2f}x")
 
     # How close the suite's step runs to the matmul roofline: time it on a fixed unique batch
-    rows, seg, lengths, counts = table.sample_unique(args.batch, np.random.default_rng(1))
+    rows, seg, lengths, counts = table.sample(args.batch, [np.random.default_rng(1)])
+    rows, counts = rows[0], counts[0]
     policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
     optim = torch.optim.Adam(policy.parameters(), lr=1e-4)
     with torch.no_grad():
@@ -190,8 +185,7 @@ def main() -> None:
           f"work; roofline (float32 matmul, same shapes) {peak:.1f} GFLOP/s -> {100 * achieved / peak:.0f}% "
           f"(best of {args.rounds} interleaved rounds each)")
 
-    layouts(ref, obs, act, logp_ref_all, table, args.batch, device, args.rounds, max(args.steps // args.rounds, 1),
-            args.precision)
+    layouts(ref, obs, act, table, args.batch, device, args.rounds, max(args.steps // args.rounds, 1), args.precision)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ memory, and on CUDA the same kernel reads the counter on the device (``--device 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -32,8 +31,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bench.algorithms import RunContext  # noqa: E402
-from bench.algorithms.bc import BCConfig, train_bc, train_bc_seeds  # noqa: E402
+from bench.algorithms.bc import BCConfig, train_bc  # noqa: E402
+from bench.algorithms.context import RunContext, Schedule, SeedGroup  # noqa: E402
+from bench.algorithms.reference import reference_policies  # noqa: E402
 from bench.algorithms.sft import IWSFTQ, SFTQ  # noqa: E402
 from bench.datasets.curation import all_episodes  # noqa: E402
 from bench.datasets.sources import load_dataset  # noqa: E402
@@ -81,15 +81,15 @@ class HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-class ProfiledContext(RunContext):
-    """A RunContext that profiles the update steps ``first..last`` (none of them an evaluation step)."""
+class ProfiledGroup(SeedGroup):
+    """A SeedGroup that profiles the update steps ``first..last`` (none of them an evaluation step)."""
 
-    def __init__(self, first: int, last: int, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, first: int, last: int, *args):
+        super().__init__(*args)
         self.first, self.last, self.prof, self.host_reads = first, last, None, HostReads()
 
-    def step(self, step, policy, stats) -> None:
-        super().step(step, policy, stats)
+    def step(self, step, stats, policy) -> None:
+        super().step(step, stats, policy)
         if step == self.first - 1:  # the window: updates and bookkeeping of steps first..last
             self.prof = profile(activities=[ProfilerActivity.CPU]).__enter__()
             self.host_reads.__enter__()
@@ -98,10 +98,10 @@ class ProfiledContext(RunContext):
             self.prof.__exit__(None, None, None)
 
 
-def contexts(device: torch.device, steps: int, window: tuple[int, int], seeds: int = 1) -> list[RunContext]:
-    """One context per seed; the first profiles (one profiler at a time)."""
-    common = {"device": device, "total_steps": steps, "evaluate": None, "eval_every": steps, "log": lambda m: None}
-    return [ProfiledContext(*window, seed=0, **common)] + [RunContext(seed=s, **common) for s in range(1, seeds)]
+def profiled_group(device: torch.device, steps: int, window: tuple[int, int], seeds: int = 1) -> ProfiledGroup:
+    """Seeds 0..seeds-1 as one group that profiles the steps of ``window``."""
+    runs = [RunContext(seed=s, log=lambda m: None) for s in range(seeds)]
+    return ProfiledGroup(*window, runs, device, Schedule(steps, steps))
 
 
 def main() -> None:
@@ -110,37 +110,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="profiled steps per algorithm")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    os.environ["BENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="host_syncs_")  # reference policies: not the user's cache
+    cache = Path(tempfile.mkdtemp(prefix="host_syncs_"))  # reference policies: not the user's cache
     device = torch.device(args.device)
     traj = load_dataset(get_spec("hopper-mini-replay"))
     window = (3, 2 + args.steps)  # after two warm-up steps
     total = window[1] + 1  # the only evaluation step comes after the window
 
     def bc(batch_unit: str):
-        def fit(ctxs):
+        def fit(group):
             cfg = BCConfig(steps=total, batch_unit=batch_unit, batch_size=256 if batch_unit == "transitions" else 32)
-            train_bc(traj, all_episodes(traj), cfg, ctxs[0])
+            train_bc(traj, all_episodes(traj), cfg, group)
         return fit
 
     def sft(algo_cls, static_shapes: bool = False):
-        def fit(ctxs):
+        def fit(group):
             cfg = algo_cls.Config(steps=total, warmup_steps=1, batch_size=64, bc_steps=2, bc_batch_size=32,
                                   static_shapes=static_shapes)
             algo = algo_cls(cfg)
-            algo.fit(traj, algo.curate(traj), ctxs[0])
+            group.references = [p for p, _ in reference_policies(traj, algo.reference_bc(), group.seeds, device,
+                                                                 lambda m: None, cache)]
+            algo.fit(traj, algo.curate(traj), group)
         return fit
-
-    def batched(ctxs):
-        train_bc_seeds(traj, all_episodes(traj), BCConfig(steps=total), ctxs)
 
     cases = [("bc", bc("transitions"), 1), ("bc (trajectories)", bc("trajectories"), 1), ("sft_q", sft(SFTQ), 1),
              ("iw_sft_q", sft(IWSFTQ), 1), ("iw_sft_q (static shapes)", sft(IWSFTQ, True), 1),
-             ("bc (5 batched seeds)", batched, 5)]
+             ("bc (5 batched seeds)", bc("transitions"), 5), ("iw_sft_q (5 batched seeds)", sft(IWSFTQ), 5),
+             ("iw_sft_q (5 batched seeds, static shapes)", sft(IWSFTQ, True), 5)]
     for name, fit, seeds in cases:
-        ctxs = contexts(device, total, window, seeds)
-        fit(ctxs)
-        syncs, adam = count_syncs(ctxs[0].prof.events(), device)
-        syncs += ctxs[0].host_reads.count
+        group = profiled_group(device, total, window, seeds)
+        fit(group)
+        syncs, adam = count_syncs(group.prof.events(), device)
+        syncs += group.host_reads.count
         note = f" (+{adam / args.steps:g} step-counter reads in the CPU fused Adam kernel)" if adam else ""
         print(f"{name}: {syncs / args.steps:g} sync-prone ops per step{note}", flush=True)
 

@@ -10,36 +10,43 @@ Evaluation throughput: benchmarks/evaluation.py.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.algorithms import ALGORITHMS, get_algorithm
-from bench.algorithms.base import RunContext
+from bench.algorithms.context import RunContext, Schedule, SeedGroup
+from bench.algorithms.reference import reference_policies
 from bench.datasets.curation import quality_bins
 from bench.datasets.sources import load_dataset
 from bench.run import resolve_config
 from bench.specs import get_spec
 
 
-class _Timer(RunContext):
-    """A run context that records the wall time of each step (its bookkeeping included; it never evaluates)."""
+class _Timer(SeedGroup):
+    """A seed group that records the wall time of each step (its bookkeeping included; it never evaluates)."""
 
-    def step(self, step, policy, stats):
-        super().step(step, policy, stats)
+    def step(self, step, stats, policy):
+        super().step(step, stats, policy)
         self.times.append(time.perf_counter())
 
 
 def updates_per_second(algo: str, overrides: dict, steps: int, traj) -> tuple[float, dict]:
     cfg = resolve_config("hopper-mini-replay", algo, 0, {**overrides, "steps": steps})
     algorithm = get_algorithm(algo)(get_algorithm(algo).Config(**cfg.algo_config))
-    ctx = _Timer(seed=0, device=torch.device("cpu"), total_steps=steps, evaluate=None, eval_every=steps,
-                 log=lambda m: None)
-    ctx.times = []
-    algorithm.fit(traj, algorithm.curate(traj), ctx)
+    cpu = torch.device("cpu")
+    group = _Timer([RunContext(seed=0, log=lambda m: None)], cpu, Schedule(steps, steps))
+    group.times = []
+    if (bc := algorithm.reference_bc()) is not None:  # pi_ref as run.py resolves it (untimed, in a scratch cache)
+        with tempfile.TemporaryDirectory() as cache:
+            bc.steps = 10
+            group.references = [p for p, _ in reference_policies(traj, bc, [0], cpu, lambda m: None, Path(cache))]
+    algorithm.fit(traj, algorithm.curate(traj), group)
     warm = max(steps // 5, 1)  # skip warm-up steps (allocations, first Adam steps)
-    t = np.asarray(ctx.times[warm:])
+    t = np.asarray(group.times[warm:])
     return (len(t) - 1) / (t[-1] - t[0]), cfg.algo_config
 
 

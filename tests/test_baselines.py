@@ -95,6 +95,51 @@ def test_d4rl_files_without_next_observations_follow_qlearning_dataset_for_the_b
     assert [float(tr.terminal) for tr in pairs] == [0, 0, 0, 0, 0, 1]
 
 
+def _with_truncated_episodes(episodes):
+    """The episodes, two of them cut short by a time limit: truncated at step 6 (the first) and 9 (the last), so
+    their final transitions have no next observation to bootstrap from."""
+    out = [dict(e) for e in episodes]
+    for k, cut in ((0, 6), (-1, 9)):
+        e = out[k]
+        out[k] = {"observations": e["observations"][:cut + 1], "actions": e["actions"][:cut],
+                  "rewards": e["rewards"][:cut], "terminations": np.zeros(cut, bool),
+                  "truncations": np.arange(cut) == cut - 1}
+    return out
+
+
+def test_the_device_sampler_holds_d3rlpys_transitions_truncated_episodes_included(hopper_minari_dataset):
+    """Every transition of DeviceTransitions equals d3rlpy's transition picker's: observation, action, reward,
+    next observation, next action and terminal, for terminated and time-limited episodes alike (a truncated episode's
+    last step is no transition; its second-to-last bootstraps from its real last observation, never from zeros)."""
+    import torch
+
+    from bench.algorithms.baselines import DeviceTransitions, TD3BCConfig, to_d3rlpy_dataset
+    from bench.d3rlpy_import import import_d3rlpy
+    from bench.datasets.curation import all_episodes
+    from bench.datasets.trajectories import Trajectories
+
+    d3rlpy = import_d3rlpy()
+    traj = Trajectories.from_episodes(_with_truncated_episodes(hopper_minari_dataset[1][:8]))
+    assert not traj.terminals[traj.episode_slice(0)].any() and traj.timeouts[traj.episode_slice(0)][-1]
+    dataset = to_d3rlpy_dataset(traj, all_episodes(traj))
+    algo = TD3BCConfig(observation_scaling="none").d3rlpy_config(d3rlpy).create(device="cpu")
+    algo.build_with_dataset(dataset)
+    transitions = DeviceTransitions(dataset, algo, torch.device("cpu"))
+    where = [(ep, i) for ep in dataset.episodes for i in range(ep.transition_count)]
+    assert transitions.size == len(where) == traj.num_transitions - 2  # the two truncated last steps
+    t = transitions.tensors
+    for row, (ep, i) in enumerate(where):
+        picked = dataset.transition_picker(ep, i)
+        for key, value in (("obs", picked.observation), ("act", picked.action), ("rew", picked.reward),
+                           ("next_obs", picked.next_observation), ("next_act", picked.next_action),
+                           ("term", picked.terminal)):
+            np.testing.assert_array_equal(t[key][row].numpy(), np.asarray(value, np.float32).reshape(-1),
+                                          err_msg=f"{key} of transition {i} of an episode of {ep.size()} steps")
+    first = traj.episode_slice(0)  # truncated at step 6: transition 4 goes to observation 5, transition 5 is none
+    np.testing.assert_array_equal(t["next_obs"][4].numpy(), traj.observations[first][5])
+    assert float(t["term"][4]) == 0.0
+
+
 @pytest.mark.parametrize("algo", D3RLPY)
 def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, algo):
     """Given the same transitions, N updates through DeviceTransitions + d3rlpy_update leave the parameters that
@@ -110,7 +155,7 @@ def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, 
     from bench.datasets.trajectories import Trajectories
 
     d3rlpy = import_d3rlpy()
-    traj = Trajectories.from_episodes(hopper_minari_dataset[1][:8])
+    traj = Trajectories.from_episodes(_with_truncated_episodes(hopper_minari_dataset[1][:8]))
     dataset = to_d3rlpy_dataset(traj, all_episodes(traj))
     cfg = get_algorithm(algo).Config(batch_size=16, hidden_units=[32, 32], steps=10)
 

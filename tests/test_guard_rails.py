@@ -87,7 +87,7 @@ def test_an_exploding_bc_loss_is_diverged_not_complete_and_never_counted(env, tm
     assert len(cell.scores) == 1  # the diverged run is not counted
     build_report([tmp_path / "out"], tmp_path / "report")
     report_md = (tmp_path / "report" / "report.md").read_text()
-    assert "status diverged: bench.algorithms.base.DivergedError: diverged at step 100" in report_md  # but listed
+    assert "status diverged: bench.algorithms.context.DivergedError: diverged at step 100" in report_md  # but listed
 
 
 def test_collapsed_importance_weights_are_diverged(env, tmp_path):

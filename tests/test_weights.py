@@ -113,6 +113,42 @@ def test_iw_sft_gradient_equals_sft_gradient_when_q_is_pi_ref(weight_fn, normali
     torch.testing.assert_close(grads[0], grads[1])
 
 
+def _constant_policy(log_std: float) -> GaussianMLPPolicy:
+    """A policy whose mean is 0 everywhere (all weights 0: tanh(0)) and whose std is exp(log_std)."""
+    policy = GaussianMLPPolicy(3, 1, hidden=4, layers=1)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.zero_()
+        policy.log_std.fill_(log_std)
+    return policy
+
+
+@pytest.mark.parametrize("weight_fn, expected", [
+    # rho_t = log q - log pi_ref = log 2 - 1.5 a_t^2 (q: std 1/2, pi_ref: std 1, both mean 0). Trajectory A has
+    # actions [0, 0] (rho = log 2 per step), B has [1, 1, 1] (rho = log 2 - 1.5 per step).
+    ("temperature", [3.0, 4 * math.exp(-3)]),  # exp(2 * mean rho): 4 (clamped at max_weight 3) and 4 e^-3
+    ("smoothing", [2.0, 2 ** 1.5 * math.exp(-2.25)]),  # exp(0.5 * sum rho): 2 and 2^1.5 e^-2.25
+    ("clip", [3.0, (2 * math.exp(-1.5)) ** 3]),  # per-step ratio 2 clipped to 1.8: 1.8^2 = 3.24, capped at 3
+])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_iw_sft_loss_by_hand_when_q_differs_from_pi_ref(weight_fn, expected, normalize):
+    """A sign flip of rho (weights 1/4 and e^3 / 4), a lost temperature or a missing clamp all change these."""
+    reference, q = _constant_policy(0.0), _constant_policy(-math.log(2))
+    obs = torch.zeros(5, 3)
+    act = torch.tensor([[0.0], [0.0], [1.0], [1.0], [1.0]])
+    _, seg, lengths = gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
+    cfg = SFTConfig(weight_fn=weight_fn, temperature=2.0, smoothing_alpha=0.5, max_weight=3.0,
+                    normalize_weights=normalize)
+    logp_ref = reference.log_prob(obs, act).detach()
+    loss, w = iw_sft_loss(copy.deepcopy(reference), q, obs, act, logp_ref, seg, lengths, cfg, 2.5)
+    np.testing.assert_allclose(w.detach(), expected, rtol=1e-5)
+    # theta = pi_ref: per-step log-likelihoods -log(2 pi) / 2 for a = 0 and that - 1/2 for a = 1, each trajectory's
+    # mean (loss_normalization trajectory_mean); the loss -sum w ll / 2, or / sum w with normalised weights
+    ll = np.array([-0.5 * math.log(2 * math.pi), -0.5 - 0.5 * math.log(2 * math.pi)])
+    by_hand = -(np.array(expected) * ll).sum() / (sum(expected) if normalize else 2)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-5)
+
+
 def test_iw_weights_follow_q_when_q_moves():
     torch.manual_seed(0)
     reference = GaussianMLPPolicy(4, 2, hidden=16)
