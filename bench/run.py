@@ -15,7 +15,6 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,19 +367,18 @@ def _held(cfgs: list[RunConfig], out: Path):
 
 def run(cfg: RunConfig, out: Path = Path("results"), force: bool = False,
         log=lambda msg: print(msg, file=sys.stderr, flush=True), checkpoint_dir: Path | None = None,
-        references: Mapping[str, bytes] | None = None) -> RunRecord:
+        reference_cache: Path | None = None) -> RunRecord:
     """Run ``cfg`` and write its record under ``out``; returns the record (also when it was already complete).
-    Checkpoints go to ``checkpoint_dir`` (default ``<out>/checkpoints``). ``references``: reference-policy weights
-    the caller already holds, by key (a Ray task's, from its upstream task); the others come from the cache or are
-    trained.
+    Checkpoints go to ``checkpoint_dir`` (default ``<out>/checkpoints``). The SFT family's reference policies come
+    from (or are trained into) ``reference_cache`` (default: this machine's, ``reference_cache_dir()``).
 
     Raises RunLocked when another process is running the same config into the same folder."""
-    return run_seeds([cfg], out, force, log, checkpoint_dir, references)[0]
+    return run_seeds([cfg], out, force, log, checkpoint_dir, reference_cache)[0]
 
 
 def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = False,
               log=lambda msg: print(msg, file=sys.stderr, flush=True), checkpoint_dir: Path | None = None,
-              references: Mapping[str, bytes] | None = None) -> list[RunRecord]:
+              reference_cache: Path | None = None) -> list[RunRecord]:
     """Several seeds of one (dataset, algorithm, config): one record per seed, as separate :func:`run` calls write.
 
     When the algorithm batches seeds (``batches_seeds``) and two or more are left, they train as one batched model
@@ -396,7 +394,7 @@ def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = 
         [[c] for c in pending]
     for group in groups:
         try:
-            records.update(_run_held(group, out, force, log, checkpoint_dir, references))
+            records.update(_run_held(group, out, force, log, checkpoint_dir, reference_cache))
         except DivergedError as diverged:
             if len(group) == 1:
                 raise
@@ -405,18 +403,18 @@ def run_seeds(cfgs: list[RunConfig], out: Path = Path("results"), force: bool = 
                 "at a time")
             for c in others:
                 with contextlib.suppress(DivergedError):  # its own record says so; the first one is raised
-                    records.update(_run_held([c], out, force, log, checkpoint_dir, references))
+                    records.update(_run_held([c], out, force, log, checkpoint_dir, reference_cache))
             raise
     return [records[c.seed] for c in cfgs]
 
 
 def _run_held(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_dir: Path | None,
-              references: Mapping[str, bytes] | None) -> dict[int, RunRecord]:
+              reference_cache: Path | None) -> dict[int, RunRecord]:
     """Hold the seeds' locks, skip what finished meanwhile, and train the rest as one group."""
     with _held(cfgs, out):
         done = {c.seed: r for c in cfgs if (r := _existing(c, out, force, log)) is not None}  # finished meanwhile
         todo = [c for c in cfgs if c.seed not in done]
-        return done | (_run_group(todo, out, force, log, checkpoint_dir, references) if todo else {})
+        return done | (_run_group(todo, out, force, log, checkpoint_dir, reference_cache) if todo else {})
 
 
 def group_checkpoint(cfgs: list[RunConfig], out: Path, checkpoint_dir: Path | None) -> Path:
@@ -428,7 +426,7 @@ def group_checkpoint(cfgs: list[RunConfig], out: Path, checkpoint_dir: Path | No
 
 
 def _run_group(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_dir: Path | None,
-               references: Mapping[str, bytes] | None) -> dict[int, RunRecord]:
+               reference_cache: Path | None) -> dict[int, RunRecord]:
     """Seeds of one cell trained as one group (the caller holds their locks): every seed's record is written, also
     when training stops; the error is raised after. A seed that diverges fails the others with it (their records say
     why they stopped)."""
@@ -443,7 +441,7 @@ def _run_group(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_di
     error = None
     try:
         t0 = time.time()
-        group.references = _references(runs, group, references)
+        group.references = _references(runs, group, reference_cache or reference_cache_dir())
         curated = first.algo.curate(first.traj)
         policies = first.algo.fit(first.traj, curated, group)
         seconds = (time.time() - t0) / len(runs)  # a batched training's time, shared
@@ -465,7 +463,7 @@ def _run_group(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_di
     return {r.cfg.seed: r.record for r in runs}
 
 
-def _references(runs: list[_Started], group: SeedGroup, given: Mapping[str, bytes] | None) -> list | None:
+def _references(runs: list[_Started], group: SeedGroup, cache: Path) -> list | None:
     """Each seed's reference policy pi_ref when the algorithm fine-tunes one (None otherwise), on the reference
     dataset it names or its own; every record notes which (``train_info.reference``)."""
     first = runs[0]
@@ -477,7 +475,7 @@ def _references(runs: list[_Started], group: SeedGroup, given: Mapping[str, byte
         raise ValueError(f"the reference dataset {data.name} has observation/action sizes "
                          f"{(data.obs_dim, data.act_dim)}, the fine-tuning data "
                          f"{(first.traj.obs_dim, first.traj.act_dim)}")
-    found = reference_policies(data, bc, group.seeds, group.device, group.log, reference_cache_dir(), given)
+    found = reference_policies(data, bc, group.seeds, group.device, group.log, cache)
     for r, (_, info) in zip(runs, found, strict=True):
         r.ctx.info["reference"] = info
     return [policy for policy, _ in found]

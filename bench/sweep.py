@@ -211,11 +211,11 @@ class _SharedProgress:
 
 
 def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None,
-            checkpoint_dir: str | None = None, references: dict[str, bytes] | None = None) -> list[dict]:
+            checkpoint_dir: str | None = None, reference_cache: Path | None = None) -> list[dict]:
     """Run one job (one config, or seeds of one cell batched) in this process; never raises (errors go to the
     records and the summary). ``shared``: a Manager dict for the driver's live bars (None: plain log lines).
-    ``gpu``: the GPU this job may see (this process is fresh, so CUDA is not initialised yet). ``references``: the
-    reference policies' weights by key, when the caller holds them (a Ray task)."""
+    ``gpu``: the GPU this job may see (this process is fresh, so CUDA is not initialised yet). ``reference_cache``:
+    where the reference policies are (default: this machine's cache; a Ray task's scratch folder)."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     cfgs = [RunConfig(**c) for c in cfg_dicts]
@@ -225,7 +225,7 @@ def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None
     t0 = time.time()
     try:
         log = {} if shared is None else {"log": _SharedProgress(shared)}
-        records = run_seeds(cfgs, Path(out), checkpoint_dir=ckpt, references=references, **log)
+        records = run_seeds(cfgs, Path(out), checkpoint_dir=ckpt, reference_cache=reference_cache, **log)
         seconds = (time.time() - t0) / len(cfgs)
         return [{"label": label, "algo": algos[label], "status": r.status, "seconds": seconds,
                  "score": r.final.get("normalized_mean")} for label, r in zip(labels, records, strict=True)]
@@ -394,7 +394,7 @@ def reference_groups(jobs: list[list[dict]]) -> dict[str, dict]:
 def train_references(dataset: str, data_path: str | None, bc: dict, seeds: list[int]) -> dict:
     """A Ray task: pi_ref of each seed for (dataset, BC config), trained together as one batched model in a scratch
     folder of its own; returns {seed: {"key", "state" (the weights file's bytes), "info"}}."""
-    from bench.algorithms.reference import policy_bytes, reference_policies
+    from bench.algorithms.reference import reference_policies
     from bench.datasets.sources import load_dataset_cached
     from bench.specs import get_spec
 
@@ -403,24 +403,29 @@ def train_references(dataset: str, data_path: str | None, bc: dict, seeds: list[
         found = reference_policies(traj, BCConfig(**bc), seeds, resolve_device("auto"),
                                    lambda m: print(m, file=sys.stderr, flush=True), scratch / "reference")
         where = {"node": platform.node(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-        return {seed: {"key": info["key"], "state": policy_bytes(policy),
+        return {seed: {"key": info["key"], "state": Path(info["path"]).read_bytes(),
                        "info": {**{k: v for k, v in info.items() if k != "path"}, **where}}
-                for seed, (policy, info) in zip(seeds, found, strict=True)}
+                for seed, (_, info) in zip(seeds, found, strict=True)}
 
 
 def execute_remote(cfg_dicts: list[dict], checkpoint_dir: str, references: dict | None) -> dict:
     """A Ray task: one job in a scratch folder of its own (no shared file system assumed). The reference policies
-    it needs (``references``: what ``train_references`` returned) are handed to its runs, which use them instead of
-    training; returns the job's summary rows and its finished records (the driver writes them)."""
+    it needs (``references``: what ``train_references`` returned) go into its scratch folder, which its runs are
+    given as their reference cache, so they load them instead of training; returns the job's summary rows and its
+    finished records (the driver writes them)."""
     cfgs = [{k: v for k, v in c.items() if k != "_reference_group"} for c in cfg_dicts]
-    given = {entry["key"]: entry["state"] for entry in (references or {}).values()}
     with _scratch() as scratch:
+        cache = scratch / "reference"
+        cache.mkdir()
+        for entry in (references or {}).values():
+            (cache / f"{entry['key']}.pt").write_bytes(entry["state"])
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus and not _cuda_available():
             print(f"[sweep] Ray gave this job GPU {gpus} but torch sees no CUDA device: training on the CPU",
                   file=sys.stderr, flush=True)
         rows = [{**row, "worker_dir": str(scratch)}
-                for row in execute(cfgs, str(scratch / "records"), checkpoint_dir=checkpoint_dir, references=given)]
+                for row in execute(cfgs, str(scratch / "records"), checkpoint_dir=checkpoint_dir,
+                                   reference_cache=cache)]
         records = []
         for c in cfgs:
             path = record_path(RunConfig(**c), scratch / "records")

@@ -4,7 +4,7 @@
 
 Both train the same algorithm (the suite's preset config, built the same way) on the same data
 (hopper-mini-replay): the suite's loop draws indices on the device and hands d3rlpy's update a prepared batch
-(``DeviceBatches`` + ``D3rlpyLearner``, as ``D3rlpyAlgorithm.fit`` runs them, statistics through a SeedGroup);
+(``DeviceTransitions`` + ``D3rlpyLearner``, as ``D3rlpyAlgorithm.fit`` runs them, statistics through a SeedGroup);
 ``fit()`` samples with d3rlpy's Python transition sampler and converts every batch from numpy. Rounds alternate
 between the two (the cores' speed drifts), best of each; one thread. Prints
 "<algo>: suite X/s, d3rlpy fit Y/s, ratio Z" and the projected wall time of 1M updates at the suite's rate.
@@ -22,12 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from bench.algorithms import get_algorithm  # noqa: E402
-from bench.algorithms.baselines import (  # noqa: E402
-    D3rlpyLearner,
-    DeviceBatches,
-    DeviceTransitions,
-    to_d3rlpy_dataset,
-)
+from bench.algorithms.baselines import D3rlpyLearner, DeviceTransitions, to_d3rlpy_dataset  # noqa: E402
 from bench.algorithms.context import RunContext, Schedule, SeedGroup  # noqa: E402
 from bench.configs import load_preset  # noqa: E402
 from bench.d3rlpy_import import import_d3rlpy  # noqa: E402
@@ -76,7 +71,7 @@ def main() -> None:
         steps = STEPS[name]
         suite_algo, cfg = build(name, dataset, device, args.compile)
         fit_algo, _ = build(name, dataset, device, args.compile)
-        batches = DeviceBatches(DeviceTransitions(dataset, suite_algo, device), 0, cfg.batch_size)
+        batches = DeviceTransitions(dataset, suite_algo, device, 0, cfg.batch_size)
         learner = D3rlpyLearner(suite_algo)
         group = SeedGroup([RunContext(seed=0, log=lambda m: None)], device, Schedule(10**12, 10**12))
 

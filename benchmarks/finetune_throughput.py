@@ -27,7 +27,7 @@ import torch
 
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.sft import SFTConfig, SFTLearner, iw_sft_loss
-from bench.algorithms.trajectory_batch import EpisodeTable, TrajectoryBatches
+from bench.algorithms.trajectory_batch import TrajectoryBatches
 from bench.algorithms.weights import temperature_weights
 from bench.datasets.curation import quality_bins
 from bench.datasets.sources import load_dataset
@@ -52,17 +52,18 @@ def plain_step(policy, q, ref, optim, obs, act, starts, lengths, cfg: SFTConfig)
     return int(lengths.sum())
 
 
-def suite_step(policy, q, logp_ref_all, optim, obs, act, table, gen, cfg: SFTConfig) -> int:
-    rows, seg, lengths, counts = table.sample(cfg.batch_size, [gen])  # one seed: rows (1, N), counts (1, S)
-    loss, _ = iw_sft_loss(policy, q, obs[rows[0]], act[rows[0]], logp_ref_all[rows[0]], seg, lengths, cfg,
-                          table.mean_length, counts[0])
+def suite_step(policy, q, logp_ref_all, optim, obs, act, batches: TrajectoryBatches, cfg: SFTConfig) -> int:
+    b = batches.sample()  # one seed: rows (1, N), counts (1, S)
+    rows, counts = b.rows[0], b.counts[0]
+    loss, _ = iw_sft_loss(policy, q, obs[rows], act[rows], logp_ref_all[rows], b.seg, b.lengths, cfg,
+                          batches.mean_length, counts)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     optim.step()
-    return int((lengths * counts).sum())
+    return int((b.lengths * counts).sum())
 
 
-def layouts(ref, obs, act, table, batch: int, device: torch.device, rounds: int, steps: int,
+def layouts(ref, obs, act, traj, curated, batch: int, device: torch.device, rounds: int, steps: int,
             precision: str = "float32") -> None:
     """Fine-tuning steps/s of the three layouts SFT.fit offers (its learner's update on its batch source: the
     optimiser step, the scheduler and the EMA of q included), interleaved rounds, best of each."""
@@ -71,8 +72,8 @@ def layouts(ref, obs, act, table, batch: int, device: torch.device, rounds: int,
     loops = {}
     for name, extra in forms.items():
         cfg = SFTConfig(importance_weighted=True, batch_size=batch, precision=precision, **extra)
-        learner = SFTLearner([ref], obs, act, table.mean_length, cfg)
-        batches = TrajectoryBatches(table, [0], batch, cfg.static_shapes)
+        batches = TrajectoryBatches(traj, curated, device, [0], batch, cfg.static_shapes)
+        learner = SFTLearner([ref], obs, act, batches.mean_length, cfg)
 
         def loop(n, learner=learner, batches=batches):
             for _ in range(n):
@@ -126,16 +127,17 @@ def main() -> None:
     obs = torch.as_tensor(traj.observations, device=device)
     act = torch.as_tensor(traj.actions, device=device)
     ref = GaussianMLPPolicy(traj.obs_dim, traj.act_dim).to(device).requires_grad_(False)
-    table = EpisodeTable.from_curated(traj, curated, device)
+    table = TrajectoryBatches(traj, curated, device, [0], args.batch)  # the curated episodes and their probabilities
     if device.type == "cuda":
-        layouts(ref, obs, act, table, args.batch, device, args.rounds, args.steps, args.precision)
+        layouts(ref, obs, act, traj, curated, args.batch, device, args.rounds, args.steps, args.precision)
         return
 
     results = {}
     for name in ("plain", "suite"):
         policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
         optim = torch.optim.Adam(policy.parameters(), lr=1e-4)
-        gen = np.random.default_rng(0)
+        gen = np.random.default_rng(0)  # the plain step's draws; the suite's batches draw with seed 0 alike
+        batches = TrajectoryBatches(traj, curated, device, [0], args.batch)
         logp_ref_all = None
         t0 = time.perf_counter()
         if name == "suite":
@@ -148,15 +150,15 @@ def main() -> None:
                 drawn += plain_step(policy, q, ref, optim, obs, act, torch.from_numpy(table.starts[picks]),
                                     torch.from_numpy(table.lengths[picks]), cfg)
             else:
-                drawn += suite_step(policy, q, logp_ref_all, optim, obs, act, table, gen, cfg)
+                drawn += suite_step(policy, q, logp_ref_all, optim, obs, act, batches, cfg)
         results[name] = (drawn / (time.perf_counter() - t0), time.perf_counter() - t0)
         print(f"{name:>5}: {results[name][0]:10.0f} drawn trajectory-steps/s ({args.steps} steps of "
               f"{args.batch} trajectories, {results[name][1]:.1f} s)")
     print(f"speed-up: {results['suite'][0] / results['plain'][0]:.2f}x")
 
     # How close the suite's step runs to the matmul roofline: time it on a fixed unique batch
-    rows, seg, lengths, counts = table.sample(args.batch, [np.random.default_rng(1)])
-    rows, counts = rows[0], counts[0]
+    fixed = TrajectoryBatches(traj, curated, device, [1], args.batch).sample()
+    rows, seg, lengths, counts = fixed.rows[0], fixed.seg, fixed.lengths, fixed.counts[0]
     policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
     optim = torch.optim.Adam(policy.parameters(), lr=1e-4)
     with torch.no_grad():
@@ -185,7 +187,8 @@ def main() -> None:
           f"work; roofline (float32 matmul, same shapes) {peak:.1f} GFLOP/s -> {100 * achieved / peak:.0f}% "
           f"(best of {args.rounds} interleaved rounds each)")
 
-    layouts(ref, obs, act, table, args.batch, device, args.rounds, max(args.steps // args.rounds, 1), args.precision)
+    layouts(ref, obs, act, traj, curated, args.batch, device, args.rounds, max(args.steps // args.rounds, 1),
+            args.precision)
 
 
 if __name__ == "__main__":

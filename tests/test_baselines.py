@@ -142,14 +142,14 @@ def test_the_device_sampler_holds_d3rlpys_transitions_truncated_episodes_include
 
 @pytest.mark.parametrize("algo", D3RLPY)
 def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, algo):
-    """Given the same transitions, N updates through DeviceTransitions + d3rlpy_update leave the parameters that
+    """Given the same transitions, N updates through DeviceTransitions + D3rlpyLearner leave the parameters that
     d3rlpy's own ``algo.update(TransitionMiniBatch)`` leaves (scalers, terminals, TD3+BC's delayed actor)."""
     import torch
     from d3rlpy.algos.utility import build_scalers_with_transition_picker
     from d3rlpy.dataset import TransitionMiniBatch
 
     from bench.algorithms import get_algorithm
-    from bench.algorithms.baselines import DeviceTransitions, d3rlpy_update, to_d3rlpy_dataset
+    from bench.algorithms.baselines import D3rlpyLearner, DeviceTransitions, to_d3rlpy_dataset
     from bench.d3rlpy_import import import_d3rlpy
     from bench.datasets.curation import all_episodes
     from bench.datasets.trajectories import Trajectories
@@ -174,7 +174,7 @@ def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, 
     for _ in range(6):
         idx = torch.randint(transitions.size, (16,), generator=gen)
         torch.manual_seed(7)  # the same noise inside both updates (target smoothing, CQL's action samples)
-        d3rlpy_update(ours, transitions.batch(idx))
+        D3rlpyLearner(ours).update(transitions.batch(idx))
         torch.manual_seed(7)
         theirs.update(TransitionMiniBatch.from_transitions(
             [dataset.transition_picker(*where[i]) for i in idx.tolist()]))

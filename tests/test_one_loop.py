@@ -84,7 +84,7 @@ def test_sft_q_draws_each_trajectory_as_often_as_its_quality_bins_say(static):
     """Returns 0..99: the cutoffs at the 90th / 95th / 98th percentiles (89.1, 94.05, 97.02) put episodes 90-94 in
     one bin, 95-97 in two and 98-99 in three: 17 bin places, so episode 99 is drawn with probability 3/17 and
     episode 90 with 1/17 (uniform over the 10 selected would be 1/10 each)."""
-    from bench.algorithms.trajectory_batch import EpisodeTable, TrajectoryBatches
+    from bench.algorithms.trajectory_batch import TrajectoryBatches
     from bench.datasets.curation import quality_bins
     from bench.datasets.trajectories import Trajectories
 
@@ -97,7 +97,7 @@ def test_sft_q_draws_each_trajectory_as_often_as_its_quality_bins_say(static):
     curated = quality_bins(traj, [90, 95, 98])
     assert list(curated.episode_indices) == list(range(90, 100))
     assert list(curated.multiplicity) == [1] * 5 + [2] * 3 + [3] * 2
-    batches = TrajectoryBatches(EpisodeTable.from_curated(traj, curated, torch.device("cpu")), [0, 1], 256, static)
+    batches = TrajectoryBatches(traj, curated, torch.device("cpu"), [0, 1], 256, static)
     drawn = np.zeros((2, 100))
     for _ in range(100):
         batch = batches.sample()

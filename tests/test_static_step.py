@@ -9,7 +9,7 @@ import torch
 
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.sft import IWSFTQConfig, SFTLearner, SFTQConfig
-from bench.algorithms.trajectory_batch import EpisodeTable, TrajectoryBatches
+from bench.algorithms.trajectory_batch import TrajectoryBatches
 from bench.datasets.curation import quality_bins
 from bench.datasets.sources import load_dataset
 from bench.specs import get_spec
@@ -26,14 +26,18 @@ def problem():
         torch.manual_seed(seed)
         refs.append(GaussianMLPPolicy(traj.obs_dim, traj.act_dim, hidden=64, layers=2).requires_grad_(False))
     obs, act = torch.as_tensor(traj.observations), torch.as_tensor(traj.actions)
-    table = EpisodeTable.from_curated(traj, quality_bins(traj, [90, 95, 98]), CPU)
-    return refs, obs, act, table
+    return refs, obs, act, traj, quality_bins(traj, [90, 95, 98])
+
+
+def _batches(problem, seeds, cfg):
+    return TrajectoryBatches(problem[3], problem[4], CPU, seeds, cfg.batch_size, cfg.static_shapes)
 
 
 def _learner(problem, cfg, seeds):
     """A learner whose q differs from pi_ref (so the weights are not all 1)."""
-    refs, obs, act, table = problem
-    learner = SFTLearner([refs[s] for s in range(len(seeds))], obs, act, table.mean_length, cfg)
+    refs, obs, act = problem[:3]
+    learner = SFTLearner([refs[s] for s in range(len(seeds))], obs, act, _batches(problem, seeds, cfg).mean_length,
+                         cfg)
     if learner.q is not None:
         torch.manual_seed(5)
         with torch.no_grad():
@@ -44,7 +48,7 @@ def _learner(problem, cfg, seeds):
 
 def _loss_and_grad(problem, cfg, seeds):
     learner = _learner(problem, cfg, seeds)
-    batch = TrajectoryBatches(problem[3], seeds, cfg.batch_size, cfg.static_shapes).sample()
+    batch = _batches(problem, seeds, cfg).sample()
     loss, stats = learner.loss(batch)
     loss.sum().backward()
     return loss.detach(), [p.grad for p in learner.model.parameters()], {k: v.tolist() for k, v in stats.items()}
@@ -80,7 +84,7 @@ def test_the_compiled_static_step_never_recompiles_and_tracks_the_eager_step(pro
     for compiled in (False, True):
         cfg = IWSFTQConfig(batch_size=64, static_shapes=True, compile=compiled)
         learner = _learner(problem, cfg, [0])
-        batches = TrajectoryBatches(problem[3], [0], cfg.batch_size, static=True)
+        batches = _batches(problem, [0], cfg)
         losses[compiled] = []
         with torch._dynamo.config.patch(error_on_recompile=True):
             for _ in range(50):

@@ -11,15 +11,12 @@ know about an algorithm (its reference policy, its learning rates, its precision
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from bench.algorithms.context import SeedGroup
 from bench.datasets.curation import Curated
 from bench.datasets.trajectories import Trajectories
 from bench.evaluation import Policy
-
-if TYPE_CHECKING:
-    from bench.algorithms.bc import BCConfig
 
 
 class Algorithm(ABC):
@@ -65,8 +62,8 @@ class Algorithm(ABC):
         ``run.py`` loads each and records its fingerprint (the reference data: pi_ref is trained on it)."""
         return {}
 
-    def reference_bc(self) -> BCConfig | None:
-        """The BC config of the reference policy pi_ref this algorithm fine-tunes from (None: it has none). ``run.py``
+    def reference_bc(self) -> Any:
+        """The BCConfig of the reference policy pi_ref this algorithm fine-tunes from (None: it has none). ``run.py``
         resolves pi_ref per seed — from the cache, from the caller (a Ray task) or trained — on the dataset of role
         "reference" (:meth:`datasets_used`) or the run's own, and hands it over as ``group.references``."""
         return None

@@ -7,8 +7,9 @@ evaluator, checkpoints and resumes through the run context, and writes nothing t
 
 Batches come from :class:`DeviceTransitions`: the dataset's transitions as tensors on the training device, laid out
 exactly as d3rlpy's transition picker lays them out and with d3rlpy's own scalers applied once, so a step draws
-indices on the device and hands the batch to d3rlpy's own update (``impl.update``): the objective stays d3rlpy's
-code, while its Python transition sampler and the numpy-to-torch conversion of every batch are gone.
+indices on the device and hands the batch to d3rlpy's own update (``impl.update``, in :class:`D3rlpyLearner`): the
+objective stays d3rlpy's code, while its Python transition sampler and the numpy-to-torch conversion of every batch
+are gone. The loop is the suite's one loop (``context.train``), as for every algorithm.
 
 Objectives (see each config class for the paper):
 - AWAC:   max_pi E[ exp(A(s, a) / lambda) log pi(a|s) ],  Q by TD learning            (Nair et al. 2020)
@@ -213,10 +214,11 @@ class DeviceTransitions:
     episode's last step has a zero next observation (and next action) and terminal = 1; a truncated episode's last
     step is not a transition (its next observation is unknown), exactly as d3rlpy counts ``transition_count``.
     The algorithm's observation / action / reward scalers transform the whole arrays once, with d3rlpy's own
-    ``transform`` — the same element-wise arithmetic it applies to every sampled batch.
+    ``transform`` — the same element-wise arithmetic it applies to every sampled batch. As the loop's batch source
+    it draws ``batch_size`` indices per step uniformly with replacement on the device (as d3rlpy draws them).
     """
 
-    def __init__(self, dataset, algo, device: torch.device):
+    def __init__(self, dataset, algo, device: torch.device, seed: int = 0, batch_size: int = 256):
         from d3rlpy.torch_utility import TorchMiniBatch
 
         if algo.need_returns_to_go:
@@ -244,7 +246,8 @@ class DeviceTransitions:
                 t["act"], t["next_act"] = (cfg.action_scaler.transform(t[k]) for k in ("act", "next_act"))
             if cfg.reward_scaler is not None:
                 t["rew"] = cfg.reward_scaler.transform(t["rew"])
-        self.tensors, self.size, self.device = t, len(t["obs"]), device
+        self.tensors, self.size, self.device, self.batch_size = t, len(t["obs"]), device, batch_size
+        self.generator = torch.Generator(device=device).manual_seed(seed)
         self.d3rlpy_device = algo._device  # the device string d3rlpy's batches carry
         self._batch = TorchMiniBatch
 
@@ -257,17 +260,11 @@ class DeviceTransitions:
                            returns_to_go=torch.zeros_like(rewards), terminals=t["term"][indices],
                            intervals=torch.ones_like(rewards), device=self.d3rlpy_device)
 
-    def sample(self, batch_size: int, generator: torch.Generator):
-        """``batch_size`` transitions drawn uniformly with replacement on the device (as d3rlpy draws them)."""
-        return self.batch(torch.randint(self.size, (batch_size,), generator=generator, device=self.device))
+    def components(self) -> dict[str, torch.Generator]:
+        return {"generator": self.generator}
 
-
-def d3rlpy_update(algo, batch) -> dict[str, float]:
-    """One gradient step of d3rlpy's own update on a prepared ``TorchMiniBatch``: ``QLearningAlgoBase.update``
-    without its numpy-to-torch conversion (the batch is already on the device, scaled)."""
-    metrics = algo.impl.update(batch, algo.grad_step)
-    algo._grad_step += 1  # what QLearningAlgoBase.update does after the update
-    return metrics
+    def sample(self):
+        return self.batch(torch.randint(self.size, (self.batch_size,), generator=self.generator, device=self.device))
 
 
 class D3rlpyPolicy:
@@ -300,25 +297,14 @@ class D3rlpyLearner:
         return {"algo": self, "rng": GlobalRNG()}
 
     def update(self, batch) -> dict[str, torch.Tensor]:
-        metrics = d3rlpy_update(self.algo, batch)
+        """One gradient step of d3rlpy's own update on a prepared ``TorchMiniBatch``: ``QLearningAlgoBase.update``
+        without its numpy-to-torch conversion (the batch is already on the device, scaled)."""
+        metrics = self.algo.impl.update(batch, self.algo.grad_step)
+        self.algo._grad_step += 1  # what QLearningAlgoBase.update does after the update
         return {"loss": torch.tensor([metrics.get("critic_loss", next(iter(metrics.values())))])}  # d3rlpy: floats
 
     def policy(self, k: int) -> D3rlpyPolicy:
         return D3rlpyPolicy(self.algo)
-
-
-class DeviceBatches:
-    """``batch_size`` transitions per step from :class:`DeviceTransitions`, drawn on the device (one seed)."""
-
-    def __init__(self, transitions: DeviceTransitions, seed: int, batch_size: int):
-        self.transitions, self.batch_size = transitions, batch_size
-        self.generator = torch.Generator(device=transitions.device).manual_seed(seed)
-
-    def components(self) -> dict:
-        return {"generator": self.generator}
-
-    def sample(self):
-        return self.transitions.sample(self.batch_size, self.generator)
 
 
 class D3rlpyAlgorithm(Algorithm):
@@ -344,7 +330,7 @@ class D3rlpyAlgorithm(Algorithm):
         algo.build_with_dataset(dataset)
         run.info["d3rlpy"] = {"version": d3rlpy.__version__, "algorithm": type(algo).__name__,
                               "transitions": dataset.transition_count}
-        batches = DeviceBatches(DeviceTransitions(dataset, algo, group.device), run.seed, cfg.batch_size)
+        batches = DeviceTransitions(dataset, algo, group.device, run.seed, cfg.batch_size)
         policies = train(group, D3rlpyLearner(algo), batches)
         run.info["d3rlpy"]["grad_steps"] = algo.grad_step
         return policies

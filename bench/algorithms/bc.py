@@ -7,7 +7,7 @@ Objective (maximum likelihood of the data's actions; Pomerleau 1989; the paper's
 Batches are either transitions sampled uniformly (the peers' BC) or whole trajectories (the paper's reference
 policy; see ``trajectory_batch`` for the loss normalisation). Adam at a constant rate. ``precision`` selects float32,
 TF32 (CUDA) or a bfloat16 forward pass (``bench.algorithms.precision``). Transition rows are drawn on the training
-device, whole trajectories on the host (``EpisodeTable``), and the loss stays on the device: a step never waits for
+device, whole trajectories on the host (``TrajectoryBatches``), and the loss stays on the device: a step never waits for
 it (``SeedGroup.step``). Several seeds train as one stacked model (``native``).
 """
 
@@ -23,7 +23,6 @@ from bench.algorithms.native import StackedLearner, initial_policies
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.precision import check_precision, step_precision
 from bench.algorithms.trajectory_batch import (
-    EpisodeTable,
     TrajectoryBatch,
     TrajectoryBatches,
     TransitionBatches,
@@ -96,8 +95,8 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, group:
         batches = TransitionBatches(trajectories, curated, device, group.seeds, cfg.batch_size)
         mean_length = 0.0
     else:
-        table = EpisodeTable.from_curated(trajectories, curated, device)
-        batches, mean_length = TrajectoryBatches(table, group.seeds, cfg.batch_size), table.mean_length
+        batches = TrajectoryBatches(trajectories, curated, device, group.seeds, cfg.batch_size)
+        mean_length = batches.mean_length
     group.watch(cfg.divergence_factor)
     return train(group, BCLearner(policies, obs, act, cfg, mean_length), batches)
 

@@ -2,10 +2,11 @@
 
 Every fine-tuning run (sft, sft_q, iw_sft, iw_sft_q) starts theta, theta_q and pi_ref from it. ``run.py`` resolves it
 (:func:`reference_policies`) and hands it to ``fit`` as ``group.references``, by one mechanism for a single run, a
-batched group and a Ray task: weights the caller already holds (a Ray sweep's upstream task sends them), else the
-cache folder, else trained — the missing seeds together as one batched model — and stored there. The key hashes the
-dataset's content fingerprint, the seed, the full BC config and the policy architecture version, so a changed config
-or dataset never reuses a stale policy. Writes are atomic; an interrupted training resumes from its checkpoint.
+batched group and a Ray task: from a cache folder the caller names (this machine's, or a Ray task's scratch folder
+holding what its upstream task trained), else trained — the missing seeds together as one batched model — and stored
+there. The key hashes the dataset's content fingerprint, the seed, the full BC config and the policy architecture
+version, so a changed config or dataset never reuses a stale policy. Writes are atomic; an interrupted training
+resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
-import io
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,58 +43,37 @@ def reference_key(fingerprint: str, bc: BCConfig, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def policy_bytes(policy: GaussianMLPPolicy) -> bytes:
-    """A policy's weights as the bytes of its cache file (what a Ray task sends)."""
-    buffer = io.BytesIO()
-    torch.save(policy.state_dict(), buffer)
-    return buffer.getvalue()
-
-
 def reference_policies(trajectories: Trajectories, bc: BCConfig, seeds: list[int], device: torch.device,
-                       log: Callable[[str], None], cache: Path,
-                       given: Mapping[str, bytes] | None = None) -> list[tuple[GaussianMLPPolicy, dict]]:
-    """(pi_ref, info) per seed, frozen, on ``device``: from ``given`` ({key: weights file bytes}), else from the
-    ``cache`` folder, else trained on all episodes of ``trajectories`` and stored there — the missing seeds together
-    as one batched model (each the policy its separate training gives, up to float rounding)."""
+                       log: Callable[[str], None], cache: Path) -> list[tuple[GaussianMLPPolicy, dict]]:
+    """(pi_ref, info) per seed, frozen, on ``device``: from the ``cache`` folder, or trained on all episodes of
+    ``trajectories`` and stored there — the missing seeds together as one batched model (each the policy its separate
+    training gives, up to float rounding)."""
     fingerprint = trajectories.fingerprint()
-    keys = [reference_key(fingerprint, bc, seed) for seed in seeds]
-    info = {"bc_config": dataclasses.asdict(bc), "dataset": trajectories.name}
-    found: dict[int, tuple[GaussianMLPPolicy, dict]] = {}
-    for k, key in enumerate(keys):
-        if given is not None and key in given:
-            found[k] = (_load(trajectories, bc, io.BytesIO(given[key]), device),
-                        {**info, "key": key, "cached": True, "from": "the caller"})
-    if len(found) < len(seeds):
-        cache.mkdir(parents=True, exist_ok=True)
-        paths = [cache / f"{key}.pt" for key in keys]
-        # One process trains, concurrent runs that need the same policies wait here and then load them; locks are
-        # taken in key order, so two processes asking for overlapping seeds cannot deadlock.
-        with contextlib.ExitStack() as locks:
-            for path in sorted({paths[k] for k in range(len(seeds)) if k not in found}):
-                fcntl.flock(locks.enter_context(open(path.with_suffix(".lock"), "w")), fcntl.LOCK_EX)
-            missing = [k for k, path in enumerate(paths) if k not in found and not path.exists()]
-            for k, path in enumerate(paths):
-                if k not in found and k not in missing:
-                    log(f"reference BC policy from cache {path}")
-                    found[k] = (_load(trajectories, bc, path, device),
-                                {**info, "key": keys[k], "path": str(path), "cached": True})
-            if missing:
-                t0 = time.time()
-                trained = _train_and_store(trajectories, bc, [seeds[k] for k in missing], device, log,
-                                           [paths[k] for k in missing])
-                seconds = (time.time() - t0) / len(missing)  # a batched training's time, shared
-                for k, policy in zip(missing, trained, strict=True):
-                    found[k] = (policy, {**info, "key": keys[k], "path": str(paths[k]), "cached": False,
-                                         "train_seconds": seconds})
-    return [(found[k][0].requires_grad_(False), found[k][1]) for k in range(len(seeds))]
-
-
-def _load(trajectories: Trajectories, bc: BCConfig, source: Path | io.BytesIO,
-          device: torch.device) -> GaussianMLPPolicy:
-    policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
-    # read to the CPU, then copied into the policy's tensors on the training device
-    policy.to(device).load_state_dict(torch.load(source, map_location="cpu", weights_only=True))
-    return policy.eval()
+    paths = [cache / f"{reference_key(fingerprint, bc, seed)}.pt" for seed in seeds]
+    infos = [{"key": p.stem, "path": str(p), "bc_config": dataclasses.asdict(bc), "dataset": trajectories.name}
+             for p in paths]
+    cache.mkdir(parents=True, exist_ok=True)
+    # One process trains, concurrent runs that need the same policies wait here and then load them; locks are
+    # taken in key order, so two processes asking for overlapping seeds cannot deadlock.
+    with contextlib.ExitStack() as locks:
+        for path in sorted(set(paths)):
+            fcntl.flock(locks.enter_context(open(path.with_suffix(".lock"), "w")), fcntl.LOCK_EX)
+        missing = [k for k, path in enumerate(paths) if not path.exists()]
+        t0 = time.time()
+        trained = _train_and_store(trajectories, bc, [seeds[k] for k in missing], device, log,
+                                   [paths[k] for k in missing]) if missing else []
+        seconds = (time.time() - t0) / max(len(missing), 1)  # a batched training's time, shared
+        out = []
+        for k, (path, info) in enumerate(zip(paths, infos, strict=True)):
+            if k in missing:
+                out.append((trained[missing.index(k)], {**info, "cached": False, "train_seconds": seconds}))
+                continue
+            policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
+            # read to the CPU, then copied into the policy's tensors on the training device
+            policy.to(device).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            log(f"reference BC policy from cache {path}")
+            out.append((policy.eval(), {**info, "cached": True}))
+    return [(policy.requires_grad_(False), info) for policy, info in out]
 
 
 def _train_and_store(trajectories: Trajectories, bc: BCConfig, seeds: list[int], device: torch.device,
@@ -107,7 +86,7 @@ def _train_and_store(trajectories: Trajectories, bc: BCConfig, seeds: list[int],
     policies = train_bc(trajectories, all_episodes(trajectories), bc, group)
     for policy, path in zip(policies, paths, strict=True):
         tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(policy_bytes(policy))
+        torch.save(policy.state_dict(), tmp)
         os.replace(tmp, path)
     checkpoint.unlink(missing_ok=True)
     return policies

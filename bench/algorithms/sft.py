@@ -38,7 +38,6 @@ from bench.algorithms.native import StackedLearner
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.precision import check_precision, step_precision
 from bench.algorithms.trajectory_batch import (
-    EpisodeTable,
     TrajectoryBatch,
     TrajectoryBatches,
     trajectory_log_likelihood,
@@ -113,26 +112,6 @@ class IWSFTQConfig(SFTQConfig):
     importance_weighted: bool = True
 
 
-def trajectory_terms(policy, q_policy, obs: torch.Tensor, act: torch.Tensor, logp_ref: torch.Tensor | None,
-                     seg: torch.Tensor, lengths: torch.Tensor, cfg: SFTConfig,
-                     mean_length: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-likelihood under theta, importance weight) of each trajectory of a packed batch; w = 1 without q.
-
-    ``obs``/``act`` may carry a leading seed dimension for a stacked policy; ``seg`` indexes the flattened
-    transitions (and ``logp_ref`` has their shape).
-    """
-    ll = trajectory_log_likelihood(policy.log_prob(obs, act).reshape(-1), seg, lengths, cfg.loss_normalization,
-                                   mean_length)
-    if q_policy is None:
-        return ll, torch.ones_like(ll)
-    with torch.no_grad():
-        rho = (q_policy.log_prob(obs, act) - logp_ref).reshape(-1)
-        w = trajectory_weights(rho, seg, lengths, cfg.weight_fn, temperature=cfg.temperature,
-                               alpha=cfg.smoothing_alpha, max_weight=cfg.max_weight, ratio_min=cfg.ratio_min,
-                               ratio_max=cfg.ratio_max, weight_min=cfg.min_weight)
-    return ll, w
-
-
 def weighted_nll(ll: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, normalize: bool) -> torch.Tensor:
     """-sum_b c_b w_b ll_b / sum_b c_b (or / sum_b c_b w_b, normalised weights) along the last dimension."""
     c = counts.to(ll.dtype)
@@ -142,12 +121,22 @@ def weighted_nll(ll: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, normal
 def iw_sft_loss(policy, q_policy, obs: torch.Tensor, act: torch.Tensor, logp_ref: torch.Tensor | None,
                 seg: torch.Tensor, lengths: torch.Tensor, cfg: SFTConfig, mean_length: float,
                 counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, raw trajectory weights) of a batch; ``q_policy``/``logp_ref`` None means plain SFT (w = 1).
+    """(loss, raw trajectory weights) of a packed batch; ``q_policy``/``logp_ref`` None means plain SFT (w = 1).
 
-    ``counts[b]``: how many times trajectory b was drawn (default 1 each); the loss is the one over all draws. With a
-    stacked policy, ``counts`` is (K, S) and the loss (K,): each seed's own (weights come back as (K, S)).
+    ``seg`` gives each transition's trajectory; ``counts[b]``: how many times trajectory b was drawn (default 1
+    each): the loss is the one over all draws. With a stacked policy, ``obs``/``act`` carry a leading seed dimension
+    (``logp_ref`` their shape), ``seg`` indexes the flattened transitions, ``counts`` is (K, S) and the loss (K,):
+    each seed's own (weights come back as (K, S)).
     """
-    ll, w = trajectory_terms(policy, q_policy, obs, act, logp_ref, seg, lengths, cfg, mean_length)
+    ll = trajectory_log_likelihood(policy.log_prob(obs, act).reshape(-1), seg, lengths, cfg.loss_normalization,
+                                   mean_length)
+    w = torch.ones_like(ll)
+    if q_policy is not None:
+        with torch.no_grad():
+            rho = (q_policy.log_prob(obs, act) - logp_ref).reshape(-1)
+            w = trajectory_weights(rho, seg, lengths, cfg.weight_fn, temperature=cfg.temperature,
+                                   alpha=cfg.smoothing_alpha, max_weight=cfg.max_weight, ratio_min=cfg.ratio_min,
+                                   ratio_max=cfg.ratio_max, weight_min=cfg.min_weight)
     c = torch.ones_like(ll) if counts is None else counts
     ll, w = ll.view_as(c), w.view_as(c)
     return weighted_nll(ll, w, c, cfg.normalize_weights and q_policy is not None), w
@@ -223,10 +212,11 @@ class SFT(Algorithm):
                              "(bench.algorithms.reference.reference_policies, as run.py does) into group.references")
         obs = torch.as_tensor(trajectories.observations, device=group.device)
         act = torch.as_tensor(trajectories.actions, device=group.device)
-        table = EpisodeTable.from_curated(trajectories, curated, group.device)
-        learner = SFTLearner(group.references, obs, act, table.mean_length, cfg)
+        batches = TrajectoryBatches(trajectories, curated, group.device, group.seeds, cfg.batch_size,
+                                    cfg.static_shapes)
+        learner = SFTLearner(group.references, obs, act, batches.mean_length, cfg)
         group.watch(cfg.divergence_factor, cfg.min_ess_fraction if cfg.importance_weighted else 0.0)
-        policies = train(group, learner, TrajectoryBatches(table, group.seeds, cfg.batch_size, cfg.static_shapes))
+        policies = train(group, learner, batches)
         if cfg.importance_weighted:
             for run in group.runs:
                 run.info["weights"] = _weights_info(cfg, run.curve)

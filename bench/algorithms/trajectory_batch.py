@@ -22,54 +22,58 @@ LOSS_NORMALIZATIONS = ("trajectory_mean", "sum")
 
 
 @dataclass
-class EpisodeTable:
-    """The curated episodes to draw whole trajectories from, drawn on the host and handed to ``device``.
+class TrajectoryBatch:
+    """Whole trajectories for K seeds (see :class:`TrajectoryBatches` for the layouts)."""
 
-    Draws use the run's numpy generator and the index arithmetic runs in numpy, so the host knows every batch's size
-    without asking the device; the finished indices travel to the device with a non-blocking copy. A batch of
-    trajectories of varying length therefore never makes the training step wait (no ``.item()``, no
-    ``repeat_interleave`` that must read its output size back).
+    rows: torch.Tensor  # (K, N) transition indices
+    seg: torch.Tensor  # (K * N,) segment of each row: seed k's segments are k * S .. k * S + S - 1
+    lengths: torch.Tensor  # (K * S,) length of each segment
+    counts: torch.Tensor  # (K, S) how often each segment was drawn (0: padding, or not drawn)
+
+
+class TrajectoryBatches:
+    """``batch_size`` whole trajectories per seed and step, drawn with replacement from the curated (multi)set with
+    each seed's numpy generator, in one of two layouts with the same loss and gradient (tested):
+
+    - ``static=False``: each distinct drawn trajectory once with its draw count, the seeds' batches padded to one
+      shape (row 0, in a last segment per seed with count 0) — the least work, but the shapes change every step;
+    - ``static=True``: every curated transition every step, each trajectory weighted by its draw count (0 for most)
+      — fixed shapes, so a compiled step (and CUDA graphs) can capture it; more work when the curated set is much
+      larger than what a batch draws.
+
+    Draws and index arithmetic run in numpy on the host, so the host knows every batch's size without asking the
+    device; the finished indices travel to the device with a non-blocking copy. A batch of trajectories of varying
+    length therefore never makes the training step wait (no ``.item()``, no ``repeat_interleave`` that must read its
+    output size back). A loss weighting segment s by ``counts`` is each seed's loss over its ``batch_size`` draws.
     """
 
-    starts: np.ndarray  # (E,) first transition of each selected episode
-    lengths: np.ndarray  # (E,) its length
-    probs: np.ndarray  # (E,) sampling probability (multiplicity / total)
-    mean_length: float  # expected length of a sampled trajectory
-    device: torch.device
+    def __init__(self, trajectories: Trajectories, curated: Curated, device: torch.device, seeds: list[int],
+                 batch_size: int, static: bool = False):
+        self.starts = trajectories.episode_starts[curated.episode_indices].astype(np.int64)  # (E,) curated episodes
+        self.lengths = trajectories.episode_lengths[curated.episode_indices].astype(np.int64)
+        self.probs = curated.sampling_probabilities()  # multiplicity / total
+        self.mean_length = float((self.probs * self.lengths).sum())  # expected length of a drawn trajectory
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.generators = [np.random.default_rng(seed) for seed in seeds]
+        self.static = None
+        if static:  # every curated transition, in table order, for every seed: fixed tensors
+            k, (rows, seg, lengths) = len(seeds), self._to_device(*gather(self.starts, self.lengths))
+            offsets = torch.arange(k, device=seg.device)[:, None] * len(lengths)
+            self.static = (rows.expand(k, -1), (seg[None] + offsets).reshape(-1), lengths.repeat(k))
 
-    @classmethod
-    def from_curated(cls, trajectories: Trajectories, curated: Curated, device: torch.device) -> EpisodeTable:
-        lengths = trajectories.episode_lengths[curated.episode_indices].astype(np.int64)
-        probs = curated.sampling_probabilities()
-        return cls(starts=trajectories.episode_starts[curated.episode_indices].astype(np.int64), lengths=lengths,
-                   probs=probs, mean_length=float((probs * lengths).sum()),
-                   device=torch.device(device))
+    def components(self) -> dict[str, np.random.Generator]:
+        return {f"generator{k}": g for k, g in enumerate(self.generators)}
 
-    def _draw(self, batch_size: int, generator: np.random.Generator) -> np.ndarray:
-        return generator.choice(len(self.probs), size=batch_size, replace=True, p=self.probs)
+    def _draw(self, generator: np.random.Generator) -> np.ndarray:
+        return generator.choice(len(self.probs), size=self.batch_size, replace=True, p=self.probs)
 
-    def sample_counts(self, batch_size: int, generators: list[np.random.Generator]) -> torch.Tensor:
-        """``batch_size`` draws per generator (seed) as (K, E) counts: how often each curated episode was drawn
-        (mostly 0). With :meth:`packed` this is the static-shape form of the batch: every step computes every curated
-        transition and weights each trajectory by its count, so shapes never change and the loss equals
-        those of :meth:`sample`."""
-        counts = np.stack([np.bincount(self._draw(batch_size, g), minlength=len(self.lengths)) for g in generators])
-        return self._to_device(torch.from_numpy(counts))[0]
-
-    def sample(self, batch_size: int, generators: list[np.random.Generator]):
-        """``batch_size`` trajectories drawn with replacement per generator (seed), each distinct trajectory once with
-        its count, padded to one shape for K seeds trained as one stacked model (K = 1: a single run).
-
-        Returns rows (K, N): each seed's transition indices, padded with row 0; segment ids (K * N,) into
-        K * (B + 1) segments, where segments k * (B + 1) .. k * (B + 1) + B - 1 are seed k's trajectories (B = the
-        most any seed has) and the last of each seed's block collects its padding rows; lengths (K * (B + 1),) and
-        counts (K, B + 1), with length 1 and count 0 for padding. A loss that weights segment s by counts[s] equals
-        each seed's loss over its ``batch_size`` draws exactly, with repeated trajectories computed once; padding
-        never counts.
-        """
+    def sample(self) -> TrajectoryBatch:
+        if self.static is not None:
+            counts = np.stack([np.bincount(self._draw(g), minlength=len(self.lengths)) for g in self.generators])
+            return TrajectoryBatch(*self.static, *self._to_device(torch.from_numpy(counts)))
         draws = []
-        for gen in generators:
-            episodes, counts = np.unique(self._draw(batch_size, gen), return_counts=True)
+        for gen in self.generators:
+            episodes, counts = np.unique(self._draw(gen), return_counts=True)
             rows, seg, lengths = (t.numpy() for t in gather(self.starts[episodes], self.lengths[episodes]))
             draws.append((rows, seg, lengths, counts))
         width = max(len(d[0]) for d in draws)
@@ -81,55 +85,13 @@ class EpisodeTable:
         for k, (r, s, n, c) in enumerate(draws):
             rows[k, :len(r)], seg[k, :len(s)], lengths[k, :len(n)], counts[k, :len(c)] = r, s, n, c
         seg += np.arange(len(draws))[:, None] * segments
-        return self._to_device(*(torch.from_numpy(a) for a in (rows, seg.reshape(-1), lengths.reshape(-1), counts)))
-
-    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(transition indices, segment ids, lengths) of every curated episode, in table order, on the device."""
-        return self._to_device(*gather(self.starts, self.lengths))
+        return TrajectoryBatch(*self._to_device(*(torch.from_numpy(a) for a in (rows, seg.reshape(-1),
+                                                                                 lengths.reshape(-1), counts))))
 
     def _to_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.device.type == "cpu":
             return tensors
         return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in tensors)
-
-
-@dataclass
-class TrajectoryBatch:
-    """Whole trajectories for K seeds (see :meth:`EpisodeTable.sample` for the layout)."""
-
-    rows: torch.Tensor  # (K, N) transition indices
-    seg: torch.Tensor  # (K * N,) segment of each row: seed k's segments are k * S .. k * S + S - 1
-    lengths: torch.Tensor  # (K * S,) length of each segment
-    counts: torch.Tensor  # (K, S) how often each segment was drawn (0: padding, or not drawn)
-
-
-class TrajectoryBatches:
-    """Batches of ``batch_size`` whole trajectories per seed, each seed drawing with its own numpy generator, in one
-    of two layouts with the same loss and gradient (tested):
-
-    - ``static=False``: each distinct drawn trajectory once, weighted by how often it was drawn — the least work,
-      but the shapes change every step;
-    - ``static=True``: every curated transition every step, each trajectory weighted by its draw count (0 for
-      most) — fixed shapes, so a compiled step (and CUDA graphs) can capture it; more work when the curated set is
-      much larger than what a batch draws.
-    """
-
-    def __init__(self, table: EpisodeTable, seeds: list[int], batch_size: int, static: bool = False):
-        self.table, self.batch_size = table, batch_size
-        self.generators = [np.random.default_rng(seed) for seed in seeds]
-        self.static = None
-        if static:  # every curated transition, in table order, for every seed: fixed tensors
-            k, (rows, seg, lengths) = len(seeds), table.packed()
-            offsets = torch.arange(k, device=seg.device)[:, None] * len(lengths)
-            self.static = (rows.expand(k, -1), (seg[None] + offsets).reshape(-1), lengths.repeat(k))
-
-    def components(self) -> dict[str, np.random.Generator]:
-        return {f"generator{k}": g for k, g in enumerate(self.generators)}
-
-    def sample(self) -> TrajectoryBatch:
-        if self.static is None:
-            return TrajectoryBatch(*self.table.sample(self.batch_size, self.generators))
-        return TrajectoryBatch(*self.static, self.table.sample_counts(self.batch_size, self.generators))
 
 
 class TransitionBatches:
