@@ -1,12 +1,13 @@
 """Where a run's numbers go while it trains: CSV, TensorBoard, Weights & Biases — one small interface.
 
-A logger gets a run's statistics and scores at each log step (``RunContext`` reads them there, never inside a
-training step), and at the end its final scores and config. Adding one is one small class with the three methods
-of :class:`RunLogger` and an entry in ``LOGGERS``.
+A logger gets a run's statistics and scores at each log step (``SeedGroup`` reads them there, never inside a
+training step, from a window of the loggers' own: a logger never changes a record), and at the end its final scores
+and config. Adding one is one small class with the three methods of :class:`RunLogger` and an entry in ``LOGGERS``;
+:class:`RunLoggers` runs a run's loggers through their life.
 
 Resumed runs continue the same logged run: ``start(resume_step=N)`` is told the step of the checkpoint the run
 resumed from. Files written past it by the killed process are discarded where the format allows it (the CSV drops
-those rows; TensorBoard's ``purge_step``), and the run context logs step N again from the restored curve; W&B keeps
+those rows; TensorBoard's ``purge_step``), and step N is logged again from the restored curve; W&B keeps
 the run's id and the last step it logged beside the logs, so no step is logged twice.
 """
 
@@ -139,11 +140,37 @@ class WandbLogger:
 LOGGERS: dict[str, type] = {"csv": CSVLogger, "tensorboard": TensorBoardLogger, "wandb": WandbLogger}
 
 
-def make_loggers(names: list[str]) -> list[RunLogger]:
-    unknown = [n for n in names if n not in LOGGERS]
-    if unknown:
-        raise ValueError(f"unknown logger {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
-    return [LOGGERS[n]() for n in dict.fromkeys(names)]
+class RunLoggers:
+    """One run's loggers, by name (``LOGGERS``), through their life: started when training (re)starts, given the
+    numbers of each log step, finished once. They only read: nothing they do changes the run."""
+
+    def __init__(self, names: list[str], run: RunIdentity | None = None, config: dict | None = None):
+        # names were checked when the run's config was resolved (RunConfig)
+        self.loggers: list[RunLogger] = [LOGGERS[n]() for n in dict.fromkeys(names)]
+        self.run, self.config, self.started = run, config or {}, False
+
+    def __bool__(self) -> bool:
+        return bool(self.loggers)
+
+    def start(self, resume_step: int, resumed_point: dict | None) -> None:
+        """Training starts after update ``resume_step``; a resumed run logs its checkpoint's curve point again (the
+        loggers drop what the killed process wrote after it)."""
+        self.started = True
+        for logger in self.loggers:
+            logger.start(self.run, self.config, resume_step)
+            if resumed_point is not None:
+                logger.log(resume_step, resumed_point)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for logger in self.loggers:
+            logger.log(step, metrics)
+
+    def finish(self, final: dict, ok: bool = True) -> None:
+        """The last word: the final scores, or (``ok`` False) that the run stopped without them."""
+        if self.started:
+            for logger in self.loggers:
+                logger.finish(final, ok)
+        self.started = False
 
 
 def _flat(config: dict, prefix: str = ""):

@@ -30,7 +30,7 @@ from bench.configs import PRESET_DIR, load_preset
 from bench.configs.domains import ConfigError, bounded, check_domains
 from bench.datasets.sources import load_dataset_cached
 from bench.evaluation import env_label, evaluate
-from bench.loggers import LOGGERS, RunIdentity, make_loggers
+from bench.loggers import LOGGERS, RunIdentity, RunLoggers
 from bench.results.store import RunRecord, config_hash, read_record, record_filename, save_record
 from bench.specs import get_spec
 
@@ -267,7 +267,7 @@ def _start(cfg: RunConfig, out: Path, log) -> _Started:
     identity = RunIdentity(path.stem, cfg.env, cfg.algo, cfg.seed, record.config_hash, Path(out))
     ctx = RunContext(seed=cfg.seed, evaluate=evaluate_policy, log=lambda m: log(f"[{cfg.env} {cfg.algo} seed "
                                                                                  f"{cfg.seed}] {m}"),
-                     loggers=make_loggers(cfg.loggers), identity=identity, config=record.config,
+                     loggers=RunLoggers(cfg.loggers, identity, record.config),
                      progress=_progress_of(log, f"{cfg.env} {cfg.algo} seed {cfg.seed}"))
     return _Started(cfg, record, traj, used, algo, ctx, evaluate_policy, t_start)
 
@@ -303,7 +303,7 @@ def _complete(run_: _Started, policy, curated, train_seconds: float, log) -> Non
     final = run_.evaluate(policy, cfg.final_eval_episodes)
     record.timings["final_eval"] = time.time() - t0
     record.final = final.to_dict()
-    run_.ctx.finish_logging(record.final)
+    run_.ctx.loggers.finish(record.final)
     record.status = "complete"
     score = f"{final.normalized_mean:.1f} ± {final.normalized_std:.1f}" if final.normalized_mean is not None \
         else "n/a"
@@ -322,7 +322,7 @@ def _end(run_: _Started, out: Path, error: BaseException | None) -> None:
             record.error = f"disk full: {error}\n{record.error}"
     record.timings["total"] = time.time() - run_.t_start
     if record.status != "complete":
-        run_.ctx.finish_logging({}, ok=False)
+        run_.ctx.loggers.finish({}, ok=False)
     save_record(record, out)
 
 

@@ -73,7 +73,7 @@ def layouts(ref, obs, act, traj, curated, batch: int, device: torch.device, roun
     for name, extra in forms.items():
         cfg = SFTConfig(importance_weighted=True, batch_size=batch, precision=precision, **extra)
         batches = TrajectoryBatches(traj, curated, device, [0], batch, cfg.static_shapes)
-        learner = SFTLearner([ref], obs, act, batches.mean_length, cfg)
+        learner = SFTLearner([ref], traj, device, batches.mean_length, cfg)
 
         def loop(n, learner=learner, batches=batches):
             for _ in range(n):

@@ -35,9 +35,8 @@ def _batches(problem, seeds, cfg):
 
 def _learner(problem, cfg, seeds):
     """A learner whose q differs from pi_ref (so the weights are not all 1)."""
-    refs, obs, act = problem[:3]
-    learner = SFTLearner([refs[s] for s in range(len(seeds))], obs, act, _batches(problem, seeds, cfg).mean_length,
-                         cfg)
+    learner = SFTLearner([problem[0][s] for s in range(len(seeds))], problem[3], CPU,
+                         _batches(problem, seeds, cfg).mean_length, cfg)
     if learner.q is not None:
         torch.manual_seed(5)
         with torch.no_grad():

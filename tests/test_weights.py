@@ -9,11 +9,11 @@ from bench.algorithms.policy import GaussianMLPPolicy
 from bench.algorithms.sft import SFTConfig, iw_sft_loss
 from bench.algorithms.trajectory_batch import gather, trajectory_log_likelihood
 from bench.algorithms.weights import (
-    effective_sample_size,
     ema_update,
     segment_sum,
     trajectory_weights,
     warmup_cosine,
+    weight_statistics,
 )
 
 SEG = torch.tensor([0, 0, 1, 1, 1, 1])
@@ -55,10 +55,17 @@ def test_normalised_weights_in_the_loss_by_hand_and_an_unknown_function():
         trajectory_weights(RHO, SEG, LEN, "softmax")
 
 
-def test_effective_sample_size():
-    assert effective_sample_size(torch.ones(4)) == pytest.approx(4.0)
-    assert effective_sample_size(torch.tensor([1.0, 0, 0, 0])) == pytest.approx(1.0)
-    assert effective_sample_size(torch.tensor([1.0, 1.0, 2.0])) == pytest.approx(16 / 6)
+def test_weight_statistics_by_hand_per_seed():
+    """Kish's ESS (sum w)^2 / sum w^2 over the draws, as a fraction of them: 1 for equal weights, 1 / n when one
+    weight holds everything. Seed 0 drew weights [1, 1, 2] (trajectory 0 twice); seed 1 one trajectory of weight 4
+    and one of 0 (its padding segment, count 0, never counts)."""
+    w = torch.tensor([[1.0, 2.0, 9.0], [4.0, 0.0, 9.0]])
+    counts = torch.tensor([[2, 1, 0], [1, 1, 0]])
+    stats = {k: v.tolist() for k, v in weight_statistics(w, counts, cap=4.0).items()}
+    assert stats["ess_fraction"] == pytest.approx([(16 / 6) / 3, (16 / 16) / 2])
+    assert stats["weight_mean"] == pytest.approx([4 / 3, 2.0])
+    assert stats["weight_min"] == [1.0, 0.0] and stats["weight_max"] == [2.0, 4.0]  # the undrawn 9 is no weight
+    assert stats["weight_capped_fraction"] == pytest.approx([0.0, 0.5])
 
 
 def test_ema_update_by_hand():

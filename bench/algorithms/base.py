@@ -63,9 +63,8 @@ class Algorithm(ABC):
         return {}
 
     def reference_bc(self) -> Any:
-        """The BCConfig of the reference policy pi_ref this algorithm fine-tunes from (None: it has none). ``run.py``
-        resolves pi_ref per seed — from the cache, from the caller (a Ray task) or trained — on the dataset of role
-        "reference" (:meth:`datasets_used`) or the run's own, and hands it over as ``group.references``."""
+        """The BCConfig of the pi_ref it fine-tunes from (None: none); ``run.py`` resolves pi_ref per seed, on the
+        dataset of role "reference" (:meth:`datasets_used`) or the run's own, into ``group.references``."""
         return None
 
     def precision(self) -> str:

@@ -267,19 +267,10 @@ class DeviceTransitions:
         return self.batch(torch.randint(self.size, (self.batch_size,), generator=self.generator, device=self.device))
 
 
-class D3rlpyPolicy:
-    """A trained d3rlpy algorithm seen as a `Policy` (deterministic actions)."""
-
-    def __init__(self, algo: Any):
-        self.algo = algo
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        return self.algo.predict(np.asarray(observations, dtype=np.float32))
-
-
 class D3rlpyLearner:
     """A d3rlpy algorithm as the loop's learner (one seed): its networks, optimisers and gradient-step count, the
-    global RNGs its update draws from (TD3's target smoothing noise, CQL's action samples), and its own update."""
+    global RNGs its update draws from (TD3's target smoothing noise, CQL's action samples), and its own update; and
+    as its ``Policy`` (deterministic actions)."""
 
     def __init__(self, algo: Any):
         self.algo = algo
@@ -303,8 +294,11 @@ class D3rlpyLearner:
         self.algo._grad_step += 1  # what QLearningAlgoBase.update does after the update
         return {"loss": torch.tensor([metrics.get("critic_loss", next(iter(metrics.values())))])}  # d3rlpy: floats
 
-    def policy(self, k: int) -> D3rlpyPolicy:
-        return D3rlpyPolicy(self.algo)
+    def policy(self, k: int) -> D3rlpyLearner:
+        return self
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return self.algo.predict(np.asarray(observations, dtype=np.float32))
 
 
 class D3rlpyAlgorithm(Algorithm):
@@ -317,7 +311,7 @@ class D3rlpyAlgorithm(Algorithm):
     def curate(self, trajectories: Trajectories) -> Curated:
         return all_episodes(trajectories)
 
-    def fit(self, trajectories: Trajectories, curated: Curated, group: SeedGroup) -> list[D3rlpyPolicy]:
+    def fit(self, trajectories: Trajectories, curated: Curated, group: SeedGroup) -> list[D3rlpyLearner]:
         d3rlpy = import_d3rlpy()
         from d3rlpy.algos.utility import build_scalers_with_transition_picker
 

@@ -68,9 +68,9 @@ class BCLearner(StackedLearner):
     """Maximum likelihood of the batch's actions, per seed: the mean over transitions, or over trajectories of their
     (normalised) log-likelihoods, each distinct trajectory weighted by how often it was drawn."""
 
-    def __init__(self, policies: list[GaussianMLPPolicy], obs: torch.Tensor, act: torch.Tensor, cfg: BCConfig,
-                 mean_length: float):
-        super().__init__(policies, obs, act, cfg.learning_rate)
+    def __init__(self, policies: list[GaussianMLPPolicy], trajectories: Trajectories, device: torch.device,
+                 cfg: BCConfig, mean_length: float):
+        super().__init__(policies, trajectories, device, cfg.learning_rate)
         self.cfg, self.mean_length = cfg, mean_length
 
     def loss(self, batch: torch.Tensor | TrajectoryBatch) -> tuple[torch.Tensor, dict]:
@@ -89,8 +89,6 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, group:
     separate run gives (up to float rounding when the group trains several). Resumable through the group."""
     device = group.device
     policies = initial_policies(group.seeds, trajectories.obs_dim, trajectories.act_dim, cfg.hidden, cfg.layers)
-    obs = torch.as_tensor(trajectories.observations, device=device)
-    act = torch.as_tensor(trajectories.actions, device=device)
     if cfg.batch_unit == "transitions":  # transition rows are drawn on the device, whole trajectories on the host
         batches = TransitionBatches(trajectories, curated, device, group.seeds, cfg.batch_size)
         mean_length = 0.0
@@ -98,7 +96,7 @@ def train_bc(trajectories: Trajectories, curated: Curated, cfg: BCConfig, group:
         batches = TrajectoryBatches(trajectories, curated, device, group.seeds, cfg.batch_size)
         mean_length = batches.mean_length
     group.watch(cfg.divergence_factor)
-    return train(group, BCLearner(policies, obs, act, cfg, mean_length), batches)
+    return train(group, BCLearner(policies, trajectories, device, cfg, mean_length), batches)
 
 
 class BC(Algorithm):

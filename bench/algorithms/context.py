@@ -1,17 +1,11 @@
 """What a run gives its training loop, in parts with one job each, and the one loop every algorithm trains with.
 
-- :class:`RunContext`: one seed's run — its seed, evaluator, log line, loggers, live progress, and what the record
-  gets back (learning curve, ``info``).
-- :class:`Schedule`: when a step is an evaluation step (statistics read, scores, checkpoint) or a log step.
-- :class:`WindowStatistics`: per-seed statistics added up on the device between two reads.
-- :class:`DivergenceGuard`: whether an evaluation window shows a run that no longer trains.
-- :class:`SeedGroup`: the K >= 1 seeds of one config trained together as one model (K = 1 is a single run), their
-  checkpoint (:class:`~bench.algorithms.checkpoint.Checkpoint`) and their reference policies.
-- :func:`train`: the loop — draw a batch, update, report — over a :class:`Learner` and a :class:`BatchSource`.
-
-Statistics for the record and the divergence checks are read at evaluation steps only, from their own window.
-Loggers asking for statistics between evaluations (``log_every``) get a second window of their own: turning a logger
-on never changes a record. A training step never waits on the device: both windows stay there until read.
+:class:`RunContext` (one seed's run: evaluator, log, loggers, progress, curve), :class:`Schedule` (evaluation and log
+steps), :class:`WindowStatistics` (per-seed statistics on the device between reads), :class:`DivergenceGuard`,
+and :class:`SeedGroup`: K >= 1 seeds trained as one model (K = 1 is a single run) with their checkpoint.
+:func:`train` runs a :class:`Learner` on a :class:`BatchSource` under a group. The record's statistics and the
+divergence checks are read at evaluation steps only, from their own window; loggers asking for more (``log_every``)
+get a window of their own, so turning a logger on never changes a record.
 """
 
 from __future__ import annotations
@@ -27,7 +21,7 @@ import torch
 
 from bench.algorithms.checkpoint import Checkpoint, Component
 from bench.evaluation import EvalResult, Policy
-from bench.loggers import RunIdentity, RunLogger
+from bench.loggers import RunLoggers
 
 
 class TrainingError(RuntimeError):
@@ -53,36 +47,17 @@ class RunContext:
     seed: int
     evaluate: Callable[[Policy], EvalResult] | None = None  # the run's evaluator; None = statistics only
     log: Callable[[str], None] = print
-    loggers: list[RunLogger] = field(default_factory=list)  # CSV / TensorBoard / W&B (bench.loggers): read only
-    identity: RunIdentity | None = None  # how the loggers name the run
-    config: dict = field(default_factory=dict)  # the run's resolved config, for the loggers
+    loggers: RunLoggers = field(default_factory=lambda: RunLoggers([]))  # CSV / TensorBoard / W&B: read only
     progress: Callable[[int, int, float | None], None] | None = None  # (step, total, last score): a live bar
     curve: list[dict] = field(default_factory=list)  # one entry per evaluation step: statistics and scores
     info: dict = field(default_factory=dict)  # what the algorithm wants in the record (train_info)
     eval_seconds: float = 0.0  # time spent in evaluations during training (the record's timings.train_evals)
-    _logging: bool = False  # the loggers were started and not finished
 
     def state_dict(self) -> dict:
         return {"curve": self.curve}
 
     def load_state_dict(self, state: dict) -> None:
         self.curve = state["curve"]
-
-    def start_logging(self, start: int) -> None:
-        """The loggers start after update ``start``; a resumed run logs its checkpoint's curve point again (the
-        loggers drop what the killed process wrote after it)."""
-        self._logging = True
-        for logger in self.loggers:
-            logger.start(self.identity, self.config, start)
-            if start and self.curve and self.curve[-1]["step"] == start:
-                logger.log(start, self.curve[-1])
-
-    def finish_logging(self, final: dict, ok: bool = True) -> None:
-        """The loggers' last word: the final scores, or (``ok`` False) that the run stopped without them."""
-        if self._logging:
-            for logger in self.loggers:
-                logger.finish(final, ok)
-        self._logging = False
 
 
 @dataclass(frozen=True)
@@ -241,7 +216,8 @@ class SeedGroup:
         if self.schedule.log_every is not None and any(run.loggers for run in self.runs):
             self._logged = WindowStatistics()
         for run in self.runs:
-            run.start_logging(start)
+            resumed = start and run.curve and run.curve[-1]["step"] == start
+            run.loggers.start(start, run.curve[-1] if resumed else None)
         return start
 
     def step(self, step: int, stats: Mapping[str, torch.Tensor | float], policy: Callable[[int], Policy]) -> None:
@@ -260,8 +236,7 @@ class SeedGroup:
         elif self._logged is not None and self.schedule.log_due(step):
             rate = self._rate(step)
             for run, window in zip(self.runs, self._logged.read(len(self.runs)), strict=True):
-                for logger in run.loggers:
-                    logger.log(step, {**window, "steps_per_s": rate})
+                run.loggers.log(step, {**window, "steps_per_s": rate})
 
     def _rate(self, step: int) -> float:
         return (step - self._first_step) / max(time.time() - self._t0, 1e-9)
@@ -295,8 +270,7 @@ class SeedGroup:
         if self._checkpoint is not None and step != total:
             self._checkpoint.save(step)
         for run in self.runs:  # after the checkpoint: a resumed run never logs a step twice
-            for logger in run.loggers:
-                logger.log(step, {**run.curve[-1], "steps_per_s": rate})
+            run.loggers.log(step, {**run.curve[-1], "steps_per_s": rate})
 
 
 class Learner(Protocol):

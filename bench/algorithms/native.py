@@ -1,12 +1,9 @@
 """The native algorithms' model and optimiser: K Gaussian MLP policies as one stacked model (K = 1: a single run).
 
 Each seed keeps its own initialisation (``GaussianMLPPolicy`` under ``torch.manual_seed(seed)``), its own data order
-(its own generator, see ``trajectory_batch``) and its own Adam state: the loss is the sum of the K per-seed losses, so
-the gradient of seed k's weights is exactly seed k's own gradient, and Adam is element-wise. K seeds trained together
-equal K separate runs up to float rounding, faster: K small matmuls become one batched one.
-
-:class:`StackedLearner` is what BC and the SFT family share — the model, Adam (optionally under a learning-rate
-schedule), the optimiser step and each seed's policy; each algorithm adds only its loss.
+(its own generator) and its own Adam state; the loss is the sum of the per-seed losses, so seed k's weights get
+exactly seed k's gradient. K seeds trained together equal K separate runs up to float rounding, faster: K small
+matmuls become one batched one. :class:`StackedLearner` is what BC and the SFT family share; each adds its loss.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from torch import nn
 
 from bench.algorithms.checkpoint import Component
 from bench.algorithms.policy import LOG_STD_MAX, LOG_STD_MIN, GaussianMLPPolicy
+from bench.datasets.trajectories import Trajectories
 
 
 def initial_policies(seeds: Sequence[int], obs_dim: int, act_dim: int, hidden: int,
@@ -74,15 +72,16 @@ class StackedGaussianMLP(nn.Module):
 class StackedLearner:
     """K policies trained by Adam on the sum of their per-seed losses: subclasses define :meth:`loss`.
 
-    ``obs`` / ``act``: the dataset's arrays on the training device, indexed by the batches' transition rows.
+    ``obs`` / ``act``: the dataset's arrays on ``device``, indexed by the batches' transition rows.
     ``lr_lambda``: a learning-rate multiplier per update (``LambdaLR``); None keeps the rate constant.
     """
 
-    def __init__(self, policies: Sequence[GaussianMLPPolicy], obs: torch.Tensor, act: torch.Tensor,
+    def __init__(self, policies: Sequence[GaussianMLPPolicy], trajectories: Trajectories, device: torch.device,
                  learning_rate: float, lr_lambda: Callable[[int], float] | None = None):
         self.template = copy.deepcopy(policies[0]).cpu()
-        self.model = StackedGaussianMLP(policies).to(obs.device).train()
-        self.obs, self.act = obs, act
+        self.model = StackedGaussianMLP(policies).to(device).train()
+        self.obs = torch.as_tensor(trajectories.observations, device=device)
+        self.act = torch.as_tensor(trajectories.actions, device=device)
         # fused: one kernel over all parameters; on a GPU its step counters stay on the device (no host sync)
         self.optim = torch.optim.Adam(self.model.parameters(), lr=learning_rate, fused=True)
         self.sched = None if lr_lambda is None else torch.optim.lr_scheduler.LambdaLR(self.optim, lr_lambda)

@@ -147,14 +147,19 @@ class SFTLearner(StackedLearner):
     from pi_ref) and log pi_ref of every transition, computed once (pi_ref is frozen). The loss is compiled
     (``torch.compile(fullgraph=True, dynamic=False)``) when the config asks for it."""
 
-    def __init__(self, references: list[GaussianMLPPolicy], obs: torch.Tensor, act: torch.Tensor, mean_length: float,
-                 cfg: SFTConfig):
-        super().__init__(references, obs, act, cfg.learning_rate,
+    def __init__(self, references: list[GaussianMLPPolicy], trajectories: Trajectories, device: torch.device,
+                 mean_length: float, cfg: SFTConfig):
+        super().__init__(references, trajectories, device, cfg.learning_rate,
                          lambda k: warmup_cosine(k, cfg.warmup_steps, cfg.steps))
+        obs, act = self.obs, self.act
         self.cfg, self.mean_length = cfg, mean_length
         weighted = cfg.importance_weighted
         self.q = copy.deepcopy(self.model).requires_grad_(False) if weighted else None
-        self.logp_ref = torch.stack(_reference_log_probs(references, obs, act)) if weighted else None
+        self.logp_ref = None
+        if weighted:  # log pi_ref of every transition, per seed: pi_ref is frozen, so computed once, not every step
+            with torch.no_grad():
+                self.logp_ref = torch.stack([torch.cat([ref.log_prob(o, a) for o, a in zip(
+                    obs.split(65536), act.split(65536), strict=True)]) for ref in references])
         self._loss = torch.compile(self._batch_loss, fullgraph=True, dynamic=False) if cfg.compile \
             else self._batch_loss
 
@@ -210,25 +215,15 @@ class SFT(Algorithm):
         if group.references is None or len(group.references) != len(group.runs):
             raise ValueError(f"{self.name} fine-tunes each seed's reference policy: resolve them before fit "
                              "(bench.algorithms.reference.reference_policies, as run.py does) into group.references")
-        obs = torch.as_tensor(trajectories.observations, device=group.device)
-        act = torch.as_tensor(trajectories.actions, device=group.device)
         batches = TrajectoryBatches(trajectories, curated, group.device, group.seeds, cfg.batch_size,
                                     cfg.static_shapes)
-        learner = SFTLearner(group.references, obs, act, batches.mean_length, cfg)
+        learner = SFTLearner(group.references, trajectories, group.device, batches.mean_length, cfg)
         group.watch(cfg.divergence_factor, cfg.min_ess_fraction if cfg.importance_weighted else 0.0)
         policies = train(group, learner, batches)
         if cfg.importance_weighted:
             for run in group.runs:
                 run.info["weights"] = _weights_info(cfg, run.curve)
         return policies
-
-
-def _reference_log_probs(references: list[GaussianMLPPolicy], obs: torch.Tensor,
-                         act: torch.Tensor) -> list[torch.Tensor]:
-    """log pi_ref of every transition, per reference: pi_ref is frozen, so this is computed once, not every step."""
-    with torch.no_grad():
-        return [torch.cat([ref.log_prob(o, a) for o, a in zip(obs.split(65536), act.split(65536), strict=True)])
-                for ref in references]
 
 
 WEIGHT_STATISTICS = ("weight_mean", "weight_min", "weight_max", "ess_fraction")

@@ -62,11 +62,6 @@ def trajectory_weights(rho: torch.Tensor, segment_ids: torch.Tensor, lengths: to
     return w
 
 
-def effective_sample_size(w: torch.Tensor) -> float:
-    """Kish's effective sample size (sum w)^2 / sum w^2: B for equal weights, 1 when one weight dominates."""
-    return float(w.sum() ** 2 / (w.pow(2).sum() + 1e-30))
-
-
 def weight_statistics(w: torch.Tensor, counts: torch.Tensor, cap: float = math.inf) -> dict[str, torch.Tensor]:
     """Statistics of the batch as drawn, where trajectory b with weight ``w[..., b]`` was drawn ``counts[..., b]``
     times (0 allowed), along the last dimension (one value per seed of a stacked batch): mean, min, max, the
