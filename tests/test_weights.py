@@ -16,6 +16,12 @@ from bench.algorithms.weights import (
     weight_statistics,
 )
 
+
+def _gather(starts, lengths):
+    """trajectory_batch.gather's host arrays as tensors."""
+    return tuple(torch.from_numpy(a) for a in gather(starts, lengths))
+
+
 SEG = torch.tensor([0, 0, 1, 1, 1, 1])
 LEN = torch.tensor([2, 4])
 RHO = torch.tensor([1.5, 0.5, -1.0, -1.0, -1.0, -1.0], dtype=torch.float64)  # sums: 2 and -4; means: 1 and -1
@@ -89,7 +95,7 @@ def test_warmup_cosine_by_hand():
 
 def test_gather_and_segment_sums_match_a_plain_loop():
     starts, lengths = torch.tensor([5, 0, 5]), torch.tensor([3, 2, 3])  # episode at 5 drawn twice
-    idx, seg, _ = gather(starts, lengths)
+    idx, seg, _ = _gather(starts, lengths)
     assert idx.tolist() == [5, 6, 7, 0, 1, 5, 6, 7] and seg.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
     logp = torch.arange(8, dtype=torch.float64)
     assert segment_sum(logp, seg, 3).tolist() == [0 + 1 + 2, 3 + 4, 5 + 6 + 7]
@@ -105,7 +111,7 @@ def test_iw_sft_gradient_equals_sft_gradient_when_q_is_pi_ref(weight_fn, normali
     torch.manual_seed(0)
     reference = GaussianMLPPolicy(4, 2, hidden=16)
     obs, act = torch.randn(9, 4), torch.rand(9, 2) * 2 - 1
-    _, seg, lengths = gather(torch.tensor([0, 2, 2]), torch.tensor([2, 3, 3]))
+    _, seg, lengths = _gather(torch.tensor([0, 2, 2]), torch.tensor([2, 3, 3]))
     rows = torch.tensor([0, 1, 2, 3, 4, 2, 3, 4])
     cfg = SFTConfig(weight_fn=weight_fn, normalize_weights=normalize, min_weight=0.0, max_weight=10.0)
     grads = []
@@ -143,7 +149,7 @@ def test_iw_sft_loss_by_hand_when_q_differs_from_pi_ref(weight_fn, expected, nor
     reference, q = _constant_policy(0.0), _constant_policy(-math.log(2))
     obs = torch.zeros(5, 3)
     act = torch.tensor([[0.0], [0.0], [1.0], [1.0], [1.0]])
-    _, seg, lengths = gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
+    _, seg, lengths = _gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
     cfg = SFTConfig(weight_fn=weight_fn, temperature=2.0, smoothing_alpha=0.5, max_weight=3.0,
                     normalize_weights=normalize)
     logp_ref = reference.log_prob(obs, act).detach()
@@ -163,7 +169,7 @@ def test_iw_weights_follow_q_when_q_moves():
     with torch.no_grad():
         q.log_std.fill_(-1.0)  # q now differs from pi_ref
     obs, act = torch.randn(5, 4), torch.rand(5, 2) * 2 - 1
-    _, seg, lengths = gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
+    _, seg, lengths = _gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
     logp_ref = reference.log_prob(obs, act).detach()
     _, w = iw_sft_loss(copy.deepcopy(reference), q, obs, act, logp_ref, seg, lengths, SFTConfig(), 2.5)
     rho = (q.log_prob(obs, act) - logp_ref).detach()
@@ -191,9 +197,9 @@ def test_repeated_trajectories_computed_once_give_the_same_loss_and_gradient(nor
             theta.log_std.add_(0.1)
         if dedupe:
             uniq, counts = torch.unique(draws, return_counts=True)
-            rows, seg, lens = gather(starts[uniq], lengths[uniq])
+            rows, seg, lens = _gather(starts[uniq], lengths[uniq])
         else:
-            (rows, seg, lens), counts = gather(starts[draws], lengths[draws]), None
+            (rows, seg, lens), counts = _gather(starts[draws], lengths[draws]), None
         loss, _ = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref_all[rows], seg, lens, cfg, 4.0, counts)
         loss.backward()
         results.append((loss.detach(), torch.cat([p.grad.flatten() for p in theta.parameters()])))
@@ -228,7 +234,7 @@ def test_packed_batch_with_cached_reference_equals_the_padded_plain_computation(
     theta = copy.deepcopy(reference)
     logp_ref_all = reference.log_prob(obs, act).detach()
     uniq, counts = torch.unique(draws, return_counts=True)
-    rows, seg, lens = gather(starts[uniq], lengths[uniq])
+    rows, seg, lens = _gather(starts[uniq], lengths[uniq])
     loss, _ = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref_all[rows], seg, lens, cfg, 5.0, counts)
     loss.backward()
     torch.testing.assert_close(loss.detach(), plain.detach())

@@ -57,7 +57,8 @@ class TrajectoryBatches:
         self.generators = [np.random.default_rng(seed) for seed in seeds]
         self.static = None
         if static:  # every curated transition, in table order, for every seed: fixed tensors
-            k, (rows, seg, lengths) = len(seeds), self._to_device(*gather(self.starts, self.lengths))
+            k, (rows, seg, lengths) = len(seeds), self._to_device(*map(torch.from_numpy,
+                                                                      gather(self.starts, self.lengths)))
             offsets = torch.arange(k, device=seg.device)[:, None] * len(lengths)
             self.static = (rows.expand(k, -1), (seg[None] + offsets).reshape(-1), lengths.repeat(k))
 
@@ -74,7 +75,7 @@ class TrajectoryBatches:
         draws = []
         for gen in self.generators:
             episodes, counts = np.unique(self._draw(gen), return_counts=True)
-            rows, seg, lengths = (t.numpy() for t in gather(self.starts[episodes], self.lengths[episodes]))
+            rows, seg, lengths = gather(self.starts[episodes], self.lengths[episodes])
             draws.append((rows, seg, lengths, counts))
         width = max(len(d[0]) for d in draws)
         segments = max(len(d[2]) for d in draws) + 1
@@ -118,15 +119,13 @@ class TransitionBatches:
         return self.idx[torch.stack([self._draw(g) for g in self.generators])]
 
 
-def gather(starts, lengths) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flat transition indices of the given episodes, each transition's segment (0..B-1), and the lengths.
-
-    Host arithmetic (numpy) on CPU arrays or tensors; returns CPU int64 tensors.
-    """
+def gather(starts, lengths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat transition indices of the given episodes, each transition's segment (0..B-1), and the lengths: int64
+    arrays, by host arithmetic (numpy), so a batch's size is known without asking the device."""
     starts, lengths = np.asarray(starts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
     seg = np.repeat(np.arange(len(lengths)), lengths)
     offsets = np.arange(len(seg)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return torch.from_numpy(starts[seg] + offsets), torch.from_numpy(seg), torch.from_numpy(lengths)
+    return starts[seg] + offsets, seg, lengths
 
 
 def trajectory_log_likelihood(logp: torch.Tensor, seg: torch.Tensor, lengths: torch.Tensor, normalization: str,
