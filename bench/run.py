@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ from bench.configs import PRESET_DIR, load_preset
 from bench.configs.domains import ConfigError, bounded, check_domains
 from bench.datasets.sources import load_dataset_cached
 from bench.evaluation import env_label, evaluate
+from bench.locks import LockHeld, file_lock
 from bench.loggers import LOGGERS, RunIdentity, RunLoggers
 from bench.results.store import RunRecord, config_hash, read_record, record_filename, save_record
 from bench.specs import get_spec
@@ -42,7 +42,7 @@ EVAL_SEED_OFFSET = 1_000_000
 class RunConfig:
     env: str  # dataset name (bench datasets list)
     algo: str  # algorithm name
-    seed: int = 0  # fixes torch, numpy, data order and evaluation seeds
+    seed: int = bounded(0, ge=0, lt=2**63)  # fixes torch, numpy, data order and evaluation seeds
     eval_every: int = bounded(2000, ge=1)  # gradient steps between evaluations
     eval_episodes: int = bounded(10, ge=1)  # episodes per evaluation during training
     final_eval_episodes: int = bounded(100, ge=1)  # episodes of the final evaluation (the reported score)
@@ -340,28 +340,19 @@ class RunLocked(RuntimeError):
 
 @contextlib.contextmanager
 def _held(cfgs: list[RunConfig], out: Path):
-    """Hold the lock file beside each config's record for as long as this process works on it.
+    """Hold the lock beside each config's record (``<record>.lock``, ``bench.locks``) while this process works on it.
 
     A second process asking for a record that is held does not wait: it raises RunLocked at once, naming the
     process that holds it (a run can take hours; waiting would hide that the work is already being done). The lock
-    files stay (removing one while another process opens it would let two hold "the" lock); records never match
-    ``*.lock``.
+    files are gone when the run ends, whatever its outcome; records never match ``*.lock``.
     """
     with contextlib.ExitStack() as stack:
         for cfg in sorted(cfgs, key=lambda c: c.seed):  # one order everywhere: two groups cannot deadlock
-            path = record_path(cfg, out).with_suffix(".lock")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            f = stack.enter_context(open(path, "a+"))
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise RunLocked(f"{record_path(cfg, out).name} is being run right now by {holder}; wait for it "
+                stack.enter_context(file_lock(record_path(cfg, out).with_suffix(".lock"), wait=False))
+            except LockHeld as e:
+                raise RunLocked(f"{record_path(cfg, out).name} is being run right now by {e.holder}; wait for it "
                                 f"to finish (the same command then skips it) or stop that process") from None
-            f.truncate(0)
-            f.write(f"process {os.getpid()} on {platform.node()}")
-            f.flush()
         yield
 
 

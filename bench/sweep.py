@@ -476,24 +476,51 @@ def _run_ray(jobs: list[list[dict]], out: Path, workers: int, address: str | Non
         groups = reference_groups(jobs)
         references = {gid: _reference_ref(ray, group, out, options, log) for gid, group in groups.items()}
         remote = ray.remote(execute_remote).options(**options)
-        group_of = {}  # each task -> the reference group its runs fine-tune from (None: none)
+        group_of, job_of = {}, {}  # each task -> the reference group its runs fine-tune from (None: none), its job
         for job in jobs:
             gid = next((c["_reference_group"] for c in job if "_reference_group" in c), None)
-            group_of[remote.remote(job, checkpoint_dir, None if gid is None else references[gid])] = gid
+            ref = remote.remote(job, checkpoint_dir, None if gid is None else references[gid])
+            group_of[ref], job_of[ref] = gid, job
         pending, stored = list(group_of), set()
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)
             for ref in finished:
-                result = ray.get(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as e:  # its upstream task or its worker failed for good
+                    result = _lost_job(job_of[ref], e)
+                else:
+                    if (gid := group_of[ref]) is not None and gid not in stored:  # its upstream task has finished
+                        stored.add(gid)
+                        _store_references(ray.get(references[gid]), out, groups[gid])
                 for record in result["records"]:
                     save_record(RunRecord.from_dict(record), out)
-                if (gid := group_of[ref]) is not None and gid not in stored:  # its upstream task has finished
-                    stored.add(gid)
-                    _store_references(ray.get(references[gid]), out, groups[gid])
                 yield result["rows"]
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _lost_job(job: list[dict], error: BaseException) -> dict:
+    """The rows and records of a Ray task that never returned: each run failed (or diverged, when the cause did) with
+    the reason — the reference policy its upstream task could not train, or what became of its worker — as the
+    local executor records them; the rest of the sweep goes on."""
+    cause = error
+    while getattr(cause, "cause", None) is not None:  # RayTaskError(...) wraps what the task raised
+        cause = cause.cause
+    status = "diverged" if isinstance(cause, DivergedError) else "failed"
+    where = ("the reference policy it fine-tunes from could not be trained (upstream task)"
+             if "train_references" in str(getattr(error, "function_name", "")) + str(error)
+             else "its task failed on the cluster")
+    reason = f"{where}: {type(cause).__name__}: {cause}"
+    rows, records = [], []
+    for c in job:
+        cfg = RunConfig(**{k: v for k, v in c.items() if k != "_reference_group"})
+        rows.append({"label": f"{cfg.env} {cfg.algo} seed {cfg.seed}", "algo": cfg.algo, "status": status,
+                     "seconds": 0.0, "error": reason})
+        records.append(RunRecord(env=cfg.env, algo=cfg.algo, seed=cfg.seed, config=dataclasses.asdict(cfg),
+                                 config_hash=config_hash(cfg.hashed_part()), status=status, error=reason).to_dict())
+    return {"rows": rows, "records": records}
 
 
 def _reference_ref(ray, group: dict, out: Path, options: dict, log):

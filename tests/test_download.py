@@ -23,11 +23,14 @@ NAME = SPEC.location  # hopper_medium_replay-v2.hdf5
 
 class D4RLServer(ThreadingHTTPServer):
     """Serves ``files`` (name -> bytes) at any path ending in the name, with HTTP Range; ``drop_after`` bytes of the
-    first response are sent before the connection is cut; every request's Range header is logged."""
+    first response are sent before the connection is cut; ``seconds``: each response takes about this long (sent in
+    pieces); every request's Range header is logged."""
 
-    def __init__(self, files: dict[str, bytes], drop_after: int | None = None, ignore_range: bool = False):
+    def __init__(self, files: dict[str, bytes], drop_after: int | None = None, ignore_range: bool = False,
+                 seconds: float = 0.0):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files, self.drop_after, self.ignore_range, self.ranges = files, drop_after, ignore_range, []
+        self.seconds = seconds
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -65,7 +68,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(body)
+        pieces = 50 if server.seconds else 1
+        step = -(-len(body) // pieces)
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i:i + step])
+            self.wfile.flush()
+            time.sleep(server.seconds / pieces)
 
 
 @pytest.fixture
@@ -221,3 +229,66 @@ def test_every_common_offline_dataset_has_a_registered_name_that_says_whose_data
     assert result.exit_code == 0
     for name in ("antmaze-large-diverse", "door-cloned", "swimmer-v5-expert", "Minari metadata (own)", "D4RL (infos"):
         assert name in result.output
+
+
+LOAD = ("from bench.datasets.sources import load_dataset; from bench.specs import get_spec; "
+        "print(load_dataset(get_spec('hopper-medium-replay')).metadata['file']['sha256'])")
+
+
+def test_four_processes_fetching_one_file_download_it_once_and_all_get_the_verified_file(d4rl_file, monkeypatch,
+                                                                                          tmp_path):
+    import subprocess
+    import sys
+
+    with D4RLServer({NAME: d4rl_file}, seconds=3.0) as server:
+        monkeypatch.setenv("BENCH_D4RL_MIRRORS", server.url)
+        procs = [subprocess.Popen([sys.executable, "-c", LOAD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+        outcomes = [(p.wait(timeout=120), p.stdout.read().strip(), p.stderr.read()) for p in procs]
+    sha = hashlib.sha256(d4rl_file).hexdigest()
+    assert [(code, out) for code, out, _ in outcomes] == [(0, sha)] * 4, outcomes
+    assert server.ranges == [None]  # one download, from the first byte
+    waited = [err for _, _, err in outcomes if "is fetching it into" in err]
+    assert len(waited) >= 1 and all("waiting for it to finish" in err for err in waited)
+    assert (cache_dir() / NAME).read_bytes() == d4rl_file
+    assert not list(cache_dir().glob("*.part")) and not list(tmp_path.glob("d4rl-rejected/*"))
+
+
+def test_a_killed_downloaders_lock_is_taken_over_and_its_bytes_resumed(d4rl_file, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    part = cache_dir() / f"{NAME}.part"
+    with D4RLServer({NAME: d4rl_file}, seconds=6.0) as server:
+        monkeypatch.setenv("BENCH_D4RL_MIRRORS", server.url)
+        victim = subprocess.Popen([sys.executable, "-c", LOAD], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while not (part.exists() and part.stat().st_size > 0) and time.time() < deadline:
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)  # it dies holding the lock, mid-download
+        victim.wait(timeout=30)
+        had = part.stat().st_size
+        assert 0 < had < len(d4rl_file)
+        traj = load_dataset(SPEC)  # this process takes the lock over at once and resumes the .part
+    assert traj.metadata["file"]["sha256"] == hashlib.sha256(d4rl_file).hexdigest()
+    assert server.ranges[0] is None and server.ranges[-1] == f"bytes={had}-"
+    assert (cache_dir() / NAME).read_bytes() == d4rl_file and not part.exists()
+
+
+def test_a_mirror_serving_a_file_of_another_size_is_named_with_both_sizes_and_nothing_is_kept(d4rl_file,
+                                                                                               monkeypatch):
+    other = d4rl_file[: len(d4rl_file) // 3]  # a complete response, with its own matching Content-Length
+    with D4RLServer({NAME: other}) as wrong:
+        monkeypatch.setattr("bench.datasets.download.mirrors", lambda: [wrong.url])
+        with pytest.raises(DatasetError) as e:
+            load_dataset(SPEC)
+    message = str(e.value)
+    assert f"{wrong.url}{NAME}: OtherFileError: this mirror serves a different file: {len(other):,} bytes where " \
+           f"{len(d4rl_file):,} are published; nothing of it was kept" in message
+    assert "still incomplete" not in message and "kept in" not in message
+    assert not (cache_dir() / f"{NAME}.part").exists() and not (cache_dir() / NAME).exists()
+    with D4RLServer({NAME: other}) as wrong, D4RLServer({NAME: d4rl_file}) as good:  # the next mirror serves it
+        monkeypatch.setattr("bench.datasets.download.mirrors", lambda: [wrong.url, good.url])
+        traj = load_dataset(SPEC)
+    assert traj.metadata["file"]["source"] == good.url + NAME and good.ranges == [None]

@@ -36,7 +36,7 @@ import torch
 from bench.algorithms.base import Algorithm
 from bench.algorithms.checkpoint import GlobalRNG
 from bench.algorithms.context import SeedGroup, train
-from bench.configs.domains import bounded, check_domains
+from bench.configs.domains import bounded, check_domains, choice
 from bench.d3rlpy_import import import_d3rlpy
 from bench.datasets.curation import Curated, all_episodes
 from bench.datasets.trajectories import Trajectories
@@ -58,14 +58,19 @@ def to_d3rlpy_dataset(trajectories: Trajectories, curated: Curated):
                         action_size=trajectories.act_dim)
 
 
+OBSERVATION_SCALINGS = ("none", "standard")
+REWARD_SCALINGS = ("none", "return_range", "shift")
+
+
 @dataclass
 class D3rlpyConfig:
     steps: int = bounded(1_000_000, ge=1)  # gradient steps, trained exactly (peers: 1M; d3rlpy's scripts: 500k)
     batch_size: int = bounded(256, ge=1)  # transitions per step
     gamma: float = bounded(0.99, ge=0, le=1)  # discount
     hidden_units: list[int] = bounded([256, 256], ge=1)  # actor and critic MLPs
-    observation_scaling: str = "none"  # "none" or "standard" (per-dimension mean/std of the dataset)
-    reward_scaling: str = "none"  # "none", "return_range" (r * multiplier / (max R - min R)) or "shift" (r + shift)
+    observation_scaling: str = choice("none", OBSERVATION_SCALINGS)  # standard: per-dimension mean/std of the data
+    # return_range: r * multiplier / (max R - min R); shift: r + shift
+    reward_scaling: str = choice("none", REWARD_SCALINGS)
     reward_multiplier: float = bounded(1000.0, gt=0)  # for return_range (IQL locomotion: 1000)
     reward_shift: float = -1.0  # for shift (IQL antmaze: r - 1)
     compile: bool = False  # on CUDA, d3rlpy's compile_graph (torch.compile + CUDA graphs); ignored on a CPU
@@ -78,10 +83,6 @@ class D3rlpyConfig:
         obs = {"none": None, "standard": pre.StandardObservationScaler()}
         rew = {"none": None, "return_range": pre.ReturnBasedRewardScaler(multiplier=self.reward_multiplier),
                "shift": pre.ConstantShiftRewardScaler(shift=self.reward_shift)}
-        for name, value, options in (("observation_scaling", self.observation_scaling, obs),
-                                     ("reward_scaling", self.reward_scaling, rew)):
-            if value not in options:
-                raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
         encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(self.hidden_units))
         return {"batch_size": self.batch_size, "gamma": self.gamma, "compile_graph": self.compile,
                 "actor_encoder_factory": encoder,
@@ -100,7 +101,7 @@ class TD3BCConfig(D3rlpyConfig):
     target_smoothing_clip: float = bounded(0.5, ge=0)  # noise clip
     update_actor_interval: int = bounded(2, ge=1)  # actor every 2 critic steps
     tau: float = bounded(0.005, gt=0, le=1)  # target network averaging
-    observation_scaling: str = "standard"  # the paper standardises observations
+    observation_scaling: str = choice("standard", OBSERVATION_SCALINGS)  # the paper standardises observations
 
     def d3rlpy_config(self, d3rlpy):
         return d3rlpy.algos.TD3PlusBCConfig(
@@ -121,7 +122,7 @@ class IQLConfig(D3rlpyConfig):
     max_weight: float = bounded(100.0, gt=0)  # clamp of exp(beta A)
     tau: float = bounded(0.005, gt=0, le=1)
     actor_cosine_schedule: bool = True  # cosine decay of the actor learning rate over `steps`
-    reward_scaling: str = "return_range"  # r * 1000 / (max return - min return)
+    reward_scaling: str = choice("return_range", REWARD_SCALINGS)  # r * 1000 / (max return - min return)
 
     def d3rlpy_config(self, d3rlpy):
         schedule = d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=self.steps) if self.actor_cosine_schedule \
@@ -193,7 +194,7 @@ class ReBRACConfig(D3rlpyConfig):
     critic_layer_norm: bool = True  # LayerNorm after each hidden layer of the critics (not the actor)
     batch_size: int = bounded(1024, ge=1)
     hidden_units: list[int] = bounded([256, 256, 256], ge=1)
-    observation_scaling: str = "standard"
+    observation_scaling: str = choice("standard", OBSERVATION_SCALINGS)
 
     def d3rlpy_config(self, d3rlpy):
         common = self._common(d3rlpy)

@@ -21,36 +21,36 @@ from bench.algorithms.base import Algorithm
 from bench.algorithms.context import SeedGroup, train
 from bench.algorithms.native import StackedLearner, initial_policies
 from bench.algorithms.policy import GaussianMLPPolicy
-from bench.algorithms.precision import check_precision, step_precision
+from bench.algorithms.precision import PRECISIONS, step_precision
 from bench.algorithms.trajectory_batch import (
+    LOSS_NORMALIZATIONS,
     TrajectoryBatch,
     TrajectoryBatches,
     TransitionBatches,
     trajectory_log_likelihood,
 )
-from bench.configs.domains import bounded, check_domains
+from bench.configs.domains import bounded, check_domains, choice
 from bench.datasets.curation import Curated, all_episodes, quality_bins
 from bench.datasets.trajectories import Trajectories
+
+BATCH_UNITS = ("transitions", "trajectories")
 
 
 @dataclass
 class BCConfig:
     steps: int = bounded(10_000, ge=1)  # gradient steps (REFERENCE §2: 10,000 for the BC reference policy)
     batch_size: int = bounded(256, ge=1)  # transitions, or trajectories when batch_unit = "trajectories"
-    batch_unit: str = "transitions"  # "transitions" or "trajectories" (paper: 32, authors' code: 128 trajectories)
-    loss_normalization: str = "trajectory_mean"  # with trajectory batches: "trajectory_mean" (code) or "sum" (Eq. 5)
+    batch_unit: str = choice("transitions", BATCH_UNITS)  # paper: 32, authors' code: 128 trajectories
+    loss_normalization: str = choice("trajectory_mean", LOSS_NORMALIZATIONS)  # trajectory batches: code / Eq. 5
     learning_rate: float = bounded(1e-3, gt=0)  # Adam (REFERENCE §2)
     hidden: int = bounded(256, ge=1)  # units per hidden layer
     layers: int = bounded(3, ge=1)  # hidden layers
-    precision: str = "float32"  # "float32", "tf32" (CUDA) or "bfloat16" autocast (bench/algorithms/precision.py)
+    precision: str = choice("float32", PRECISIONS)  # "tf32" (CUDA) or "bfloat16" autocast: precision.py
     # stop as "diverged" when an evaluation window's mean loss exceeds the first update's loss by this many times
     # max(|that loss|, 1) (lr 1e6: ~40,000 vs ~2.7); 0 = only non-finite losses and parameters
     divergence_factor: float = bounded(100.0, ge=0)
 
     def __post_init__(self):  # a bad --set fails when the config is resolved, before any record is written
-        if self.batch_unit not in ("transitions", "trajectories"):
-            raise ValueError(f"batch_unit must be 'transitions' or 'trajectories', got {self.batch_unit!r}")
-        check_precision("precision", self.precision)
         check_domains(self)
 
 

@@ -20,11 +20,6 @@ import torch
 PRECISIONS = ("float32", "tf32", "bfloat16")
 
 
-def check_precision(name: str, precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
 @contextlib.contextmanager
 def _tf32_matmuls() -> Iterator[None]:
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32

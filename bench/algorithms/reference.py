@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -24,10 +23,11 @@ from pathlib import Path
 import torch
 
 from bench.algorithms.bc import BCConfig, train_bc
-from bench.algorithms.context import RunContext, Schedule, SeedGroup
+from bench.algorithms.context import DivergenceGuard, RunContext, Schedule, SeedGroup
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.datasets.curation import all_episodes
 from bench.datasets.trajectories import Trajectories
+from bench.locks import file_lock
 
 POLICY_VERSION = "gaussian_mlp_v1"  # bump when GaussianMLPPolicy changes in a way that invalidates old weights
 
@@ -57,7 +57,8 @@ def reference_policies(trajectories: Trajectories, bc: BCConfig, seeds: list[int
     # taken in key order, so two processes asking for overlapping seeds cannot deadlock.
     with contextlib.ExitStack() as locks:
         for path in sorted(set(paths)):
-            fcntl.flock(locks.enter_context(open(path.with_suffix(".lock"), "w")), fcntl.LOCK_EX)
+            locks.enter_context(file_lock(path.with_suffix(".lock"), on_wait=lambda holder, path=path: log(
+                f"waiting for {holder}, which trains the reference policy {path.stem}")))
         missing = [k for k, path in enumerate(paths) if not path.exists()]
         t0 = time.time()
         trained = _train_and_store(trajectories, bc, [seeds[k] for k in missing], device, log,
@@ -82,7 +83,9 @@ def _train_and_store(trajectories: Trajectories, bc: BCConfig, seeds: list[int],
     name = paths[0].stem if len(paths) == 1 else \
         "group-" + hashlib.sha256("".join(p.stem for p in paths).encode()).hexdigest()[:20]
     checkpoint = paths[0].with_name(f"{name}.ckpt")
-    group = SeedGroup(runs, device, Schedule(bc.steps, max(bc.steps // 5, 1)), checkpoint)
+    # the fine-tuning config names this BC's fields bc_*
+    fix = f"lower bc_learning_rate, the reference BC's (e.g. --set bc_learning_rate={bc.learning_rate / 10:g})"
+    group = SeedGroup(runs, device, Schedule(bc.steps, max(bc.steps // 5, 1)), checkpoint, DivergenceGuard(fix=fix))
     policies = train_bc(trajectories, all_episodes(trajectories), bc, group)
     for policy, path in zip(policies, paths, strict=True):
         tmp = path.with_name(path.name + ".part")

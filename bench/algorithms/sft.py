@@ -31,35 +31,43 @@ from dataclasses import dataclass
 import torch
 
 from bench.algorithms.base import Algorithm
-from bench.algorithms.bc import BCConfig
+from bench.algorithms.bc import BATCH_UNITS, BCConfig
 from bench.algorithms.checkpoint import Component
 from bench.algorithms.context import SeedGroup, train
 from bench.algorithms.native import StackedLearner
 from bench.algorithms.policy import GaussianMLPPolicy
-from bench.algorithms.precision import check_precision, step_precision
+from bench.algorithms.precision import PRECISIONS, step_precision
 from bench.algorithms.trajectory_batch import (
+    LOSS_NORMALIZATIONS,
     TrajectoryBatch,
     TrajectoryBatches,
     trajectory_log_likelihood,
 )
-from bench.algorithms.weights import ema_update, trajectory_weights, warmup_cosine, weight_statistics
-from bench.configs.domains import bounded, check_domains
-from bench.datasets.curation import Curated, quality_bins
+from bench.algorithms.weights import (
+    WEIGHT_FUNCTIONS,
+    ema_update,
+    trajectory_weights,
+    warmup_cosine,
+    weight_statistics,
+)
+from bench.configs.domains import ConfigError, bounded, check_domains, check_order, choice
+from bench.datasets.curation import TIES, Curated, quality_bins
 from bench.datasets.trajectories import Trajectories
+from bench.specs import get_spec
 
 
 @dataclass
 class SFTConfig:
     percentiles: list[float] = bounded([90.0], ge=0, le=100)  # quality-bin cutoffs; [90] = top 10%
-    ties: str = "inclusive"  # returns equal to a cutoff: "inclusive" (>=, authors' code) or "strict" (>, paper)
+    ties: str = choice("inclusive", TIES)  # returns equal to a cutoff: "inclusive" (>=, authors' code), "strict" (>)
     importance_weighted: bool = False  # iw-SFT: weight each trajectory by q(tau) / pi_ref(tau)
     steps: int = bounded(4500, ge=1)  # fine-tuning gradient steps (Appendix F / Table 4)
     warmup_steps: int = bounded(300, ge=0)  # linear warm-up, then cosine decay to 0
     learning_rate: float = bounded(4e-5, gt=0)  # Adam peak learning rate (Appendix F)
     batch_size: int = bounded(256, ge=1)  # whole trajectories per step, drawn with replacement from the (multi)set
-    loss_normalization: str = "trajectory_mean"  # "trajectory_mean" (authors' code, Tables 2/4) or "sum" (Eq. 5)
+    loss_normalization: str = choice("trajectory_mean", LOSS_NORMALIZATIONS)  # authors' code (Tables 2/4) / Eq. 5
     ema: float = bounded(0.99, ge=0, lt=1)  # theta_q <- ema theta_q + (1 - ema) theta, every step (Table 4's lambda)
-    weight_fn: str = "temperature"  # "temperature" (code), "smoothing" or "clip" (paper) — see weights.py
+    weight_fn: str = choice("temperature", WEIGHT_FUNCTIONS)  # "temperature" (code), "smoothing", "clip" (paper)
     temperature: float = bounded(1.0, gt=0)  # temperature: log w = temperature * mean_t rho_t (Table 4's temp)
     smoothing_alpha: float = bounded(0.1, gt=0)  # smoothing: log w = alpha * sum_t rho_t
     ratio_min: float = bounded(0.2, gt=0)  # clip: per-step ratio bounds
@@ -71,11 +79,11 @@ class SFTConfig:
     reference_dataset: str | None = None  # train pi_ref on another dataset (kitchen: "kitchen-partial"); None = this
     bc_steps: int = bounded(10_000, ge=1)
     bc_batch_size: int = bounded(128, ge=1)
-    bc_batch_unit: str = "trajectories"
-    bc_loss_normalization: str = "trajectory_mean"
+    bc_batch_unit: str = choice("trajectories", BATCH_UNITS)
+    bc_loss_normalization: str = choice("trajectory_mean", LOSS_NORMALIZATIONS)
     bc_learning_rate: float = bounded(1e-3, gt=0)
-    bc_precision: str = "float32"  # the reference BC's: "float32", "tf32" (CUDA) or "bfloat16" (precision.py)
-    precision: str = "float32"  # the fine-tuning step's: "float32", "tf32" (CUDA) or "bfloat16" (precision.py)
+    bc_precision: str = choice("float32", PRECISIONS)  # the reference BC's: "tf32" (CUDA), "bfloat16" (precision.py)
+    precision: str = choice("float32", PRECISIONS)  # the fine-tuning step's
     static_shapes: bool = False  # compute every curated transition each step, weighted by draw counts (see above)
     compile: bool = False  # torch.compile the loss (needs static_shapes; pays on GPUs, see benchmarks/)
     divergence_factor: float = bounded(100.0, ge=0)  # as BCConfig's, for the fine-tuning and the reference BC
@@ -83,10 +91,16 @@ class SFTConfig:
     # all ~0: ESS 0; one trajectory holding all the weight of a 256 batch: 0.0039); 0 = off
     min_ess_fraction: float = bounded(0.001, ge=0, le=1)
 
-    def __post_init__(self):  # a bad value fails when the config is resolved, before any record is written
+    def __post_init__(self):  # a bad value fails when the config is resolved, before any record or training
         check_domains(self)
-        self.reference_bc()
-        check_precision("precision", self.precision)
+        check_order(self, "ratio_min", "ratio_max", strict=True)
+        check_order(self, "min_weight", "max_weight")
+        if self.reference_dataset is not None:
+            try:
+                get_spec(self.reference_dataset)
+            except KeyError as e:
+                raise ConfigError("reference_dataset", f"reference_dataset={self.reference_dataset!r}: "
+                                                       f"{e.args[0]}") from None
         if self.compile and not self.static_shapes:
             raise ValueError("compile=true needs static_shapes=true (a compiled step must see the same shapes "
                              "every step): add --set static_shapes=true")

@@ -1,12 +1,15 @@
-"""The domain of every numeric config field, declared once beside the field, checked when a config is built.
+r"""The domain of every numeric config field and the choices of every named option, declared once beside the field,
+checked when a config is built.
 
     steps: int = bounded(10_000, ge=1)  # gradient steps
     ema: float = bounded(0.99, ge=0, lt=1)  # theta_q <- ema * theta_q + (1 - ema) * theta
+    weight_fn: str = choice("temperature", WEIGHT_FUNCTIONS)  # see weights.py
 
-``bounded`` is a dataclass ``field`` whose metadata holds the domain; :func:`check_domains` (called from each
-config's ``__post_init__``) raises :class:`ConfigError` naming the field, the value and the domain. A list field's
-domain applies to each element. ``run.resolve_config`` adds where the value came from (``--set``, a preset file, or
-the dataclass default), so a bad value fails before any record exists.
+``bounded`` / ``choice`` are dataclass ``field``\ s whose metadata holds the domain / the choices; :func:`check_domains`
+(called from each config's ``__post_init__``) raises :class:`ConfigError` naming the field, the value and the domain
+or the allowed set, and :func:`check_order` does the same for a constraint between two fields. A list field's domain
+applies to each element. ``run.resolve_config`` adds where the value came from (``--set``, a preset file, or the
+dataclass default), so a bad value fails before any record exists and before any training.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ class ConfigError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+    def __reduce__(self):  # pickles (a Ray task's error travels to the driver)
+        return type(self), (self.field, str(self))
 
 
 @dataclass(frozen=True)
@@ -51,9 +57,27 @@ def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, l
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """A dataclass field with ``default`` whose value must be one of ``choices``."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(choices)})
+
+
+def check_order(config: Any, low: str, high: str, strict: bool = False) -> None:
+    """Raise ConfigError unless field ``low`` is below (``strict``) or at most field ``high`` of ``config``."""
+    a, b = getattr(config, low), getattr(config, high)
+    if a > b or (strict and a == b):
+        raise ConfigError(low, f"{low}={a!r} and {high}={b!r}: {low} must be {'<' if strict else '<='} {high}")
+
+
 def check_domains(config: Any) -> None:
-    """Raise ConfigError for the first field of the dataclass ``config`` whose value lies outside its domain."""
+    """Raise ConfigError for the first field of the dataclass ``config`` whose value lies outside its domain or is
+    not one of its choices."""
     for f in dataclasses.fields(config):
+        if (choices := f.metadata.get("choices")) is not None:
+            if getattr(config, f.name) not in choices:
+                raise ConfigError(f.name, f"{f.name}={getattr(config, f.name)!r} is not one of its choices: "
+                                          f"{', '.join(choices)}")
+            continue
         domain: Domain | None = f.metadata.get("domain")
         if domain is None:
             continue

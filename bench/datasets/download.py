@@ -9,13 +9,18 @@
   server, then the Hugging Face dataset ``imone/D4RL`` at a pinned revision (same file names at its root). The
   final error lists every attempt's outcome.
 - A download writes ``<file>.part`` beside the target and renames it when complete and verified; a dropped
-  connection resumes from the bytes already there (HTTP Range), on the same mirror while it makes progress.
+  connection resumes from the bytes already there (HTTP Range), on the same mirror while it makes progress. A mirror
+  whose response announces another size than the published one serves another file: nothing of it is kept.
+- One process at a time fetches a file into a cache (:func:`cache_lock`): the others wait, saying so, and then use
+  the verified file. The lock dies with its process, so a killed downloader's lock is taken over at once and its
+  ``.part`` resumed.
 - ``$BENCH_D4RL_CHECKSUMS`` names an extra TSV (url or file name, bytes, sha256) whose entries override the package's:
   for private mirrors of other files, and for tests that serve small files in D4RL's layout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.datasets.trajectories import DatasetError
+from bench.locks import file_lock
 
 BERKELEY_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2/"
 HF_MIRROR_URL = "https://huggingface.co/datasets/imone/D4RL/resolve/9ed58d8a76c12f4c1cb5db51fa71389e703d2ec5/"
@@ -140,6 +146,14 @@ class VerifiedCache:
         return {"sha256": sha, "url": url}
 
 
+def cache_lock(path: Path, log: Callable[[str], None]) -> contextlib.AbstractContextManager:
+    """Hold the lock of the cached file ``path`` (``.<name>.lock`` beside it, see ``bench.locks``); while another
+    process holds it, say so once and wait."""
+    return file_lock(path.with_name(f".{path.name}.lock"), on_wait=lambda holder: log(
+        f"{path.name}: {holder} is fetching it into {path.parent}; waiting for it to finish, then using its "
+        "verified file"))
+
+
 def _progress(name: str, total: int) -> Callable[[int, bool], None]:
     """``update(done, final)``: a line on stderr with bytes, rate and ETA (redrawn in a terminal, else every 10%)."""
     t0, last = time.time(), [-1.0]
@@ -159,6 +173,19 @@ def _progress(name: str, total: int) -> Callable[[int, bool], None]:
     return update
 
 
+class OtherFileError(DatasetError):
+    """A mirror's response announces a file of another size than the published one."""
+
+
+def _announced_size(resp) -> int | None:
+    """The size of the whole file a response announces: Content-Range's total (206) or Content-Length (200)."""
+    if resp.status == 206:
+        total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = resp.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
+
+
 def _fetch_once(url: str, part: Path, total: int | None, update) -> bool:
     """Append to ``part`` from ``url`` (resuming at its size); True when the server sent everything it had."""
     have = part.stat().st_size if part.exists() else 0
@@ -170,10 +197,13 @@ def _fetch_once(url: str, part: Path, total: int | None, update) -> bool:
             return True
         raise
     with resp:
+        if total is not None and (announced := _announced_size(resp)) is not None and announced != total:
+            raise OtherFileError(f"this mirror serves a different file: {announced:,} bytes where {total:,} are "
+                                 "published; nothing of it was kept")
         mode = "ab" if have and resp.status == 206 else "wb"  # a server that ignores Range sends it all again
         done = have if mode == "ab" else 0
         with open(part, mode) as out:
-            while chunk := resp.read(CHUNK):
+            while chunk := resp.read1(CHUNK):  # what has arrived: progress (and a resumable .part) as it comes
                 out.write(chunk)
                 done += len(chunk)
                 update(done)

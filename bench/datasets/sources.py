@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from bench.datasets.download import VerifiedCache, download_file, known_files, sha256_of
+from bench.datasets.download import VerifiedCache, cache_lock, download_file, known_files, sha256_of
 from bench.datasets.trajectories import DatasetError, Trajectories
 from bench.specs import DatasetSpec
 
@@ -119,22 +119,23 @@ def fetch_d4rl(spec: DatasetSpec) -> dict:
     """
     known = known_files()[spec.location]
     path, verified = cache_dir() / spec.location, VerifiedCache(cache_dir())
-    if path.exists():
+    with cache_lock(path, lambda m: print(m, file=sys.stderr, flush=True)):  # one downloader; the others wait
+        if path.exists():
+            try:
+                seen = verified.verify(path, known)
+                return {"sha256": seen["sha256"], "source": seen["url"] or "cache"}
+            except DatasetError as e:
+                print(f"{e}; downloading it again", file=sys.stderr, flush=True)
         try:
-            seen = verified.verify(path, known)
-            return {"sha256": seen["sha256"], "source": seen["url"] or "cache"}
+            url = download_file(path, known, offline_reason)
         except DatasetError as e:
-            print(f"{e}; downloading it again", file=sys.stderr, flush=True)
-    try:
-        url = download_file(path, known, offline_reason)
-    except DatasetError as e:
-        raise DatasetError(
-            f"dataset {spec.name} is not in the cache ({path}) and the download failed: {e}. "
-            f"Copy {spec.location} into {cache_dir()} (or set BENCH_DATA_DIR), pass --data PATH, "
-            "or use --env hopper-mini-replay, which ships with the suite."
-        ) from e
-    verified.remember(path, known.sha256, url)
-    return {"sha256": known.sha256, "source": url}
+            raise DatasetError(
+                f"dataset {spec.name} is not in the cache ({path}) and the download failed: {e}. "
+                f"Copy {spec.location} into {cache_dir()} (or set BENCH_DATA_DIR), pass --data PATH, "
+                "or use --env hopper-mini-replay, which ships with the suite."
+            ) from e
+        verified.remember(path, known.sha256, url)
+        return {"sha256": known.sha256, "source": url}
 
 
 # -- Minari -------------------------------------------------------------------------------------------------------

@@ -116,17 +116,28 @@ def read_record(path: Path) -> RunRecord:
         return RunRecord.from_dict(json.load(f))
 
 
+RECORD_NAME = re.compile(r".+__.+__seed\d+__[0-9a-f]+\.json")  # record_filename's pattern
+RECORD_KEYS = {"env", "algo", "seed", "config_hash"}
+
+
 def load_records(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
-    """Every ``*.json`` record under the given folders or files; unreadable ones are returned with the reason."""
+    """Every run record under the given folders or files; unreadable ones are returned with the reason.
+
+    A record is a file named as :func:`record_filename` names them whose JSON holds a record's keys; other JSON
+    beside them (W&B's run files and run markers, the sweep's ``*.refs.json``, LLM ``*.llmeval.json``) is not a
+    record and is passed over quietly."""
     records, bad = [], []
     for root in map(Path, paths):
-        # *.llmeval.json are LLM evaluation records (bench.reports.llm_table), *.refs.json the sweep's index of
-        # reference policies (bench.sweep): not control runs.
         files = [root] if root.is_file() else sorted(f for f in root.rglob("*.json")
-                                                     if not f.name.endswith((".llmeval.json", ".refs.json")))
+                                                     if RECORD_NAME.fullmatch(f.name)
+                                                     and not f.name.endswith((".llmeval.json", ".refs.json")))
         for f in files:
             try:
-                records.append(read_record(f))
+                with open(f) as handle:
+                    data = json.load(handle)
+                if isinstance(data, dict) and not data.keys() >= RECORD_KEYS:
+                    continue  # named like a record, but another tool's file (a W&B run marker)
+                records.append(RunRecord.from_dict(data))
             except (OSError, ValueError, TypeError) as e:
                 bad.append((f, f"{type(e).__name__}: {e}"))
     return records, bad
