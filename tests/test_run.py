@@ -71,9 +71,9 @@ def test_set_overrides_and_their_errors(hopper_minari_dataset):
     with pytest.raises(KeyError, match="unknown dataset 'hopper-medium-replayy'.*hopper-medium-replay"):
         resolve_config("hopper-medium-replayy", "bc")
     # a bad value fails while resolving, before a run writes anything
-    with pytest.raises(ValueError, match="precision must be one of float32, tf32, bfloat16, got 'float16'"):
+    with pytest.raises(ValueError, match="precision='float16' is not one of its choices: float32, tf32, bfloat16"):
         resolve_config(f"minari:{dataset_id}", "bc", overrides={"precision": "float16"})
-    with pytest.raises(ValueError, match="batch_unit must be 'transitions' or 'trajectories'"):
+    with pytest.raises(ValueError, match="bc_batch_unit='episodes' is not one of its choices: transitions, trajectories"):
         resolve_config(f"minari:{dataset_id}", "iw_sft_q", overrides={"bc_batch_unit": "episodes"})
 
 

@@ -116,27 +116,25 @@ def read_record(path: Path) -> RunRecord:
         return RunRecord.from_dict(json.load(f))
 
 
-RECORD_NAME = re.compile(r".+__.+__seed\d+__[0-9a-f]+\.json")  # record_filename's pattern
 RECORD_KEYS = {"env", "algo", "seed", "config_hash"}
 
 
 def load_records(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
     """Every run record under the given folders or files; unreadable ones are returned with the reason.
 
-    A record is a file named as :func:`record_filename` names them whose JSON holds a record's keys; other JSON
-    beside them (W&B's run files and run markers, the sweep's ``*.refs.json``, LLM ``*.llmeval.json``) is not a
-    record and is passed over quietly."""
+    A record is a JSON object with a record's keys. Other JSON beside the records (W&B's run files and the W&B
+    logger's run markers, the sweep's ``*.refs.json``, LLM ``*.llmeval.json``) is not a record and is passed over
+    quietly; a file that is not JSON at all (a record cut short) is unreadable."""
     records, bad = [], []
     for root in map(Path, paths):
         files = [root] if root.is_file() else sorted(f for f in root.rglob("*.json")
-                                                     if RECORD_NAME.fullmatch(f.name)
-                                                     and not f.name.endswith((".llmeval.json", ".refs.json")))
+                                                     if not f.name.endswith((".llmeval.json", ".refs.json")))
         for f in files:
             try:
                 with open(f) as handle:
                     data = json.load(handle)
-                if isinstance(data, dict) and not data.keys() >= RECORD_KEYS:
-                    continue  # named like a record, but another tool's file (a W&B run marker)
+                if not (isinstance(data, dict) and data.keys() >= RECORD_KEYS):
+                    continue  # another tool's JSON
                 records.append(RunRecord.from_dict(data))
             except (OSError, ValueError, TypeError) as e:
                 bad.append((f, f"{type(e).__name__}: {e}"))
