@@ -73,7 +73,7 @@ def test_set_overrides_and_their_errors(hopper_minari_dataset):
     # a bad value fails while resolving, before a run writes anything
     with pytest.raises(ValueError, match="precision='float16' is not one of its choices: float32, tf32, bfloat16"):
         resolve_config(f"minari:{dataset_id}", "bc", overrides={"precision": "float16"})
-    with pytest.raises(ValueError, match="bc_batch_unit='episodes' is not one of its choices: transitions, trajectories"):
+    with pytest.raises(ValueError, match="bc_batch_unit='episodes' is not one of its choices: transitions, traj"):
         resolve_config(f"minari:{dataset_id}", "iw_sft_q", overrides={"bc_batch_unit": "episodes"})
 
 
