@@ -43,13 +43,7 @@ from bench.algorithms.trajectory_batch import (
     TrajectoryBatches,
     trajectory_log_likelihood,
 )
-from bench.algorithms.weights import (
-    WEIGHT_FUNCTIONS,
-    ema_update,
-    trajectory_weights,
-    warmup_cosine,
-    weight_statistics,
-)
+from bench.algorithms.weights import WEIGHT_FUNCTIONS, ema_update, trajectory_weights, warmup_cosine, weight_statistics
 from bench.configs.domains import ConfigError, bounded, check_domains, check_order, choice
 from bench.datasets.curation import TIES, Curated, quality_bins
 from bench.datasets.trajectories import Trajectories
