@@ -315,6 +315,8 @@ def _end(run_: _Started, out: Path, error: BaseException | None) -> None:
     """Write the record: complete, or failed / diverged / interrupted with ``error``."""
     record = run_.record
     if error is not None:
+        record.curve = run_.ctx.curve  # up to the stop
+        record.train_info = {**record.train_info, **run_.ctx.info}
         record.status = ("interrupted" if isinstance(error, KeyboardInterrupt) else
                          "diverged" if isinstance(error, DivergedError) else "failed")
         record.error = "".join(traceback.format_exception(error))

@@ -251,6 +251,7 @@ class Summary:
     done: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    elsewhere: list[dict] = field(default_factory=list)  # being run by another process (another sweep): not failed
 
     @property
     def ok(self) -> bool:
@@ -258,7 +259,8 @@ class Summary:
 
     def text(self) -> str:
         lines = [f"sweep: {len(self.done)} done, {len(self.skipped)} skipped (complete), {len(self.failed)} failed "
-                 "or diverged"]
+                 "or diverged" + (f", {len(self.elsewhere)} being run by another process (run the same command "
+                                  "again once it is done)" if self.elsewhere else "")]
         lines += [f"  {f['status']}: {f['label']}: {f['error']}" for f in self.failed]
         return "\n".join(lines)
 
@@ -337,7 +339,8 @@ def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", work
     for results in batches:
         for result in results:
             progress.tick(result)
-            (summary.done if result["status"] == "complete" else summary.failed).append(result)
+            {"complete": summary.done, "running elsewhere": summary.elsewhere}.get(result["status"],
+                                                                                 summary.failed).append(result)
         if live is not None:
             live.grid(progress.finished, len(todo))
     return summary

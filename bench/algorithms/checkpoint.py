@@ -4,8 +4,12 @@ A loop names what it must restore to continue bit-identically — modules, optim
 global RNGs, the run context (curve, statistics) — and :class:`Checkpoint` saves and restores all of it:
 
 - a component is anything with ``state_dict()`` / ``load_state_dict()`` (``nn.Module``, ``Optimizer``,
-  ``LRScheduler``, :class:`GlobalRNG`, :class:`~bench.algorithms.base.RunContext`, ...), a ``torch.Generator`` or
-  a numpy ``Generator``;
+  ``LRScheduler``, :class:`GlobalRNG`, :class:`~bench.algorithms.context.RunContext`, ...), a ``torch.Generator``
+  or a numpy ``Generator``;
+- the file holds data, never code: every state is tensors, numbers, text and bytes, read back with
+  ``weights_only=True``, so a tampered checkpoint (a pickle that calls ``os.system``) is refused, not run; and it
+  carries the sha256 of its payload, so a truncated file or flipped bytes are found. Such a file is moved aside
+  (``<name>.corrupt``) and the run starts afresh, saying so in its log and record (``discarded``);
 - the file is written to a temporary file with a unique name beside it, then renamed, so a reader sees the old
   checkpoint or the new one, never half of one, and two processes never write the same temporary file; a failed
   write (a full disk) removes its temporary file;
@@ -47,11 +51,14 @@ class GlobalRNG:
     """
 
     def state_dict(self) -> dict:
-        return {"numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {"numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],  # data, not pickles
+                "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def load_state_dict(self, state: dict) -> None:
-        np.random.set_state(state["numpy"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -81,19 +88,30 @@ def _restore(component: Component, state: Any) -> None:
         component.load_state_dict(state)
 
 
+FORMAT = "bench-checkpoint-2"  # {format, sha256, payload}: the payload is torch.save of {step, components}
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be trusted: unreadable, another format, failing its checksum or holding code."""
+
+
 class Checkpoint:
-    """Every named component of a training loop in one file at ``path`` (None: never saved, nothing restored)."""
+    """Every named component of a training loop in one file at ``path`` (None: never saved, nothing restored).
+    ``discarded``: after :meth:`restore`, what was wrong with a file it moved aside (None: nothing was)."""
 
     def __init__(self, path: Path | None, components: dict[str, Component]):
         self.path = None if path is None else Path(path)
         self.components = components
+        self.discarded: str | None = None
 
     def save(self, step: int) -> None:
         if self.path is None:
             return
-        state = {"step": step, "components": {name: _state_of(c) for name, c in self.components.items()}}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)  # in memory first: a full disk can then say how many bytes were needed
+        inner = io.BytesIO()
+        torch.save({"step": step, "components": {name: _state_of(c) for name, c in self.components.items()}}, inner)
+        payload = inner.getvalue()
+        buffer = io.BytesIO()  # in memory first: a full disk can then say how many bytes were needed
+        torch.save({"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, buffer)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
@@ -116,10 +134,17 @@ class Checkpoint:
             raise
 
     def restore(self) -> int:
-        """Restore every component from the file; returns the step it was saved at (0 when there is none)."""
+        """Restore every component from the file; returns the step it was saved at (0 when there is none, or when
+        the file could not be trusted: then it is moved aside and ``discarded`` says why)."""
         if self.path is None or not self.path.exists():
             return 0
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            state = read_checkpoint(self.path)
+        except CorruptCheckpoint as e:
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            os.replace(self.path, aside)
+            self.discarded = f"checkpoint {self.path} {e}; moved aside to {aside}, training starts afresh"
+            return 0
         saved = state["components"]
         if set(saved) != set(self.components):
             raise ValueError(f"checkpoint {self.path} holds {sorted(saved)}, this run needs "
@@ -127,3 +152,21 @@ class Checkpoint:
         for name, component in self.components.items():
             _restore(component, saved[name])
         return int(state["step"])
+
+
+def read_checkpoint(path: Path) -> dict:
+    """{step, components} of a checkpoint file, read as data only (``weights_only``) and checked against its
+    checksum; raises CorruptCheckpoint saying what is wrong."""
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - cut short, not a torch file, or a pickle asking to run code
+        raise CorruptCheckpoint(f"cannot be read as data ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+            from None
+    if not isinstance(outer, dict) or outer.get("format") != FORMAT:
+        raise CorruptCheckpoint(f"is not a checkpoint of this suite's format ({FORMAT}, with a checksum)")
+    if hashlib.sha256(outer["payload"]).hexdigest() != outer["sha256"]:
+        raise CorruptCheckpoint("fails its checksum (its bytes changed after it was written)")
+    try:
+        return torch.load(io.BytesIO(outer["payload"]), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a payload with a valid checksum that still asks for code
+        raise CorruptCheckpoint(f"holds more than data ({type(e).__name__})") from None

@@ -207,6 +207,10 @@ class SeedGroup:
         runs = {f"run{k}": run for k, run in enumerate(self.runs)}
         self._checkpoint = Checkpoint(self.checkpoint_path, {**components, "guard": self.guard, **runs})
         start = self._checkpoint.restore()
+        if (discarded := self._checkpoint.discarded) is not None:
+            self.log(f"warning: {discarded}")
+            for run in self.runs:
+                run.info["checkpoint_discarded"] = discarded
         if start:
             what = "" if len(self.runs) == 1 else f"{len(self.runs)} batched seeds "
             self.log(f"resumed {what}from {self.checkpoint_path} at step {start}")

@@ -59,22 +59,35 @@ def reference_policies(trajectories: Trajectories, bc: BCConfig, seeds: list[int
         for path in sorted(set(paths)):
             locks.enter_context(file_lock(path.with_suffix(".lock"), on_wait=lambda holder, path=path: log(
                 f"waiting for {holder}, which trains the reference policy {path.stem}")))
-        missing = [k for k, path in enumerate(paths) if not path.exists()]
+        loaded = {k: policy for k, policy in enumerate(_load(p, trajectories, bc, device, log) for p in paths)
+                  if policy is not None}
+        missing = [k for k in range(len(paths)) if k not in loaded]
         t0 = time.time()
         trained = _train_and_store(trajectories, bc, [seeds[k] for k in missing], device, log,
                                    [paths[k] for k in missing]) if missing else []
         seconds = (time.time() - t0) / max(len(missing), 1)  # a batched training's time, shared
-        out = []
-        for k, (path, info) in enumerate(zip(paths, infos, strict=True)):
-            if k in missing:
-                out.append((trained[missing.index(k)], {**info, "cached": False, "train_seconds": seconds}))
-                continue
-            policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
-            # read to the CPU, then copied into the policy's tensors on the training device
-            policy.to(device).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            log(f"reference BC policy from cache {path}")
-            out.append((policy.eval(), {**info, "cached": True}))
+        out = [(loaded[k], {**info, "cached": True}) if k in loaded else
+               (trained[missing.index(k)], {**info, "cached": False, "train_seconds": seconds})
+               for k, info in enumerate(infos)]
     return [(policy.requires_grad_(False), info) for policy, info in out]
+
+
+def _load(path: Path, trajectories: Trajectories, bc: BCConfig, device: torch.device,
+          log: Callable[[str], None]) -> GaussianMLPPolicy | None:
+    """The cached policy at ``path`` on ``device``; None when there is none. A damaged file (cut short, another
+    shape, or more than weights) is a cache miss: it is named, deleted and trained again."""
+    if not path.exists():
+        return None
+    policy = GaussianMLPPolicy(trajectories.obs_dim, trajectories.act_dim, bc.hidden, bc.layers)
+    try:  # read to the CPU as data only, then copied into the policy's tensors on the training device
+        policy.to(device).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with a cache file, the fix is to rebuild it
+        log(f"warning: the cached reference policy {path} is damaged ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}); deleting it and training it again")
+        path.unlink(missing_ok=True)
+        return None
+    log(f"reference BC policy from cache {path}")
+    return policy.eval()
 
 
 def _train_and_store(trajectories: Trajectories, bc: BCConfig, seeds: list[int], device: torch.device,
@@ -89,7 +102,10 @@ def _train_and_store(trajectories: Trajectories, bc: BCConfig, seeds: list[int],
     policies = train_bc(trajectories, all_episodes(trajectories), bc, group)
     for policy, path in zip(policies, paths, strict=True):
         tmp = path.with_name(path.name + ".part")
-        torch.save(policy.state_dict(), tmp)
+        with open(tmp, "wb") as f:  # on disk before it has its name: a crash never leaves a short file as the cache
+            torch.save(policy.state_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     checkpoint.unlink(missing_ok=True)
     return policies

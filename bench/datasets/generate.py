@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import shlex
 import sys
 import time
@@ -200,13 +199,30 @@ class _Progress:
 
 
 def _save_checkpoint(work_dir: Path, sac, state: dict) -> None:
-    """SAC weights and the loop's state, each written to a temporary file and renamed into place."""
+    """SAC weights and the loop's state, each written to a temporary file and renamed into place. The state is
+    data only (episodes' arrays as tensors), read back with ``weights_only=True``: a tampered file runs no code."""
+    import torch
+
     work_dir.mkdir(parents=True, exist_ok=True)
     sac.save_model(str(work_dir / "sac.d3.tmp"))
     os.replace(work_dir / "sac.d3.tmp", work_dir / "sac.d3")
+    episodes = [{k: torch.from_numpy(np.asarray(v)) for k, v in ep.items()} for ep in state["episodes"]]
     with open(work_dir / "checkpoint.tmp", "wb") as f:
-        pickle.dump(state, f)
-    os.replace(work_dir / "checkpoint.tmp", work_dir / "checkpoint.pkl")
+        torch.save({**state, "episodes": episodes}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(work_dir / "checkpoint.tmp", work_dir / "checkpoint.pt")
+
+
+def _load_checkpoint(path: Path) -> dict:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - cut short, or a pickle asking to run code
+        raise DatasetError(f"the generator's checkpoint {path} cannot be read as data ({type(e).__name__}); "
+                           f"delete {path.parent} to start afresh") from None
+    return {**state, "episodes": [{k: v.numpy() for k, v in ep.items()} for ep in state["episodes"]]}
 
 
 def train_sac(cfg: GenerateConfig, work_dir: Path, device: str = "cpu"):
@@ -221,10 +237,9 @@ def train_sac(cfg: GenerateConfig, work_dir: Path, device: str = "cpu"):
     rng = np.random.default_rng(cfg.seed)
     env.action_space.seed(cfg.seed)
     history: list[dict] = []
-    ckpt = work_dir / "checkpoint.pkl"
+    ckpt = work_dir / "checkpoint.pt"
     if ckpt.exists():
-        with open(ckpt, "rb") as f:
-            state = pickle.load(f)
+        state = _load_checkpoint(ckpt)
         if state["config"] != dataclasses.asdict(cfg):
             raise DatasetError(f"checkpoint {ckpt} belongs to another configuration; delete {work_dir} to start "
                                "afresh or rerun with the original flags")

@@ -1,0 +1,111 @@
+"""Nothing on disk takes a run over: a tampered checkpoint runs no code, a damaged one or a damaged cached reference
+policy is named, set aside and the work redone; an interrupted record keeps its curve; a run another sweep is doing
+is not a failure."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import kill_after_first_checkpoint
+
+from bench.run import group_checkpoint, resolve_config, run
+
+FAST = {"steps": 60, "eval_every": 20, "eval_episodes": 1, "final_eval_episodes": 2, "batch_size": 32}
+
+
+@pytest.fixture
+def cfg(hopper_minari_dataset):
+    return resolve_config(f"minari:{hopper_minari_dataset[0]}", "bc", 0, FAST)
+
+
+class _RunsCode:
+    """What a tampered checkpoint holds: a pickle that runs a shell command when it is loaded."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _curve(record):
+    return [{k: v for k, v in p.items() if k != "time"} for p in record.curve]
+
+
+def test_a_tampered_checkpoint_runs_no_code_and_the_run_starts_afresh(cfg, tmp_path):
+    import torch
+
+    clean = run(cfg, tmp_path / "clean", log=lambda m: None)
+    ckpt = group_checkpoint([cfg], tmp_path / "out", None)
+    ckpt.parent.mkdir(parents=True)
+    pwned = tmp_path / "pwned"
+    torch.save({"step": 20, "components": _RunsCode(f"touch {pwned}")}, ckpt)
+    messages = []
+    record = run(cfg, tmp_path / "out", log=messages.append)
+    assert not pwned.exists()  # the pickle was refused, never run
+    assert record.status == "complete" and _curve(record) == _curve(clean)  # started afresh, the same run
+    assert "resumed_from_step" not in record.train_info
+    assert "cannot be read as data (UnpicklingError" in record.train_info["checkpoint_discarded"]
+    assert any(m.endswith("training starts afresh") and "warning: checkpoint" in m for m in messages)
+    assert ckpt.with_name(ckpt.name + ".corrupt").exists() and not ckpt.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_checkpoint_is_set_aside_named_and_the_run_redone(cfg, tmp_path, monkeypatch, damage):
+    clean = run(cfg, tmp_path / "clean", log=lambda m: None)
+    kill_after_first_checkpoint(monkeypatch, lambda: run(cfg, tmp_path / "out", log=lambda m: None))
+    ckpt = group_checkpoint([cfg], tmp_path / "out", None)
+    data = bytearray(ckpt.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:  # one byte inside the stored weights: the file still loads, its checksum does not match
+        data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    messages = []
+    record = run(cfg, tmp_path / "out", log=messages.append)
+    assert record.status == "complete" and _curve(record) == _curve(clean)
+    assert record.final["returns"] == clean.final["returns"]
+    assert "resumed_from_step" not in record.train_info
+    reason = record.train_info["checkpoint_discarded"]
+    assert str(ckpt) in reason and ("fails its checksum" in reason or "cannot be read as data" in reason)
+    assert sum("warning: checkpoint" in m for m in messages) == 1
+    assert ckpt.with_name(ckpt.name + ".corrupt").read_bytes() == bytes(data)  # kept for a look, out of the way
+
+
+def test_an_interrupted_record_keeps_its_curve_up_to_the_stop(cfg, tmp_path, monkeypatch):
+    from bench.results.store import read_record
+    from bench.run import record_path
+
+    kill_after_first_checkpoint(monkeypatch, lambda: run(cfg, tmp_path, log=lambda m: None))
+    record = read_record(record_path(cfg, tmp_path))
+    assert record.status == "interrupted" and [p["step"] for p in record.curve] == [20]
+
+
+def test_a_damaged_cached_reference_policy_is_named_deleted_and_trained_again(hopper_minari_dataset, tmp_path):
+    env = f"minari:{hopper_minari_dataset[0]}"
+    sft = {**FAST, "steps": 20, "warmup_steps": 2, "bc_steps": 20, "bc_batch_size": 8, "batch_size": 8}
+    first = run(resolve_config(env, "sft", 0, sft), tmp_path / "a", log=lambda m: None)
+    cached = first.train_info["reference"]["path"]
+    with open(cached, "r+b") as f:
+        f.truncate(os.path.getsize(cached) // 3)
+    messages = []
+    again = run(resolve_config(env, "sft", 0, sft), tmp_path / "b", log=messages.append)
+    assert again.status == "complete" and again.train_info["reference"]["cached"] is False
+    assert any(f"the cached reference policy {cached} is damaged" in m and "training it again" in m
+               for m in messages)
+    assert [p["loss"] for p in again.curve] == [p["loss"] for p in first.curve]  # the same pi_ref, rebuilt
+    third = run(resolve_config(env, "sft", 0, sft), tmp_path / "c", log=lambda m: None)
+    assert third.train_info["reference"]["cached"] is True  # the rebuilt file is good
+
+
+def test_a_run_another_process_is_doing_is_not_a_failure_of_the_sweep(cfg, tmp_path):
+    from bench.locks import file_lock
+    from bench.run import record_path
+    from bench.sweep import run_sweep
+
+    other = resolve_config(cfg.env, "bc", 1, FAST)
+    with file_lock(record_path(cfg, tmp_path).with_suffix(".lock")):  # "another sweep" runs seed 0 right now
+        summary = run_sweep([cfg, other], tmp_path, workers=2, log=lambda m: None)
+    assert summary.ok and len(summary.done) == 1 and len(summary.elsewhere) == 1
+    assert "1 being run by another process" in summary.text()
