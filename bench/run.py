@@ -31,7 +31,7 @@ from bench.datasets.sources import load_dataset_cached
 from bench.evaluation import env_label, evaluate
 from bench.locks import LockHeld, file_lock
 from bench.loggers import LOGGERS, RunIdentity, RunLoggers
-from bench.results.store import RunRecord, config_hash, read_record, record_filename, save_record
+from bench.results.store import RunRecord, config_hash, read_record_or_set_aside, record_filename, save_record
 from bench.specs import get_spec
 
 # Eval seeds are kept apart from training seeds so evaluation never replays training randomness.
@@ -217,11 +217,10 @@ class _Started:
 def _existing(cfg: RunConfig, out: Path, force: bool, log) -> RunRecord | None:
     """The complete record of ``cfg`` if there is one (and --force is not given)."""
     path = record_path(cfg, out)
-    if path.exists() and not force:
-        existing = read_record(path)
-        if existing.status == "complete":
-            log(f"{path} is complete; skipping (pass --force to run again)")
-            return existing
+    existing = None if force else read_record_or_set_aside(path, log)
+    if existing is not None and existing.status == "complete":
+        log(f"{path} is complete; skipping (pass --force to run again)")
+        return existing
     return None
 
 

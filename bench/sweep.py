@@ -236,7 +236,10 @@ def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None
         # each run as its record says (a batched group's other seeds may have completed on their own)
         seconds, rows = (time.time() - t0) / len(cfgs), []
         for label, cfg in zip(labels, cfgs, strict=True):
-            record = read_record(path) if (path := record_path(cfg, Path(out))).exists() else None
+            try:
+                record = read_record(record_path(cfg, Path(out)))
+            except (OSError, ValueError, TypeError):  # none, or damaged: this run failed
+                record = None
             if record is not None and record.status == "complete":
                 rows.append({"label": label, "algo": cfg.algo, "status": "complete", "seconds": seconds,
                              "score": record.final.get("normalized_mean")})

@@ -109,3 +109,36 @@ def test_a_run_another_process_is_doing_is_not_a_failure_of_the_sweep(cfg, tmp_p
         summary = run_sweep([cfg, other], tmp_path, workers=2, log=lambda m: None)
     assert summary.ok and len(summary.done) == 1 and len(summary.elsewhere) == 1
     assert "1 being run by another process" in summary.text()
+
+
+def test_a_record_cut_short_is_set_aside_and_its_run_redone_while_the_sweep_goes_on(cfg, tmp_path):
+    from bench.run import record_path
+    from bench.sweep import run_sweep
+
+    other = resolve_config(cfg.env, "bc", 1, FAST)
+    done = run(other, tmp_path, log=lambda m: None)
+    kept = record_path(other, tmp_path).read_bytes()
+    damaged = record_path(cfg, tmp_path)
+    damaged.write_text('{"env": "' + cfg.env + '", "algo": "bc", "st')  # a record cut short
+    messages = []
+    summary = run_sweep([cfg, other], tmp_path, workers=1, log=messages.append)
+    assert summary.ok and len(summary.done) == 1 and len(summary.skipped) == 1
+    assert damaged.with_name(damaged.name + ".corrupt").exists()
+    assert run(cfg, tmp_path, log=lambda m: None).status == "complete"  # redone, and now complete
+    assert record_path(other, tmp_path).read_bytes() == kept and done.status == "complete"  # untouched
+
+
+def test_report_lists_a_record_of_the_wrong_shape_and_counts_the_others(cfg, tmp_path):
+    import json
+
+    from bench.results.store import load_records
+
+    good = run(cfg, tmp_path, log=lambda m: None)
+    broken = json.loads((tmp_path / good.filename).read_text())
+    for seed, (name, value) in enumerate((("final", None), ("curve", "abc")), start=1):
+        (tmp_path / good.filename.replace("seed0", f"seed{seed}")).write_text(
+            json.dumps({**broken, name: value, "seed": seed}))
+    records, bad = load_records([tmp_path])
+    assert [r.seed for r in records] == [0]
+    assert sorted(reason for _, reason in bad) == ["TypeError: its curve is str, not a JSON list",
+                                                   "TypeError: its final is NoneType, not a JSON dict"]

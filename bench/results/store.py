@@ -12,7 +12,7 @@ import os
 import platform
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -71,6 +71,14 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunRecord:
+        """A record from its JSON; a field of the wrong kind (``final: null``, a string for the curve) raises
+        TypeError naming it."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a record is a JSON object, not {type(d).__name__}")
+        for f in fields(cls):
+            kind = {dict: dict, list: list}.get(f.default_factory) if f.default_factory is not MISSING else None
+            if kind is not None and f.name in d and not isinstance(d[f.name], kind):
+                raise TypeError(f"its {f.name} is {type(d[f.name]).__name__}, not a JSON {kind.__name__}")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -114,6 +122,21 @@ def save_record(record: RunRecord, out_dir: Path) -> Path:
 def read_record(path: Path) -> RunRecord:
     with open(path) as f:
         return RunRecord.from_dict(json.load(f))
+
+
+def read_record_or_set_aside(path: Path, log) -> RunRecord | None:
+    """The record at ``path``; None when there is none, or when it is damaged (cut short, not a record): then it is
+    moved aside to ``<name>.corrupt`` and ``log`` says so, so the run is done again instead of stopping a sweep."""
+    try:
+        return read_record(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as e:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        log(f"warning: the record {path} is damaged ({type(e).__name__}: {e}); moved aside to {aside}, running it "
+            "again")
+        return None
 
 
 RECORD_KEYS = {"env", "algo", "seed", "config_hash"}
