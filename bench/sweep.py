@@ -27,6 +27,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -362,7 +363,8 @@ def _run_local(jobs: list[list[dict]], out: str, workers: int, live, slots, chec
         # spawn: a fresh interpreter per worker, so no torch/OpenMP state is inherited through fork
         pool = stack.enter_context(ProcessPoolExecutor(max_workers=min(len(free), len(jobs)),
                                                        mp_context=get_context("spawn"),
-                                                       max_tasks_per_child=1 if slots else None))
+                                                       max_tasks_per_child=1 if slots else None,
+                                                       initializer=_exit_with_driver, initargs=(os.getpid(),)))
         queue, running = list(jobs), {}
         while queue or running:
             while queue and free:
@@ -375,6 +377,17 @@ def _run_local(jobs: list[list[dict]], out: str, workers: int, live, slots, chec
             for f in finished:
                 free.append(running.pop(f))
                 yield f.result()
+
+
+def _exit_with_driver(driver: int) -> None:
+    """In each local worker: exit as soon as the driver is gone (killed, even with SIGKILL), instead of idling on
+    forever with the data it loaded; its runs' checkpoints and records stay, and the next sweep resumes them."""
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
 
 
 def reference_groups(jobs: list[list[dict]]) -> dict[str, dict]:

@@ -142,3 +142,29 @@ def test_report_lists_a_record_of_the_wrong_shape_and_counts_the_others(cfg, tmp
     assert [r.seed for r in records] == [0]
     assert sorted(reason for _, reason in bad) == ["TypeError: its curve is str, not a JSON list",
                                                    "TypeError: its final is NoneType, not a JSON dict"]
+
+
+def test_a_sweeps_workers_exit_when_its_driver_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    bench = str(Path(sys.executable).parent / "bench")
+    driver = subprocess.Popen([bench, "sweep", "--envs", "hopper-mini-replay", "--algos", "bc,td3_bc", "--seeds", "1",
+                               "--workers", "2", "--set", "steps=1000000", "--out", str(tmp_path / "out")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, workers = time.time() + 120, []
+    while time.time() < deadline and len(workers) < 2:
+        workers = [p for p in psutil.Process(driver.pid).children() if "python" in p.name().lower()]
+        time.sleep(0.2)
+    assert len(workers) >= 2
+    while time.time() < deadline and not list((tmp_path / "out").glob("*.json")):  # the runs have started
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"workers outlived their driver: {[p.pid for p in alive]}"
