@@ -7,6 +7,7 @@ import errno
 import json
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -94,9 +95,24 @@ def _parse_sets(items: list[str], text_fields: frozenset[str] = frozenset()) -> 
 def _parse_seeds(seeds: str) -> list[int]:
     """'5' -> seeds 0..4; '0,3,7' -> those seeds."""
     try:
-        return list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
+        parsed = list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
     except ValueError:
         _fail(f"--seeds {seeds!r}: give a count (5) or a comma-separated list (0,3,7)")
+    if not parsed:
+        _fail(f"--seeds {seeds}: that is no seed at all; give a count of at least 1 (5) or a list of seeds (0,3,7)")
+    return parsed
+
+
+def _writable_folder(path: Path, flag: str = "--out") -> None:
+    """Stop with one line unless ``path`` is (or can become) a folder this process can write."""
+    if path.exists() and not path.is_dir():
+        _fail(f"{flag} {path} is a file; give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        _fail(f"{flag} {path}: cannot write there ({e.strerror or e}); give a folder you can write")
 
 
 def _finish_sweep(summary) -> None:
@@ -138,6 +154,7 @@ def run(
         if reference_data is not None:
             overrides["reference_data_path"] = str(reference_data)
         cfgs = [resolve_config(env, algo, s, overrides) for s in (_parse_seeds(seeds) if seeds else [seed])]
+        _writable_folder(out)
         if sys.stderr.isatty():  # a live bar per run; piped or in CI: the plain lines
             with LiveOutput() as live:
                 records = run_seeds(cfgs, out, force=force, log=live)
@@ -206,13 +223,11 @@ def sweep(
     log_every: LogEveryOption = None,
 ) -> None:
     """Run a grid of (dataset, algorithm, seed): skips complete records, resumes checkpoints, runs the rest."""
-    import yaml
-
-    from bench.sweep import Grid, grid_path, run_sweep
+    from bench.sweep import Grid, read_grid_yaml, run_sweep
     from bench.sweep import dry_run as dry_run_text
 
     try:
-        if grid is not None and "toy" in (doc := yaml.safe_load(grid_path(grid).read_text()) or {}):
+        if grid is not None and "toy" in (doc := read_grid_yaml(grid)):
             if dry_run:
                 typer.echo(f"{grid}: the toy bandit (bench toy) into {out / 'toy'}: seconds on a CPU")
                 return
@@ -231,6 +246,7 @@ def sweep(
         if dry_run:
             typer.echo(dry_run_text(configs, out))
             return
+        _writable_folder(out)
         if sys.stderr.isatty() and executor == "local":  # a bar for the grid and one per running run
             with LiveOutput() as live:
                 summary = run_sweep(configs, out, executor, workers, ray_address, gpus_per_run, log=live, live=live,
@@ -283,6 +299,11 @@ def report(
     records. Failed, diverged, running and scoreless runs are listed, never counted; duplicates count once."""
     from bench.reports.report import build_report
 
+    for folder in results or [Path("results")]:
+        if not folder.exists():
+            _fail(f"{folder}: no such folder or file of run records (bench run / bench sweep write them, to "
+                  "results/ by default)")
+    _writable_folder(out)
     try:
         written = build_report(results or [Path("results")], out, alpha, holm, resamples, score, mix_configs)
     except ValueError as e:

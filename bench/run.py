@@ -58,6 +58,12 @@ class RunConfig:
 
     def __post_init__(self):
         check_domains(self)
+        try:
+            if self.device != "auto":
+                torch.device(self.device)
+        except RuntimeError:
+            raise ConfigError("device", f"device={self.device!r} is no device: give auto (CUDA when present), cpu, "
+                                        "cuda or cuda:N") from None
         if unknown := [n for n in self.loggers if n not in LOGGERS]:
             raise ValueError(f"unknown logger {', '.join(unknown)}; choose from {', '.join(LOGGERS)}")
         if self.log_every is not None and self.log_every < 1:

@@ -71,7 +71,7 @@ class Grid:
     @classmethod
     def from_yaml(cls, path: Path | str) -> Grid:
         """A grid file, or ``paper:<name>`` for one of the paper's (bench/configs/grids/<name>.yaml)."""
-        doc = yaml.safe_load(grid_path(path).read_text()) or {}
+        doc = read_grid_yaml(path)
         if "toy" in doc:
             raise ValueError(f"{path} is the toy bandit, not a grid of runs: run `bench sweep --grid {path}` "
                              "(it runs `bench toy`) or `bench toy`")
@@ -81,11 +81,26 @@ class Grid:
             raise ValueError(f"{path}: missing {', '.join(missing)} (a grid needs envs, algos, seeds — or blocks of "
                              "envs and algos, and seeds; set optional)")
         seeds = doc["seeds"]
-        seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-        blocks = [(list(b["envs"]), list(b["algos"])) for b in doc["blocks"]] if "blocks" in doc else None
-        envs = doc.get("envs") or [e for b in blocks for e in b[0]]
-        algos = doc.get("algos") or list(dict.fromkeys(a for b in blocks for a in b[1]))
-        return cls(list(envs), list(algos), seed_list, dict(doc.get("set") or {}), blocks)
+        if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+            seed_list = list(range(seeds))
+        elif isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            seed_list = list(seeds)
+        else:
+            raise ValueError(f"{path}: seeds: {seeds!r} is neither a count (at least 1) nor a list of integer seeds")
+        sets = doc.get("set") or {}
+        if not isinstance(sets, dict):
+            raise ValueError(f"{path}: set: {sets!r} is not a mapping of field: value (e.g. set: {{steps: 2000}})")
+        blocks = None
+        if "blocks" in doc:
+            if not isinstance(doc["blocks"], list) or not all(isinstance(b, dict) and {"envs", "algos"} <= b.keys()
+                                                              for b in doc["blocks"]):
+                raise ValueError(f"{path}: blocks: {doc['blocks']!r} is not a list of {{envs: [...], algos: "
+                                 "[...]}} mappings")
+            blocks = [(_names(path, "envs", b["envs"]), _names(path, "algos", b["algos"])) for b in doc["blocks"]]
+        envs = _names(path, "envs", doc["envs"]) if "envs" in doc else [e for b in blocks for e in b[0]]
+        algos = _names(path, "algos", doc["algos"]) if "algos" in doc else \
+            list(dict.fromkeys(a for b in blocks for a in b[1]))
+        return cls(envs, algos, seed_list, dict(sets), blocks)
 
     def expand(self) -> list[RunConfig]:
         """One RunConfig per (env, algo, seed); an override applies to the runs whose algorithm has that field."""
@@ -96,6 +111,31 @@ class Grid:
         cells = [(e, a) for envs, algos in self.blocks for e in envs for a in algos] if self.blocks else \
             [(e, a) for e in self.envs for a in self.algos]
         return [resolve_config(env, algo, seed, applied[algo]) for env, algo in cells for seed in self.seeds]
+
+
+def _names(path, key: str, value) -> list[str]:
+    """A grid's list of names; a single name (or "a,b" as on the command line) is a list too."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"{path}: {key}: {value!r} is not a list of names (e.g. {key}: [hopper-medium-replay])")
+
+
+def read_grid_yaml(path: Path | str) -> dict:
+    """The mapping of a grid file (``paper:<name>`` or a path); one line naming the file when it is missing or not
+    a YAML mapping."""
+    where = grid_path(path)
+    try:
+        doc = yaml.safe_load(where.read_text())
+    except OSError as e:
+        raise ValueError(f"--grid {path}: cannot read it ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"--grid {path}: not YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"--grid {path}: a grid file is a YAML mapping (envs, algos, seeds, set), not "
+                         f"{type(doc).__name__}")
+    return doc
 
 
 def grid_path(path: Path | str) -> Path:
