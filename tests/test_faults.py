@@ -168,3 +168,30 @@ def test_a_sweeps_workers_exit_when_its_driver_is_killed(tmp_path):
     driver.wait(timeout=30)
     gone, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, f"workers outlived their driver: {[p.pid for p in alive]}"
+
+
+@pytest.mark.parametrize("damage", ["crc", "metadata"])
+def test_damaged_embedded_data_names_the_file_and_the_fix_without_a_traceback(tmp_path, damage):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from bench.datasets.sources import EMBEDDED_DIR
+
+    folder = tmp_path / "hopper-mini-replay"
+    shutil.copytree(EMBEDDED_DIR / "hopper-mini-replay", folder)
+    if damage == "crc":  # a byte of the stored arrays changed: the zip's CRC no longer matches
+        npz = folder / "episodes.npz"
+        data = bytearray(npz.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        npz.write_bytes(bytes(data))
+        damaged = npz
+    else:
+        damaged = folder / "metadata.json"
+        damaged.write_text(damaged.read_text()[:40])
+    result = CliRunner().invoke(app, ["run", "--env", "hopper-mini-replay", "--algo", "bc", "--data", str(folder),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"{damaged} is damaged" in result.output and "copy a good hopper-mini-replay folder" in result.output
+    assert not list((tmp_path / "out").glob("*.json"))  # no record of a run that could not load its data

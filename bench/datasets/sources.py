@@ -11,6 +11,8 @@ import json
 import os
 import socket
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -246,9 +248,20 @@ def load_embedded(spec: DatasetSpec, data_path: Path | None = None) -> Trajector
     if not npz.exists() or not meta_file.exists():
         raise DatasetError(f"embedded dataset {spec.name} is missing from {folder}; reinstall the package "
                            "(pip install -e .) or regenerate it with bench/datasets/embedded/make.sh")
-    meta = json.loads(meta_file.read_text())
-    with np.load(npz) as z:
-        episodes = unpack_episodes({k: z[k] for k in z.files})
+    fix = ("reinstall the package (pip install -e .), or regenerate it with bench/datasets/embedded/make.sh"
+           if data_path is None else f"copy a good {folder.name} folder there again")
+    try:
+        meta = json.loads(meta_file.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except ValueError as e:
+        raise DatasetError(f"embedded dataset {spec.name}: {meta_file} is damaged ({e}); {fix}") from None
+    try:
+        with np.load(npz) as z:
+            episodes = unpack_episodes({k: z[k] for k in z.files})
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise DatasetError(f"embedded dataset {spec.name}: {npz} is damaged ({type(e).__name__}: {e}); {fix}") \
+            from None
     return Trajectories.from_episodes(episodes, name=spec.name, metadata={"source": "embedded", **meta})
 
 
