@@ -292,3 +292,23 @@ def test_a_mirror_serving_a_file_of_another_size_is_named_with_both_sizes_and_no
         monkeypatch.setattr("bench.datasets.download.mirrors", lambda: [wrong.url, good.url])
         traj = load_dataset(SPEC)
     assert traj.metadata["file"]["source"] == good.url + NAME and good.ranges == [None]
+
+
+def test_a_cached_file_changed_in_place_with_its_mtime_kept_is_found_and_fetched_again(d4rl_file, monkeypatch):
+    """Bit rot or ``cp -p`` of a bad copy: size and mtime as verified, other bytes. The arrays read from it hash
+    otherwise than when it was verified, so the file is hashed again, moved aside and downloaded afresh."""
+    import os
+
+    with D4RLServer({NAME: d4rl_file}) as server:
+        monkeypatch.setenv("BENCH_D4RL_MIRRORS", server.url)
+        first = load_dataset(SPEC)
+        cached = cache_dir() / NAME
+        stat = cached.stat()
+        data = bytearray(cached.read_bytes())
+        data[len(data) // 2] ^= 0x01  # a low bit of some stored value
+        cached.write_bytes(bytes(data))
+        os.utime(cached, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        again = load_dataset(SPEC)
+    assert again.fingerprint() == first.fingerprint()  # the published data, not the changed bytes
+    assert cached.read_bytes() == d4rl_file and len(server.ranges) == 2  # downloaded a second time
+    assert len(list((cache_dir().parent / f"{cache_dir().name}-rejected").iterdir())) == 1  # the bad copy, aside

@@ -132,6 +132,21 @@ class VerifiedCache:
         tmp.write_text(json.dumps(memo, indent=1))
         os.replace(tmp, self.memo_path)
 
+    def remember_arrays(self, path: Path, fingerprint: str) -> str | None:
+        """Keep the fingerprint of the arrays read from the verified file ``path``; returns the one kept before
+        (None the first time). The file's sha256 is checked once, but every load hashes the arrays it read: a file
+        changed with its size and mtime kept (bit rot, ``cp -p`` of a bad copy) shows as another fingerprint."""
+        memo = self._memo()
+        entry = memo.get(path.name, {})
+        before = entry.get("arrays_sha256")
+        if before != fingerprint:
+            entry["arrays_sha256"] = fingerprint
+            memo[path.name] = entry
+            tmp = self.memo_path.with_name(f".verified.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo, indent=1))
+            os.replace(tmp, self.memo_path)
+        return before
+
     def verify(self, path: Path, known: KnownFile, rehash: bool = False) -> dict:
         """{sha256, url} of a cached file that matches its published checksum (hashed once, or again with
         ``rehash``); raises otherwise."""
