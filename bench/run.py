@@ -220,14 +220,45 @@ class _Started:
     t_start: float
 
 
+class OtherDataError(ValueError):
+    """A complete record under a run's name was trained on other data than the run would use."""
+
+
+def same_files(record: RunRecord, cfg: RunConfig) -> bool:
+    """Whether ``record`` was trained from the files ``cfg`` names (``--data``, ``--reference-data``; None: the
+    registered dataset) — the data path is not part of the config hash, so two such runs share a record name."""
+    return all(record.config.get(k) == getattr(cfg, k) for k in ("data_path", "reference_data_path"))
+
+
+def _same_data(record: RunRecord, cfg: RunConfig) -> bool:
+    """Whether ``record`` was trained on the data ``cfg`` would use: the same files, or files whose content hashes
+    the same (loaded only then)."""
+    if same_files(record, cfg):
+        return True
+    used = {"": (cfg.env, cfg.data_path, record.dataset.get("sha256"))}
+    for role, name in make_algorithm(cfg).datasets_used().items():
+        used[role] = (name, cfg.reference_data_path, record.dataset.get(role, {}).get("sha256"))
+    return all(load_dataset_cached(get_spec(name), data).fingerprint() == sha for name, data, sha in used.values())
+
+
 def _existing(cfg: RunConfig, out: Path, force: bool, log) -> RunRecord | None:
-    """The complete record of ``cfg`` if there is one (and --force is not given)."""
+    """The complete record of ``cfg`` if there is one (and --force is not given). Raises OtherDataError when the
+    record under its name was trained on other data: that is another run's record, never this one's."""
     path = record_path(cfg, out)
     existing = None if force else read_record_or_set_aside(path, log)
-    if existing is not None and existing.status == "complete":
-        log(f"{path} is complete; skipping (pass --force to run again)")
-        return existing
-    return None
+    if existing is None or existing.status != "complete":
+        return None
+    if not _same_data(existing, cfg):
+        def files(c: dict | RunConfig) -> str:
+            get = c.get if isinstance(c, dict) else lambda k: getattr(c, k)
+            named = [f"{flag} {get(k)}" for k, flag in (("data_path", "--data"),
+                                                        ("reference_data_path", "--reference-data")) if get(k)]
+            return ", ".join(named) or "the registered dataset"
+        raise OtherDataError(f"{path} is complete but was trained on other data ({files(existing.config)}; this run: "
+                             f"{files(cfg)}); it is not this run's record: write this run elsewhere (--out) or "
+                             "replace that record (--force)")
+    log(f"{path} is complete; skipping (pass --force to run again)")
+    return existing
 
 
 def checkpoint_folder(out: Path, checkpoint_dir: Path | None) -> Path:

@@ -43,6 +43,7 @@ from bench.algorithms.context import DivergedError
 from bench.configs import PRESET_DIR
 from bench.results.store import RunRecord, config_hash, read_record, save_record, write_json_atomic
 from bench.run import (
+    OtherDataError,
     RunConfig,
     RunLocked,
     make_algorithm,
@@ -51,6 +52,7 @@ from bench.run import (
     resolve_config,
     resolve_device,
     run_seeds,
+    same_files,
 )
 
 EXECUTORS = ("local", "ray")
@@ -211,11 +213,13 @@ def dry_run(configs: list[RunConfig], out: Path) -> str:
 
 
 def is_complete(cfg: RunConfig, out: Path) -> bool:
-    path = record_path(cfg, out)
+    """Whether ``cfg``'s record is complete and from the files it names (else its worker decides: the same data
+    skips, other data refuses)."""
     try:
-        return path.exists() and read_record(path).status == "complete"
+        record = read_record(record_path(cfg, out))
     except (OSError, ValueError, TypeError):
         return False
+    return record.status == "complete" and same_files(record, cfg)
 
 
 def plan_jobs(configs: list[RunConfig], workers: int) -> list[list[RunConfig]]:
@@ -273,6 +277,9 @@ def execute(cfg_dicts: list[dict], out: str, shared=None, gpu: str | None = None
     except RunLocked as e:  # another process runs it: never start it twice
         return [{"label": label, "algo": algos[label], "status": "running elsewhere", "seconds": 0.0,
                  "error": str(e)} for label in labels]
+    except OtherDataError as e:  # its name holds another run's record: nothing was trained, nothing overwritten
+        return [{"label": label, "algo": algos[label], "status": "failed", "seconds": 0.0, "error": str(e)}
+                for label in labels]
     except BaseException as e:  # noqa: BLE001 - a sweep outlives any one run
         # each run as its record says (a batched group's other seeds may have completed on their own)
         seconds, rows = (time.time() - t0) / len(cfgs), []

@@ -195,3 +195,44 @@ def test_damaged_embedded_data_names_the_file_and_the_fix_without_a_traceback(tm
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert f"{damaged} is damaged" in result.output and "copy a good hopper-mini-replay folder" in result.output
     assert not list((tmp_path / "out").glob("*.json"))  # no record of a run that could not load its data
+
+
+def test_a_record_trained_on_other_data_is_never_taken_for_this_runs(tmp_path):
+    """--data OTHER writes under the same name as the run on the registered data (the data path is not part of the
+    config hash): the skip decision compares the data, refuses on a difference and overwrites nothing."""
+    import shutil
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from bench.datasets.sources import EMBEDDED_DIR
+    from bench.sweep import run_sweep
+
+    same, other = tmp_path / "same", tmp_path / "other"
+    shutil.copytree(EMBEDDED_DIR / "hopper-mini-replay", same)
+    shutil.copytree(EMBEDDED_DIR / "hopper-mini-replay", other)
+    with np.load(other / "episodes.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["rewards"] = arrays["rewards"] * 2  # other data, same shapes
+    np.savez(other / "episodes.npz", **arrays)
+    fast = ["--set", "steps=20", "--set", "eval_every=10", "--set", "eval_episodes=1", "--set", "final_eval_episodes=1"]
+    bench = ["run", "--env", "hopper-mini-replay", "--algo", "bc", *fast, "--out", str(tmp_path / "out")]
+    assert CliRunner().invoke(app, [*bench, "--data", str(other)]).exit_code == 0
+    (record,) = (tmp_path / "out").glob("*.json")
+    written = record.read_bytes()
+    result = CliRunner().invoke(app, bench)  # the registered data: not the record's
+    assert result.exit_code == 2 and "is complete but was trained on other data (--data " in result.output
+    assert "this run: the registered dataset" in result.output and "--force" in result.output
+    assert record.read_bytes() == written
+    result = CliRunner().invoke(app, [*bench, "--data", str(same)])  # another path, other content too
+    assert result.exit_code == 2 and record.read_bytes() == written
+    cfg = resolve_config("hopper-mini-replay", "bc", 0, {"steps": 20, "eval_every": 10, "eval_episodes": 1,
+                                                         "final_eval_episodes": 1})
+    summary = run_sweep([cfg], tmp_path / "out", workers=1, log=lambda m: None)
+    assert not summary.ok and "trained on other data" in summary.failed[0]["error"] and record.read_bytes() == written
+    result = CliRunner().invoke(app, [*bench, "--data", str(other)])  # its own data: skipped as complete
+    assert result.exit_code == 0 and record.read_bytes() == written
+    shutil.copytree(other, tmp_path / "copy")  # the same data under another path: the same run, skipped
+    result = CliRunner().invoke(app, [*bench, "--data", str(tmp_path / "copy")])
+    assert result.exit_code == 0 and "is complete; skipping" in result.output and record.read_bytes() == written
