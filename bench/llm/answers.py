@@ -15,20 +15,23 @@ model never wrote one. What counts as the model's final answer there, in the ord
 
 Self-contradiction: when the last boxed answer and the last answer statement disagree (math: not equivalent by
 math-verify; choice: different letters), the output is counted WRONG with status "contradictory" — a reader cannot
-tell which one the model means. math-verify runs with a time limit; a comparison that runs out of time is retried
-once with a longer one and, if it runs out again, is reported with status "timeout" (counted apart, never silently
-graded wrong without saying so).
+tell which one the model means. math-verify runs in a worker process of its own under a wall-time limit, whatever
+thread grades (a bignum such as 9^{9^{9}} holds the GIL, so no in-process limit can stop it): a comparison that runs
+out of time is retried once with a longer limit and, if it runs out again, the worker is killed (and restarted for
+the next item) and the output is reported with status "timeout" (counted apart, never silently graded wrong
+without saying so).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import threading
 from dataclasses import dataclass
 
 ANSWER_MARK = "<|im_start|>answer"
 LETTERS = "ABCD"
-MATH_TIMEOUTS = (5, 30)  # seconds for math-verify's parse and compare: first try, then the retry
+MATH_TIMEOUTS = (2, 4)  # wall seconds for math-verify's parse and compare: first try, then the retry
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ def clean_math(text: str | None) -> str | None:
     s = text.strip()
     if boxes := boxed_contents(s):
         s = boxes[-1]
-    s = s.replace("**", "").replace("__", "").strip()
+    s = re.sub(r"(?<=[\w)\]}])\s*\*\*\s*(?=[\w(\[{-])", "^", s)  # 2**10: a power (Python's), not bold
+    s = s.replace("**", "").replace("__", "").strip()  # what is left of ** / __ is markdown
     words = _prose_words(s)
     formulas = [next(g for g in m.groups() if g is not None) for m in _INLINE_MATH.finditer(s)]
     numbers = _NUMBER.findall(_INLINE_MATH.sub(" ", s))
@@ -168,22 +172,77 @@ class GradingTimeout(Exception):
     """math-verify ran out of time twice (MATH_TIMEOUTS)."""
 
 
-def _verify(gold: str, predicted: str) -> bool:
-    """math-verify equivalence; raises GradingTimeout when both time limits run out."""
+def _equivalent(gold: str, predicted: str) -> bool:
+    """math-verify equivalence, in the grading worker (no time limit of its own: the caller's wall clock is it)."""
     from math_verify import parse, verify
-    from math_verify.errors import TimeoutException
 
-    # math-verify's time limits use signal.alarm, which only the main thread may set; elsewhere none is set
-    limits = MATH_TIMEOUTS if threading.current_thread() is threading.main_thread() else (None,)
-    for limit in limits:
+    try:
+        return bool(verify(parse(f"${gold}$", parsing_timeout=None), parse(f"${predicted}$", parsing_timeout=None),
+                           timeout_seconds=None))
+    except Exception:  # noqa: BLE001 - an answer math-verify cannot read is not equivalent
+        return False
+
+
+def _serve(conn) -> None:
+    """The grading worker: answers (gold, predicted) pairs until its pipe closes."""
+    import logging
+
+    import math_verify  # noqa: F401 - imported before the first pair, so no pair pays for it
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled": the caller's clock is the limit
+
+    conn.send("ready")
+    while True:
         try:
-            gold_expr = parse(f"${gold}$", parsing_timeout=limit, raise_on_error=limit is not None)
-            pred_expr = parse(f"${predicted}$", parsing_timeout=limit, raise_on_error=limit is not None)
-            return bool(verify(gold_expr, pred_expr, timeout_seconds=limit, raise_on_error=limit is not None))
-        except TimeoutException:
-            continue
-        except Exception:  # noqa: BLE001 - an answer math-verify cannot read is not equivalent
-            return False
+            gold, predicted = conn.recv()
+        except EOFError:
+            return
+        conn.send(_equivalent(gold, predicted))
+
+
+class _Worker:
+    """One spawned process that runs math-verify; a comparison over its wall-time limit kills it (a new one starts
+    for the next comparison). Shared by every thread of the process, one comparison at a time."""
+
+    def __init__(self) -> None:
+        self.lock, self.proc, self.conn = threading.Lock(), None, None
+
+    def compare(self, gold: str, predicted: str, limit: float) -> bool | None:
+        """Equivalence, or None when ``limit`` seconds were not enough."""
+        with self.lock:
+            if self.proc is None or not self.proc.is_alive():
+                self._start()
+            self.conn.send((gold, predicted))
+            if self.conn.poll(limit):
+                return self.conn.recv()
+            self.proc.kill()
+            self.proc.join()
+            self.proc = None
+            return None
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or threads
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,), name="bench-grader", daemon=True)
+        self.proc.start()
+        child.close()
+        try:
+            ready = self.conn.poll(120) and self.conn.recv() == "ready"
+        except EOFError:
+            ready = False
+        if not ready:
+            raise RuntimeError(f"the math grading worker did not start (exit code {self.proc.exitcode}); run the "
+                               "grading from a script file or module (spawn re-imports the main module)")
+
+
+_WORKER = _Worker()
+
+
+def _verify(gold: str, predicted: str) -> bool:
+    """math-verify equivalence under the wall-time limits MATH_TIMEOUTS; raises GradingTimeout when both run out."""
+    for limit in MATH_TIMEOUTS:
+        if (same := _WORKER.compare(gold, predicted, limit)) is not None:
+            return same
     raise GradingTimeout(f"math-verify timed out comparing {predicted!r} with {gold!r} ({MATH_TIMEOUTS} s)")
 
 
