@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import os
 import platform
+import re
 import sys
 import time
 import traceback
@@ -446,6 +447,20 @@ def _run_held(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_dir
         return done | (_run_group(todo, out, force, log, checkpoint_dir, reference_cache) if todo else {})
 
 
+def checkpointed_seed_sets(cfg: RunConfig, out: Path, checkpoint_dir: Path | None) -> list[tuple[int, ...]]:
+    """The seed sets of ``cfg``'s cell (same dataset, algorithm, config) that have a checkpoint: a batched group's
+    (``...__seeds0-1-2.pt``) or a single run's."""
+    stem = record_path(cfg, out).stem
+    head, _, tail = stem.partition(f"__seed{cfg.seed}__")
+    found = []
+    for path in checkpoint_folder(out, checkpoint_dir).glob("*.pt"):
+        if (m := re.fullmatch(re.escape(f"{head}__{tail}__seeds") + r"(\d+(?:-\d+)*)", path.stem)) is not None:
+            found.append(tuple(int(x) for x in m.group(1).split("-")))
+        elif (m := re.fullmatch(re.escape(f"{head}__seed") + r"(\d+)" + re.escape(f"__{tail}"), path.stem)):
+            found.append((int(m.group(1)),))
+    return found
+
+
 def group_checkpoint(cfgs: list[RunConfig], out: Path, checkpoint_dir: Path | None) -> Path:
     """Where the seeds ``cfgs`` trained as one group keep their checkpoint (one seed: the record's name)."""
     stem = record_path(cfgs[0], out).stem
@@ -464,6 +479,16 @@ def _run_group(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_di
     ckpt = group_checkpoint(cfgs, out, checkpoint_dir)
     if force:
         ckpt.unlink(missing_ok=True)
+    seeds = {c.seed for c in cfgs}
+    for other in checkpointed_seed_sets(first.cfg, out, checkpoint_dir):
+        # another grouping of some of these seeds (this process holds their locks, so nobody trains from it now):
+        # it cannot be resumed by this group; its seeds start afresh here and the file goes
+        if set(other) != seeds and set(other) & seeds:
+            stale = group_checkpoint([dataclasses.replace(first.cfg, seed=s) for s in other], out, checkpoint_dir)
+            log(f"warning: {stale} holds seeds {list(other)} trained together; this run trains seeds "
+                f"{sorted(seeds)}: seeds {sorted(set(other) & seeds)} start afresh here and that checkpoint is "
+                "removed")
+            stale.unlink(missing_ok=True)
     schedule = Schedule(first.cfg.algo_config["steps"], first.cfg.eval_every, first.cfg.log_every)
     group = SeedGroup([r.ctx for r in runs], resolve_device(first.cfg.device), schedule, ckpt,
                       DivergenceGuard(fix=_divergence_fix(first.cfg)))

@@ -46,6 +46,7 @@ from bench.run import (
     OtherDataError,
     RunConfig,
     RunLocked,
+    checkpointed_seed_sets,
     make_algorithm,
     overrides_for,
     record_path,
@@ -222,10 +223,12 @@ def is_complete(cfg: RunConfig, out: Path) -> bool:
     return record.status == "complete" and same_files(record, cfg)
 
 
-def plan_jobs(configs: list[RunConfig], workers: int) -> list[list[RunConfig]]:
+def plan_jobs(configs: list[RunConfig], workers: int, out: Path | None = None,
+              checkpoint_dir: Path | None = None) -> list[list[RunConfig]]:
     """Jobs for the workers: the seeds of a batchable cell (same dataset, algorithm and config) form one job that
     trains them as one batched model; other runs are one job each. While there are fewer jobs than workers, the
-    largest group is split in two so no core idles."""
+    largest group is split in two so no core idles. Seeds whose group left a checkpoint under ``out`` (an
+    interrupted sweep, perhaps with other --workers) stay that group, so it resumes."""
     groups: dict[tuple, list[RunConfig]] = {}
     singles: list[list[RunConfig]] = []
     for cfg in configs:
@@ -233,11 +236,19 @@ def plan_jobs(configs: list[RunConfig], workers: int) -> list[list[RunConfig]]:
             groups.setdefault((cfg.env, cfg.algo, config_hash(cfg.hashed_part())), []).append(cfg)
         else:
             singles.append([cfg])
-    jobs = list(groups.values()) + singles
-    while len(jobs) < workers and (largest := max(jobs, key=len, default=[])) and len(largest) > 1:
+    resumable, splittable = [], []
+    for cell in groups.values():
+        by_seed = {c.seed: c for c in cell}
+        for seeds in checkpointed_seed_sets(cell[0], out, checkpoint_dir) if out is not None else []:
+            if len(seeds) > 1 and all(s in by_seed for s in seeds):
+                resumable.append([by_seed.pop(s) for s in seeds])
+        if by_seed:
+            splittable.append(list(by_seed.values()))
+    jobs = splittable + singles
+    while len(jobs) + len(resumable) < workers and (largest := max(jobs, key=len, default=[])) and len(largest) > 1:
         jobs.remove(largest)
         jobs += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
-    return jobs
+    return resumable + jobs
 
 
 class _SharedProgress:
@@ -377,7 +388,7 @@ def run_sweep(configs: list[RunConfig], out: Path, executor: str = "local", work
     if slots:
         log(f"[sweep] {len(gpus)} GPUs ({', '.join(gpus)}), {runs_per_gpu} run(s) per GPU")
     progress = _Progress([c.algo for c in todo], min(workers, max(len(todo), 1)), log)
-    jobs = [[dataclasses.asdict(c) for c in job] for job in plan_jobs(todo, workers)]
+    jobs = [[dataclasses.asdict(c) for c in job] for job in plan_jobs(todo, workers, Path(out), checkpoint_dir)]
     if len(jobs) < len(todo):
         log(f"[sweep] {len(todo)} runs as {len(jobs)} jobs (seeds of BC cells trained as one batched model)")
     if live is not None:

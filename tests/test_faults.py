@@ -236,3 +236,32 @@ def test_a_record_trained_on_other_data_is_never_taken_for_this_runs(tmp_path):
     shutil.copytree(other, tmp_path / "copy")  # the same data under another path: the same run, skipped
     result = CliRunner().invoke(app, [*bench, "--data", str(tmp_path / "copy")])
     assert result.exit_code == 0 and "is complete; skipping" in result.output and record.read_bytes() == written
+
+
+def test_a_batched_groups_checkpoint_survives_other_workers_and_never_lingers(hopper_minari_dataset, tmp_path,
+                                                                              monkeypatch):
+    """An interrupted group of seeds 0-2 resumes as that group in a sweep with 3 workers (which would otherwise split
+    it); a rerun that groups the seeds otherwise says so, starts them afresh and leaves no stale checkpoint."""
+    from bench.results.store import load_records
+    from bench.run import run_seeds
+    from bench.sweep import run_sweep
+
+    env = f"minari:{hopper_minari_dataset[0]}"
+    cfgs = [resolve_config(env, "bc", s, {**FAST, "steps": 40}) for s in (0, 1, 2)]
+    clean = run_seeds(cfgs, tmp_path / "clean", log=lambda m: None)
+    kill_after_first_checkpoint(monkeypatch, lambda: run_seeds(cfgs, tmp_path / "out", log=lambda m: None))
+    assert [p.name for p in (tmp_path / "out" / "checkpoints").iterdir()][0].endswith("__seeds0-1-2.pt")
+    summary = run_sweep(cfgs, tmp_path / "out", workers=3, log=lambda m: None)
+    assert summary.ok and len(summary.done) == 3
+    resumed = sorted(load_records([tmp_path / "out"])[0], key=lambda r: r.seed)
+    for a, b in zip(resumed, clean, strict=True):
+        assert a.train_info["resumed_from_step"] == 20 and a.train_info["batched_seeds"] == [0, 1, 2]
+        assert _curve(a) == _curve(b)
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+    kill_after_first_checkpoint(monkeypatch, lambda: run_seeds(cfgs, tmp_path / "again", log=lambda m: None))
+    messages = []
+    records = run_seeds(cfgs[:2], tmp_path / "again", log=messages.append)  # seeds 0 and 1 only
+    assert all(r.status == "complete" and "resumed_from_step" not in r.train_info for r in records)
+    assert any("holds seeds [0, 1, 2] trained together; this run trains seeds [0, 1]" in m for m in messages)
+    assert not list((tmp_path / "again" / "checkpoints").glob("*seeds0-1-2.pt"))
