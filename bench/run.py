@@ -447,26 +447,27 @@ def _run_held(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_dir
         return done | (_run_group(todo, out, force, log, checkpoint_dir, reference_cache) if todo else {})
 
 
-def checkpointed_seed_sets(cfg: RunConfig, out: Path, checkpoint_dir: Path | None) -> list[tuple[int, ...]]:
-    """The seed sets of ``cfg``'s cell (same dataset, algorithm, config) that have a checkpoint: a batched group's
-    (``...__seeds0-1-2.pt``) or a single run's."""
-    stem = record_path(cfg, out).stem
-    head, _, tail = stem.partition(f"__seed{cfg.seed}__")
-    found = []
-    for path in checkpoint_folder(out, checkpoint_dir).glob("*.pt"):
-        if (m := re.fullmatch(re.escape(f"{head}__{tail}__seeds") + r"(\d+(?:-\d+)*)", path.stem)) is not None:
-            found.append(tuple(int(x) for x in m.group(1).split("-")))
-        elif (m := re.fullmatch(re.escape(f"{head}__seed") + r"(\d+)" + re.escape(f"__{tail}"), path.stem)):
-            found.append((int(m.group(1)),))
-    return found
+def _cell_stem(cfg: RunConfig, out: Path) -> tuple[str, str]:
+    """The parts of ``cfg``'s record name before and after ``__seed<N>__``: its cell without the seed."""
+    head, _, tail = record_path(cfg, out).stem.partition(f"__seed{cfg.seed}__")
+    return head, tail
 
 
 def group_checkpoint(cfgs: list[RunConfig], out: Path, checkpoint_dir: Path | None) -> Path:
     """Where the seeds ``cfgs`` trained as one group keep their checkpoint (one seed: the record's name)."""
-    stem = record_path(cfgs[0], out).stem
-    if len(cfgs) > 1:
-        stem = stem.replace(f"__seed{cfgs[0].seed}__", "__") + f"__seeds{'-'.join(str(c.seed) for c in cfgs)}"
+    head, tail = _cell_stem(cfgs[0], out)
+    stem = f"{head}__seed{cfgs[0].seed}__{tail}" if len(cfgs) == 1 else \
+        f"{head}__{tail}__seeds{'-'.join(str(c.seed) for c in cfgs)}"
     return checkpoint_folder(out, checkpoint_dir) / f"{stem}.pt"
+
+
+def checkpointed_seed_sets(cfg: RunConfig, out: Path, checkpoint_dir: Path | None) -> list[tuple[int, ...]]:
+    """The seed sets of ``cfg``'s cell (same dataset, algorithm, config) that have a checkpoint: a batched group's
+    or a single run's (the names :func:`group_checkpoint` gives)."""
+    head, tail = map(re.escape, _cell_stem(cfg, out))
+    named = re.compile(rf"{head}__{tail}__seeds(\d+(?:-\d+)*)|{head}__seed(\d+)__{tail}")
+    return [tuple(int(x) for x in (m.group(1) or m.group(2)).split("-"))
+            for path in checkpoint_folder(out, checkpoint_dir).glob("*.pt") if (m := named.fullmatch(path.stem))]
 
 
 def _run_group(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_dir: Path | None,

@@ -128,6 +128,9 @@ class VerifiedCache:
         memo = self._memo()
         stat = path.stat()
         memo[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha, "url": url}
+        self._write(memo)
+
+    def _write(self, memo: dict) -> None:
         tmp = self.memo_path.with_name(f".verified.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(memo, indent=1))
         os.replace(tmp, self.memo_path)
@@ -142,9 +145,7 @@ class VerifiedCache:
         if before != fingerprint:
             entry["arrays_sha256"] = fingerprint
             memo[path.name] = entry
-            tmp = self.memo_path.with_name(f".verified.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(memo, indent=1))
-            os.replace(tmp, self.memo_path)
+            self._write(memo)
         return before
 
     def verify(self, path: Path, known: KnownFile, rehash: bool = False) -> dict:
