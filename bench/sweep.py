@@ -541,9 +541,10 @@ def _run_ray(jobs: list[list[dict]], out: Path, workers: int, address: str | Non
     except ImportError as e:
         raise ValueError("the ray executor needs Ray: pip install -e '.[ray]' (or pip install ray)") from e
     started_here = not ray.is_initialized()
-    if started_here:
-        kwargs = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
-        ray.init(log_to_driver=True, **kwargs)
+    if started_here and address:
+        ray.init(address=address, log_to_driver=True)
+    elif started_here:
+        _start_loopback_ray(ray, workers)
     try:
         if gpus is None:  # GPUs when the cluster has them: Ray otherwise hides every GPU from the tasks
             gpus = 1.0 / runs_per_gpu if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
@@ -576,6 +577,21 @@ def _run_ray(jobs: list[list[dict]], out: Path, workers: int, address: str | Non
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _start_loopback_ray(ray, workers: int) -> None:
+    """A local Ray cluster whose GCS, raylet, workers and driver listen on 127.0.0.1 only: nobody who reaches this
+    host can submit tasks to the sweep. Ray (2.60) swaps a loopback ``_node_ip_address`` for the host's address and
+    then listens on every interface, except where it runs without multi-node clusters (Windows and macOS by
+    default); that switch is read when the node starts, so the cluster starts with it off."""
+    from ray._private import ray_constants
+
+    multi_node = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=True, _node_ip_address="127.0.0.1")
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = multi_node
 
 
 def _lost_job(job: list[dict], error: BaseException) -> dict:

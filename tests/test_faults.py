@@ -170,6 +170,51 @@ def test_a_sweeps_workers_exit_when_its_driver_is_killed(tmp_path):
     assert not alive, f"workers outlived their driver: {[p.pid for p in alive]}"
 
 
+def _listening(pids: set[int]) -> set[tuple[str, int, int]]:
+    """(address, port, pid) of every TCP socket these processes listen on."""
+    import psutil
+
+    return {(c.laddr.ip, c.laddr.port, c.pid) for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+def test_the_ray_cluster_a_sweep_starts_listens_on_loopback_only(tmp_path):
+    """`bench sweep --executor ray` without --ray-address: every socket its GCS, raylet, workers and driver listen on
+    while the runs train is on 127.0.0.0/8, none on *, :: or the host's address."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    bench = str(Path(sys.executable).parent / "bench")
+    driver = subprocess.Popen([bench, "sweep", "--executor", "ray", "--envs", "hopper-mini-replay", "--algos", "bc",
+                               "--seeds", "2", "--workers", "2", "--set", "steps=400", "--set", "eval_every=200",
+                               "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    seen: set[tuple[str, int, int]] = set()
+    while driver.poll() is None:
+        try:
+            tree = {driver.pid} | {p.pid for p in psutil.Process(driver.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        seen |= _listening(tree)
+        time.sleep(0.3)
+    output = driver.communicate(timeout=60)[0]
+    assert driver.returncode == 0, output[-3000:]
+    assert len(list((tmp_path / "out").glob("*.json"))) == 2
+    assert len({pid for _, _, pid in seen}) >= 3, seen  # GCS, raylet and the driver were seen listening
+    assert all(_loopback(ip) for ip, _, _ in seen), sorted(s for s in seen if not _loopback(s[0]))
+
+
 @pytest.mark.parametrize("damage", ["crc", "metadata"])
 def test_damaged_embedded_data_names_the_file_and_the_fix_without_a_traceback(tmp_path, damage):
     import shutil
