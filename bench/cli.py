@@ -7,13 +7,13 @@ import errno
 import json
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bench.algorithms import algorithms_markdown, names_by_family  # the registry builds the help texts
+from bench.locks import FolderError, writable_folder
 
 app = typer.Typer(
     help="Offline-RL benchmark suite: does SFT on curated data (SFT, SFT(Q), iw-SFT(Q)) compete with offline RL "
@@ -105,14 +105,10 @@ def _parse_seeds(seeds: str) -> list[int]:
 
 def _writable_folder(path: Path, flag: str = "--out") -> None:
     """Stop with one line unless ``path`` is (or can become) a folder this process can write."""
-    if path.exists() and not path.is_dir():
-        _fail(f"{flag} {path} is a file; give a folder (it is created if missing)")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        _fail(f"{flag} {path}: cannot write there ({e.strerror or e}); give a folder you can write")
+        writable_folder(path, f"{flag} {path}", "give a folder you can write (it is created if missing)")
+    except FolderError as e:
+        _fail(str(e))
 
 
 def _finish_sweep(summary) -> None:
@@ -310,6 +306,10 @@ def report(
         _fail(str(e))
     for path, why in written["unreadable"]:
         typer.secho(f"skipped unreadable record {path}: {why}", err=True, fg=typer.colors.YELLOW)
+    if others := written["not_records"]:  # W&B's files, notes: named once, not as failures
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        typer.echo(f"passed over {len(others)} JSON files that are not run records: "
+                   f"{', '.join(map(str, others[:3]))}{more}", err=True)
     typer.echo(f"{written['records']} records, {written['cells']} cells -> {out}/report.md")
 
 

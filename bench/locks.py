@@ -1,5 +1,5 @@
 """One lock mechanism for every file several processes may work on at once: a record being run, a cached reference
-policy being trained, a dataset being downloaded.
+policy being trained, a dataset being downloaded; and one check that a folder the suite writes can be written.
 
 A lock is an ``flock`` on a lock file beside what it protects, holding the holder's pid and host for the others'
 messages. The kernel releases an flock when its process dies, so a killed holder leaves no stale lock: the next
@@ -14,9 +14,29 @@ import contextlib
 import fcntl
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+
+class FolderError(ValueError):
+    """A folder the suite must write in (results, a cache) is a file or cannot be written."""
+
+
+def writable_folder(path: Path, named: str, fix: str) -> Path:
+    """``path``, created if missing, once a file can be made in it; else :class:`FolderError` in one line: ``named``
+    (how the user gave it: ``--out x``, ``BENCH_DATA_DIR=x``), what is wrong, then ``fix``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FolderError(f"{named} is a file; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise FolderError(f"{named}: cannot write there ({e.strerror or e}); {fix}") from None
+    return path
 
 
 class LockHeld(RuntimeError):

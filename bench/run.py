@@ -25,7 +25,7 @@ import yaml
 
 from bench.algorithms import get_algorithm
 from bench.algorithms.context import DivergedError, DivergenceGuard, RunContext, Schedule, SeedGroup, TrainingError
-from bench.algorithms.reference import reference_cache_dir, reference_policies
+from bench.algorithms.reference import reference_cache_dir, reference_policies, writable_reference_cache
 from bench.configs import PRESET_DIR, load_preset
 from bench.configs.domains import ConfigError, bounded, check_domains
 from bench.datasets.sources import load_dataset_cached
@@ -267,7 +267,7 @@ def checkpoint_folder(out: Path, checkpoint_dir: Path | None) -> Path:
     return Path(checkpoint_dir) if checkpoint_dir is not None else Path(out) / "checkpoints"
 
 
-def _start(cfg: RunConfig, out: Path, log) -> _Started:
+def _start(cfg: RunConfig, out: Path, log, reference_cache: Path) -> _Started:
     path = record_path(cfg, out)
     torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
@@ -293,6 +293,8 @@ def _start(cfg: RunConfig, out: Path, log) -> _Started:
     if cfg.reference_data_path is not None and "reference" not in used:
         raise ValueError(f"--reference-data was given but {cfg.algo} on {cfg.env} trains on no reference dataset "
                          "(only the SFT family with reference_dataset set does)")
+    if algo.reference_bc() is not None:
+        writable_reference_cache(reference_cache)  # checked before the record exists: a mistake, not a failed run
     record.timings["load"] = time.time() - t_start
     record.device = describe_device(resolve_device(cfg.device), algo.precision())
     save_record(record, out)
@@ -475,7 +477,8 @@ def _run_group(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_di
     """Seeds of one cell trained as one group (the caller holds their locks): every seed's record is written, also
     when training stops; the error is raised after. A seed that diverges fails the others with it (their records say
     why they stopped)."""
-    runs = [_start(c, out, log) for c in cfgs]
+    reference_cache = reference_cache or reference_cache_dir()
+    runs = [_start(c, out, log, reference_cache) for c in cfgs]
     first = runs[0]
     ckpt = group_checkpoint(cfgs, out, checkpoint_dir)
     if force:
@@ -496,7 +499,7 @@ def _run_group(cfgs: list[RunConfig], out: Path, force: bool, log, checkpoint_di
     error = None
     try:
         t0 = time.time()
-        group.references = _references(runs, group, reference_cache or reference_cache_dir())
+        group.references = _references(runs, group, reference_cache)
         curated = first.algo.curate(first.traj)
         policies = first.algo.fit(first.traj, curated, group)
         seconds = (time.time() - t0) / len(runs)  # a batched training's time, shared

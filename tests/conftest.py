@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,16 @@ def hopper_minari_dataset():
     write_minari(episodes, "bench/test-hopper/random-v0", "Hopper-v5", ref_min=-20.0, ref_max=3000.0,
                  description="test data", extra={"bench_command": "pytest"})
     return "bench/test-hopper/random-v0", episodes
+
+
+class RunsCode:
+    """What a tampered checkpoint holds: a pickle that runs a shell command when it is loaded."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
 
 
 def kill_after_first_checkpoint(monkeypatch, run_fn, when=lambda checkpoint: True):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import kill_after_first_checkpoint
+from conftest import RunsCode, kill_after_first_checkpoint
 
 from bench.run import group_checkpoint, resolve_config, run
 
@@ -17,16 +17,6 @@ FAST = {"steps": 60, "eval_every": 20, "eval_episodes": 1, "final_eval_episodes"
 @pytest.fixture
 def cfg(hopper_minari_dataset):
     return resolve_config(f"minari:{hopper_minari_dataset[0]}", "bc", 0, FAST)
-
-
-class _RunsCode:
-    """What a tampered checkpoint holds: a pickle that runs a shell command when it is loaded."""
-
-    def __init__(self, command: str):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
 
 
 def _curve(record):
@@ -40,7 +30,7 @@ def test_a_tampered_checkpoint_runs_no_code_and_the_run_starts_afresh(cfg, tmp_p
     ckpt = group_checkpoint([cfg], tmp_path / "out", None)
     ckpt.parent.mkdir(parents=True)
     pwned = tmp_path / "pwned"
-    torch.save({"step": 20, "components": _RunsCode(f"touch {pwned}")}, ckpt)
+    torch.save({"step": 20, "components": RunsCode(f"touch {pwned}")}, ckpt)
     messages = []
     record = run(cfg, tmp_path / "out", log=messages.append)
     assert not pwned.exists()  # the pickle was refused, never run
@@ -128,20 +118,35 @@ def test_a_record_cut_short_is_set_aside_and_its_run_redone_while_the_sweep_goes
     assert record_path(other, tmp_path).read_bytes() == kept and done.status == "complete"  # untouched
 
 
-def test_report_lists_a_record_of_the_wrong_shape_and_counts_the_others(cfg, tmp_path):
+def test_report_lists_a_record_of_the_wrong_shape_names_other_json_once_and_counts_the_rest(cfg, tmp_path):
     import json
 
+    from typer.testing import CliRunner
+
+    from bench.cli import app
     from bench.results.store import load_records
 
-    good = run(cfg, tmp_path, log=lambda m: None)
-    broken = json.loads((tmp_path / good.filename).read_text())
+    res = tmp_path / "results"  # beside the test's Minari folder, whose JSON is not the point here
+    good = run(cfg, res, log=lambda m: None)
+    broken = json.loads((res / good.filename).read_text())
     for seed, (name, value) in enumerate((("final", None), ("curve", "abc")), start=1):
-        (tmp_path / good.filename.replace("seed0", f"seed{seed}")).write_text(
+        (res / good.filename.replace("seed0", f"seed{seed}")).write_text(
             json.dumps({**broken, name: value, "seed": seed}))
-    records, bad = load_records([tmp_path])
+    (res / "notes").mkdir()
+    (res / "notes" / "array.json").write_text("[1, 2]")
+    (res / "notes" / "null.json").write_text("null")
+    records, bad = load_records([res])
     assert [r.seed for r in records] == [0]
     assert sorted(reason for _, reason in bad) == ["TypeError: its curve is str, not a JSON list",
                                                    "TypeError: its final is NoneType, not a JSON dict"]
+    result = CliRunner().invoke(app, ["report", str(res), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    lines = result.output.splitlines()
+    assert sum(line.startswith("skipped unreadable record") for line in lines) == 2
+    passed_over = [line for line in lines if line.startswith("passed over")]
+    assert passed_over == [f"passed over 2 JSON files that are not run records: {res / 'notes' / 'array.json'}, "
+                           f"{res / 'notes' / 'null.json'}"]
+    assert lines[-1] == f"1 records, 1 cells -> {tmp_path / 'report'}/report.md"
 
 
 def test_a_sweeps_workers_exit_when_its_driver_is_killed(tmp_path):

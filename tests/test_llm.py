@@ -549,3 +549,52 @@ def test_answer_prefix_only_when_the_attempt_lacks_it():
     row["deepseek_attempt"] = "We find the value.\n\nAnswer: 5"
     content = s1_messages(row, "deepseek")[1]["content"]
     assert content.count("Answer:") == 1 and content.endswith(ANSWER + "We find the value.\n\nAnswer: 5")
+
+
+def test_a_tampered_saved_state_runs_no_code_on_resume(tiny, tmp_path):
+    """The schedule is kept as JSON, not as a pickle accelerate would load with code allowed: a
+    `custom_checkpoint_0.pkl` that would run a command, or a sharded state's DCP metadata that names anything but its
+    record classes, is refused in one line before anything is loaded. Without it the run resumes to the log of an
+    uninterrupted one."""
+    import pickle
+
+    from conftest import RunsCode
+
+    from bench.llm.train import read_log, train
+
+    train(_train_cfg(tiny, tmp_path / "full", max_steps=4))
+    out = tmp_path / "resumed"
+    train(_train_cfg(tiny, out, max_steps=2))
+    state = out / json.loads((out / "trainer_state.json").read_text())["state_dir"]
+    pwned = tmp_path / "pwned"
+    for tampered, message in [
+            (state / "custom_checkpoint_0.pkl",
+             r"custom_checkpoint_0\.pkl was not written by bench \(it keeps no pickled objects in a state\)"),
+            (state / "pytorch_model_fsdp_0" / ".metadata",
+             r"pytorch_model_fsdp_0/\.metadata is not a checkpoint's metadata \(it names posix\.system\)")]:
+        tampered.parent.mkdir(exist_ok=True)
+        tampered.write_bytes(pickle.dumps(RunsCode(f"touch {pwned}")))
+        with pytest.raises(LLMDataError, match=message + r"; it was not loaded, nothing ran"):
+            train(_train_cfg(tiny, out, max_steps=4))
+        assert not pwned.exists()
+        tampered.unlink()
+    train(_train_cfg(tiny, out, max_steps=4))
+    assert [r["loss"] for r in read_log(out)] == pytest.approx([r["loss"] for r in read_log(tmp_path / "full")],
+                                                                 rel=1e-5)
+
+
+def test_the_metadata_of_a_real_sharded_state_passes_the_check(tiny, tmp_path):
+    import torch.distributed.checkpoint as dcp
+
+    from bench.llm.train import check_state_runs_no_code
+
+    model = _model(tiny)
+    state = {"model": model.state_dict(), "optimizer": {"step": torch.tensor(3), "lr": 1e-5, "note": "x"},
+             "bf16": torch.zeros(3, dtype=torch.bfloat16)}
+    dcp.save(state, checkpoint_id=tmp_path / "state" / "pytorch_model_fsdp_0")
+    assert (tmp_path / "state" / "pytorch_model_fsdp_0" / ".metadata").exists()
+    check_state_runs_no_code(tmp_path / "state")  # raises on anything it refuses
+    loaded = {"model": _model(tiny).state_dict(), "optimizer": {"step": torch.tensor(0), "lr": 0.0, "note": ""},
+              "bf16": torch.ones(3, dtype=torch.bfloat16)}
+    dcp.load(loaded, checkpoint_id=tmp_path / "state" / "pytorch_model_fsdp_0")
+    assert torch.equal(loaded["model"]["lm.model.embed_tokens.weight"], state["model"]["lm.model.embed_tokens.weight"])

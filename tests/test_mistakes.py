@@ -62,3 +62,26 @@ def test_an_ordinary_mistake_is_one_line_naming_the_problem_and_the_fix(tmp_path
     assert code == 2 and message in output and "Traceback" not in output, output
     assert output.count("error:") == 1
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written, no lock
+
+
+@pytest.mark.parametrize("variable, args, message", [
+    ("BENCH_DATA_DIR", ["run", "--env", "hopper-medium-replay", "--algo", "bc"],
+     "dataset hopper-medium-replay is not in the cache ({file}/d4rl/hopper_medium_replay-v2.hdf5) and cannot be "
+     "downloaded there: BENCH_DATA_DIR={file}/d4rl: cannot write there (Not a directory); set BENCH_DATA_DIR to a "
+     "folder you can write, or pass --data PATH to a copy of hopper_medium_replay-v2.hdf5"),
+    ("BENCH_CACHE_DIR", ["run", "--env", "hopper-mini-replay", "--algo", "sft", "--set", "steps=10",
+                         "--set", "bc_steps=10", "--set", "eval_every=10"],
+     "the reference-policy cache {file}/d4rl/reference: cannot write there (Not a directory); set BENCH_CACHE_DIR "
+     "to a folder you can write"),
+])
+def test_a_cache_folder_that_cannot_be_written_is_one_line_naming_its_variable(tmp_path, monkeypatch, variable, args,
+                                                                              message):
+    """Offline, BENCH_DATA_DIR under a file still says the dataset is not in the cache and how to give it."""
+    file = tmp_path / "a_file.txt"
+    file.write_text("not a folder")
+    monkeypatch.setenv(variable, f"{file}/d4rl")
+    out = tmp_path / "out"
+    code, output = _bench(*args, "--out", str(out))
+    assert code == 2 and message.replace("{file}", str(file)) in output and "Traceback" not in output, output
+    assert output.count("error:") == 1
+    assert not list(out.rglob("*.json")) and not list(out.rglob("*.lock"))

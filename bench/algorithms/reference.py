@@ -27,7 +27,7 @@ from bench.algorithms.context import DivergenceGuard, RunContext, Schedule, Seed
 from bench.algorithms.policy import GaussianMLPPolicy
 from bench.datasets.curation import all_episodes
 from bench.datasets.trajectories import Trajectories
-from bench.locks import file_lock
+from bench.locks import file_lock, writable_folder
 
 POLICY_VERSION = "gaussian_mlp_v1"  # bump when GaussianMLPPolicy changes in a way that invalidates old weights
 
@@ -35,6 +35,12 @@ POLICY_VERSION = "gaussian_mlp_v1"  # bump when GaussianMLPPolicy changes in a w
 def reference_cache_dir() -> Path:
     """Where this machine keeps trained reference policies: $BENCH_CACHE_DIR/reference (~/.cache/bench/reference)."""
     return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "bench")) / "reference"
+
+
+def writable_reference_cache(cache: Path) -> Path:
+    """``cache``, created if missing, once it can be written; else one line naming it and the fix."""
+    return writable_folder(cache, f"the reference-policy cache {cache}",
+                           "set BENCH_CACHE_DIR to a folder you can write")
 
 
 def reference_key(fingerprint: str, bc: BCConfig, seed: int) -> str:
@@ -52,7 +58,7 @@ def reference_policies(trajectories: Trajectories, bc: BCConfig, seeds: list[int
     paths = [cache / f"{reference_key(fingerprint, bc, seed)}.pt" for seed in seeds]
     infos = [{"key": p.stem, "path": str(p), "bc_config": dataclasses.asdict(bc), "dataset": trajectories.name}
              for p in paths]
-    cache.mkdir(parents=True, exist_ok=True)
+    writable_reference_cache(cache)
     # One process trains, concurrent runs that need the same policies wait here and then load them; locks are
     # taken in key order, so two processes asking for overlapping seeds cannot deadlock.
     with contextlib.ExitStack() as locks:

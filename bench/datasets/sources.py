@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.datasets.download import VerifiedCache, cache_lock, download_file, known_files, sha256_of
 from bench.datasets.trajectories import DatasetError, Trajectories
+from bench.locks import FolderError, writable_folder
 from bench.specs import DatasetSpec
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
@@ -136,6 +137,15 @@ def fetch_d4rl(spec: DatasetSpec) -> dict:
     """
     known = known_files()[spec.location]
     path, verified = cache_dir() / spec.location, VerifiedCache(cache_dir())
+    try:  # the lock, the verification memo and a download are all written there
+        writable_folder(cache_dir(), f"BENCH_DATA_DIR={cache_dir()}" if "BENCH_DATA_DIR" in os.environ
+                        else f"the dataset cache {cache_dir()}", "set BENCH_DATA_DIR to a folder you can write")
+    except FolderError as e:
+        if path.exists():  # a read-only copy is read through --data, which writes nothing beside it
+            raise DatasetError(f"dataset {spec.name}: {e}, or pass --data {path} to read that file as it "
+                               "is") from None
+        raise DatasetError(f"dataset {spec.name} is not in the cache ({path}) and cannot be downloaded there: {e}, "
+                           f"or pass --data PATH to a copy of {spec.location}") from None
     with cache_lock(path, lambda m: print(m, file=sys.stderr, flush=True)):  # one downloader; the others wait
         if path.exists():
             try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import pickle
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -99,19 +100,57 @@ def check_config(cfg: LLMTrainConfig, world: int) -> None:
 
 
 class _State:
-    """The small part of the resumable state accelerate does not hold: step and iw_sft_paper's lagged sums."""
+    """The small part of the resumable state accelerate does not hold, as JSON: the step, the learning-rate
+    schedule's state and iw_sft_paper's lagged sums."""
 
     def __init__(self, out: Path):
         self.path = out / "trainer_state.json"
-        self.step, self.state_dir, self.lagged = 0, None, {}
+        self.step, self.state_dir, self.lagged, self.scheduler = 0, None, {}, None
         if self.path.exists():
             s = json.loads(self.path.read_text())
-            self.step, self.state_dir, self.lagged = s["step"], s["state_dir"], s["lagged"]
+            self.step, self.state_dir, self.lagged, self.scheduler = (s["step"], s["state_dir"], s["lagged"],
+                                                                      s.get("scheduler"))
 
     def write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"step": self.step, "state_dir": self.state_dir, "lagged": self.lagged}))
+        tmp.write_text(json.dumps({"step": self.step, "state_dir": self.state_dir, "lagged": self.lagged,
+                                   "scheduler": self.scheduler}))
         tmp.replace(self.path)
+
+
+# What torch.distributed.checkpoint's metadata files (plain pickles, read with pickle.load when an FSDP sharded state
+# is resumed) may name: its own record classes, shapes, dtypes, layouts and paths. Anything else is code to run.
+_DCP_RECORDS = {"torch.distributed.checkpoint.metadata": {
+    "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata", "ChunkStorageMetadata",
+    "BytesStorageMetadata", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"}, "torch.serialization": {"_get_layout"},
+    "pathlib": {"PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"}, "collections": {"OrderedDict"}}
+
+
+class _RecordsOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        allowed = name in _DCP_RECORDS.get(module, ()) or (module == "torch" and (
+            name == "Size" or isinstance(getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))))
+        if not allowed:
+            raise pickle.UnpicklingError(f"it names {module}.{name}")
+        return super().find_class(module, name)
+
+
+def check_state_runs_no_code(folder: Path) -> None:
+    """Refuse (LLMDataError, one line) a saved state whose pickles would run code when resumed. accelerate reads its
+    own files with ``weights_only=True`` but a ``custom_checkpoint_*`` with code allowed (bench writes none);
+    torch.distributed.checkpoint reads the ``.metadata`` of a sharded (FSDP) state with plain ``pickle.load``, so
+    each is read here first with nothing but its record classes allowed."""
+    fix = f"it was not loaded, nothing ran. Delete {folder} (and trainer_state.json to start afresh) after finding " \
+          "out who wrote it"
+    for path in sorted(folder.rglob("custom_checkpoint_*")):
+        raise LLMDataError(f"{path} was not written by bench (it keeps no pickled objects in a state); {fix}")
+    for path in sorted(folder.rglob("*.metadata")):
+        try:
+            with open(path, "rb") as f:
+                _RecordsOnly(f).load()
+        except Exception as e:  # noqa: BLE001 - cut short, or a pickle naming something else
+            raise LLMDataError(f"{path} is not a checkpoint's metadata ({e}); {fix}") from None
 
 
 def _save_model(accelerator, model, tokenizer, folder: Path, save_dtype: str) -> None:
@@ -172,13 +211,18 @@ def train(cfg: LLMTrainConfig) -> dict:
         register_external_parameter(model, lm.get_output_embeddings().weight)
     optimizer = _adamw(accelerator, model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
-    # The scheduler stays unprepared: accelerate would step it once per process, not once per optimisation step.
+    # The scheduler stays unprepared and unregistered: accelerate would step it once per process, not once per
+    # optimisation step, and would unpickle it with code allowed; its state is kept as JSON (_State).
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
 
     state = _State(out)
     if state.state_dir:
+        if state.scheduler is None:
+            raise LLMDataError(f"{state.path} was written by an older bench that pickled the schedule; that state is "
+                               "not loaded: train into a new --out")
+        check_state_runs_no_code(out / state.state_dir)
         accelerator.load_state(str(out / state.state_dir))
+        scheduler.load_state_dict(state.scheduler)
         accelerator.print(f"resumed from {out / state.state_dir} at step {state.step}")
     if accelerator.is_main_process:
         (out / "config.json").write_text(json.dumps({**asdict(cfg), "world_size": world, "accumulation": accum,
@@ -252,6 +296,7 @@ def train(cfg: LLMTrainConfig) -> dict:
                                   f"at floor {at_floor:.2f} lr {record['lr']:.2e}")
         epoch_end = state.step % steps_per_epoch == 0
         if epoch_end or state.step % cfg.save_every == 0 or state.step == last_step:
+            state.scheduler = scheduler.state_dict()
             _checkpoint(accelerator, state, out)
         if epoch_end and cfg.save_model_each_epoch and state.step < total:
             _save_model(accelerator, model, tokenizer, out / f"epoch-{epoch + 1}", cfg.save_dtype)

@@ -582,7 +582,8 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     """Read every record under ``paths`` and write the report to ``out``; returns what was written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records, unreadable = load_records(paths)
+    not_records: list[Path] = []
+    records, unreadable = load_records(paths, not_records)
     selection = select_runs(records, score, mix_configs)
     cells = {k: c for k, c in selection.cells.items() if c.n}
     llm_records = load_llm_records(paths)
@@ -594,7 +595,8 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     llm_md = write_llm_tables(llm_records, out) if llm_records else None
     if not cells:
         (out / "report.md").write_text("# Results\n" + _llm_section(llm_md))
-        return {"records": len(llm_records), "unreadable": unreadable, "cells": 0, "figures": [], "out": out}
+        return {"records": len(llm_records), "unreadable": unreadable, "not_records": not_records, "cells": 0,
+                "figures": [], "out": out}
     algos, groups = main_table_rows(selection.cells, alpha, holm)
     (out / "main_table.tex").write_text(render_main_latex(algos, groups, alpha, holm, score))
     (out / "main_table.md").write_text(render_main_markdown(algos, groups, alpha, holm, score))
@@ -614,8 +616,8 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     (out / "report.md").write_text(_report_markdown(records, unreadable, selection, algos, groups, alpha, holm, sm,
                                                     agg, poi, comparison, figures, n_resamples)
                                    + (_llm_section(llm_md) if llm_md else ""))
-    return {"records": len(records) + len(llm_records), "unreadable": unreadable, "cells": len(cells),
-            "figures": figures, "out": out, "selection": selection}
+    return {"records": len(records) + len(llm_records), "unreadable": unreadable, "not_records": not_records,
+            "cells": len(cells), "figures": figures, "out": out, "selection": selection}
 
 
 def _llm_section(table_md: str) -> str:

@@ -142,12 +142,14 @@ def read_record_or_set_aside(path: Path, log) -> RunRecord | None:
 RECORD_KEYS = {"env", "algo", "seed", "config_hash"}
 
 
-def load_records(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
+def load_records(paths: list[Path], others: list[Path] | None = None
+                 ) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
     """Every run record under the given folders or files; unreadable ones are returned with the reason.
 
     A record is a JSON object with a record's keys. Other JSON beside the records (W&B's run files and the W&B
-    logger's run markers, the sweep's ``*.refs.json``, LLM ``*.llmeval.json``) is not a record and is passed over
-    quietly; a file that is not JSON at all (a record cut short) is unreadable."""
+    logger's run markers, an array, ``null``) is not a record: it is passed over, and appended to ``others`` when
+    given; the suite's own ``*.refs.json`` and ``*.llmeval.json`` are not looked at. A file that is not JSON at all
+    (a record cut short) is unreadable."""
     records, bad = [], []
     for root in map(Path, paths):
         files = [root] if root.is_file() else sorted(f for f in root.rglob("*.json")
@@ -156,8 +158,10 @@ def load_records(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, s
             try:
                 with open(f) as handle:
                     data = json.load(handle)
-                if not (isinstance(data, dict) and data.keys() >= RECORD_KEYS):
-                    continue  # another tool's JSON
+                if not (isinstance(data, dict) and data.keys() >= RECORD_KEYS):  # another tool's JSON
+                    if others is not None:
+                        others.append(f)
+                    continue
                 records.append(RunRecord.from_dict(data))
             except (OSError, ValueError, TypeError) as e:
                 bad.append((f, f"{type(e).__name__}: {e}"))
