@@ -121,9 +121,16 @@ def test_full_report_writes_everything_flags_mixed_cells_and_compiles(tmp_path):
     for png in out.glob("*.png"):
         with Image.open(png) as im:
             im.verify()
-    if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed: LaTeX compile not checked")
+    if shutil.which("pdflatex") is None or shutil.which("pdftotext") is None:
+        pytest.skip("pdflatex or pdftotext not installed (apt install texlive-latex-recommended poppler-utils): "
+                    "LaTeX compile not checked")
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"], cwd=out,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert (out / "tables.pdf").exists()
+    text = subprocess.run(["pdftotext", "tables.pdf", "-"], cwd=out, capture_output=True, text=True,
+                          check=True).stdout
+    flat = " ".join(text.split())  # the caption's lines joined
+    for phrase in ("t-test, p < 0.05", "or in config with --mix-configs", "run × task",
+                   "mean ± sample std", "P(iw-SFT(Q) > Y)", "hopper-medium-replay"):
+        assert phrase in flat, (phrase, flat[:3000])
+    assert "¡" not in flat and "¿" not in flat and "–mix-configs" not in flat

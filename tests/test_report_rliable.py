@@ -1,5 +1,6 @@
-"""The report against rliable 1.2 itself, on fixed hand-made record sets: equal and unequal seeds per task, a task
-only one algorithm has, a NaN score, a duplicate record, runs of another config, failed and diverged runs.
+"""The report against rliable 1.2 itself on equal seeds per task, and against hand computations where rliable has no
+definition (unequal seeds per task, every run used), on fixed hand-made record sets: a task only one algorithm has,
+an algorithm on fewer tasks, a NaN score, a duplicate record, runs of another config, failed and diverged runs.
 
 The expected numbers were computed once with rliable (it is not needed at test time):
 
@@ -84,34 +85,6 @@ RLIABLE = {
             "iw_sft_q,iql": [0.4933, 0.8667],
         },
     },
-    "messy": {
-        "aggregates": {
-            "bc": [34.111111, 26.6, 30.94, 65.888889],
-            "iql": [82.708333, 81.675, 83.566667, 17.408333],
-            "iw_sft_q": [89.886667, 83.88, 87.855556, 13.493333],
-        },
-        "intervals": {
-            "bc": [[31.722, 22.8, 28.18, 63.4], [36.6, 31.5, 33.88, 68.278]],
-            "iql": [[77.6, 71.575, 77.2, 13.008], [87.175, 93.35, 89.2, 22.467]],
-            "iw_sft_q": [[88.473, 80.5, 85.9, 12.18], [91.32, 87.32, 89.911, 14.78]],
-        },
-        "poi": {
-            "bc,iql": 0.0,
-            "bc,iw_sft_q": 0.0,
-            "iql,bc": 1.0,
-            "iql,iw_sft_q": 0.25,
-            "iw_sft_q,bc": 1.0,
-            "iw_sft_q,iql": 0.75,
-        },
-        "poi_intervals": {
-            "bc,iql": [0.0, 0.0],
-            "bc,iw_sft_q": [0.0, 0.0],
-            "iql,bc": [1.0, 1.0],
-            "iql,iw_sft_q": [0.0667, 0.4333],
-            "iw_sft_q,bc": [1.0, 1.0],
-            "iw_sft_q,iql": [0.5667, 0.9333],
-        },
-    },
 }
 AGGREGATES = ["Mean", "Median", "IQM", "Optimality gap"]
 
@@ -164,14 +137,41 @@ def test_equal_seeds_match_rliable():
     check_against_rliable(select_runs(records_of(EQUAL)).cells, RLIABLE["equal"])
 
 
-def test_messy_records_match_rliable_on_the_documented_rule():
+def hand_aggregates(per_task: list[list[float]]) -> list[float]:
+    """Mean, Median, IQM, optimality gap by hand: per-task means; for the IQM each task's runs repeated to the least
+    common multiple of the counts (every task then holds as many scores), then scipy's 25% trimmed mean."""
+    from scipy import stats
+
+    means = [np.mean(t) for t in per_task]
+    units = math.lcm(*(len(t) for t in per_task))
+    repeated = np.concatenate([np.repeat(t, units // len(t)) for t in per_task])
+    return [float(np.mean(means)), float(np.median(means)), float(stats.trim_mean(repeated, 0.25)),
+            100 - float(np.mean([np.mean(np.minimum(t, 100)) for t in per_task]))]
+
+
+def hand_poi(x: list[list[float]], y: list[list[float]]) -> float:
+    return float(np.mean([np.mean([(a > b) + 0.5 * (a == b) for a in xt for b in yt])
+                          for xt, yt in zip(x, y, strict=True)]))
+
+
+def test_messy_records_use_every_run_and_match_a_hand_computation():
     selection = select_runs(messy_records())
-    sm = check_against_rliable({k: c for k, c in selection.cells.items() if c.n}, RLIABLE["messy"])
-    # bc has 3 runs on walker2d, so 3 (its lowest seeds) on every task; iql has 4 on hopper-medium-replay
-    assert {a: m.shape[0] for a, m in sm.matrices.items()} == {"bc": 3, "iql": 4, "iw_sft_q": 5}
-    assert sm.dropped_runs == {"bc": 4, "iql": 2, "iw_sft_q": 0}
-    assert sm.left_out == {"antmaze-umaze": ["iql", "iw_sft_q"]}  # only bc has it: listed, not mixed in
-    assert "antmaze-umaze (IQL, iw-SFT(Q))" in sm.describe() and "lowest seeds" in sm.describe()
+    sm = score_matrices({k: c for k, c in selection.cells.items() if c.n})
+    assert sm.tasks == TASKS and sm.compared == ["bc", "iql", "iw_sft_q"] and not sm.apart
+    per_task = {a: [list(MESSY[(t, a)].values()) for t in TASKS] for a in sm.compared}
+    assert {a: sm.runs(a) for a in sm.compared} == {"bc": 13, "iql": 14, "iw_sft_q": 15}  # every run
+    rows = aggregate_rows(sm, n_resamples=2000)
+    for row in rows:
+        expected = hand_aggregates(per_task[row["algo"]])
+        for name, value in zip(AGGREGATES, expected, strict=True):
+            assert row[name] == pytest.approx(value, abs=1e-9), (row["algo"], name)
+            assert row[f"{name}_low"] <= row[name] <= row[f"{name}_high"]
+    iw = next(r for r in rows if r["algo"] == "iw_sft_q")  # its runs are those of the equal set: rliable's numbers
+    assert [iw[name] for name in AGGREGATES] == pytest.approx(RLIABLE["equal"]["aggregates"]["iw_sft_q"], abs=2e-6)
+    for r in improvement_matrix(sm, n_resamples=2000):
+        assert r["P"] == pytest.approx(hand_poi(per_task[r["algo"]], per_task[r["other"]]), abs=1e-12)
+        assert r["tasks"] == 3
+    assert "antmaze-umaze (BC)" in sm.describe()  # only bc has it: named, not mixed in
     cells = selection.cells
     assert cells[("hopper-expert", "iql")].scoreless == 1 and cells[("hopper-expert", "iql")].n == 5
     assert selection.duplicates == 1 and cells[("hopper-medium-replay", "iw_sft_q")].n == 5
@@ -183,6 +183,84 @@ def test_messy_records_match_rliable_on_the_documented_rule():
     assert sum("the cell uses config h (5 runs)" in why for why in reasons) == 2
     pooled = select_runs(messy_records(), mix_configs=True).cells[("walker2d-medium-replay", "iw_sft_q")]
     assert pooled.n == 7 and "2 different configs" in pooled.mixed()
+
+
+def test_the_iqm_of_unequal_counts_by_hand():
+    """Task A: runs 0 and 10; task B: one run, 100. Each task holds 2 units (10 counts once, 100 twice); a quarter
+    of the 4 units, 1, is cut at each end: 0 and one 100 go, the IQM is (10 + 100) / 2."""
+    m = np.array([[0.0, 100.0], [10.0, np.nan]])
+    assert st.aggregate_iqm(m) == pytest.approx(55.0)
+    assert st.aggregate_mean(m) == pytest.approx(52.5) and st.aggregate_median(m) == pytest.approx(52.5)
+    assert st.probability_of_improvement(m, np.array([[5.0, 100.0]])) == pytest.approx((0.5 + 0.5) / 2)
+
+
+def test_stratified_resamples_keep_each_tasks_count_and_draw_within_it():
+    m = np.array([[1.0, 10.0, 100.0], [2.0, 20.0, np.nan], [3.0, np.nan, np.nan]])
+    reps = st.stratified_resamples(m, 4000, np.random.default_rng(0))
+    assert (st.task_counts(reps) == [3, 2, 1]).all()
+    assert set(np.unique(reps[:, :, 0])) == {1.0, 2.0, 3.0} and set(np.unique(reps[:, :2, 1])) == {10.0, 20.0}
+    assert np.isnan(reps[:, 2, 1]).all() and (reps[:, 0, 2] == 100.0).all() and np.isnan(reps[:, 1:, 2]).all()
+    assert np.mean(reps[:, :2, 1] == 10.0) == pytest.approx(0.5, abs=0.02)
+
+
+def test_one_extra_single_task_algorithm_leaves_the_others_aggregates_and_poi_unchanged(tmp_path):
+    records = records_of(EQUAL)
+    before = score_matrices(select_runs(records).cells)
+    after = score_matrices(select_runs(records + [record("hopper-expert", "cql", 0, 95.0)]).cells)
+    assert after.tasks == TASKS and after.compared == before.compared and after.apart == ["cql"]
+    agg_before, agg_after = aggregate_rows(before, 500), aggregate_rows(after, 500)
+    assert agg_after[:3] == agg_before
+    cql = agg_after[3]
+    assert cql["algo"] == "cql" and not cql["compared"] and cql["tasks"] == 1 and cql["Mean"] == 95.0
+    poi_before, poi_after = improvement_matrix(before, 500), improvement_matrix(after, 500)
+    assert [r for r in poi_after if "cql" not in (r["algo"], r["other"])] == poi_before
+    with_cql = [r for r in poi_after if "cql" in (r["algo"], r["other"])]
+    assert len(with_cql) == 6 and all(r["tasks"] == 1 and r["task_set"] == "hopper-expert" for r in with_cql)
+    iw_over_cql = next(r for r in with_cql if r["algo"] == "iw_sft_q")
+    assert iw_over_cql["P"] == 1.0  # its five hopper-expert runs all beat 95
+    assert "CQL (1 task: hopper-expert)" in after.describe()
+    for r in records + [record("hopper-expert", "cql", 0, 95.0)]:
+        save_record(r, tmp_path / "res")
+    build_report([tmp_path / "res"], tmp_path / "rep", n_resamples=200)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| iw-SFT(Q) (15 runs) | 3 | 5 |" in md and "| CQL (1 runs) | 1 | 1 |" in md
+    assert "over their own tasks, not comparable with the rows above" in md
+    assert "- over CQL: 1.00 (1 task)" in md
+
+
+def test_unequal_seeds_use_every_run_and_agree_with_the_tables_average():
+    """10 runs on one task, 2 on the other: the aggregate Mean is the table's average row (the mean of the dataset
+    means), not the mean of a truncated matrix."""
+    runs = {("hopper-medium-replay", "sft"): [50.0 + (s % 3) for s in range(10)],
+            ("hopper-medium-replay", "iw_sft_q"): [49.0 + (s % 5) for s in range(10)],
+            ("walker2d-medium-replay", "sft"): [50.0, 52.0], ("walker2d-medium-replay", "iw_sft_q"): [48.0, 56.0]}
+    recs = [record(e, a, s, v) for (e, a), vs in runs.items() for s, v in enumerate(vs)]
+    cells = select_runs(recs).cells
+    sm = score_matrices(cells)
+    rows = {r["algo"]: r for r in aggregate_rows(sm, 500)}
+    _, groups = main_table_rows(cells)
+    average = dict(groups[0][1])["average (2 datasets)"]
+    for a in ("sft", "iw_sft_q"):
+        assert rows[a]["runs"] == 12 and rows[a]["runs_per_task_min"] == 2 and rows[a]["runs_per_task_max"] == 10
+        assert rows[a]["Mean"] == pytest.approx(average[a].mean)
+        assert rows[a]["Mean"] == pytest.approx(np.mean([np.mean(runs[(e, a)]) for e in TASKS[:2]]))
+
+
+def test_no_shared_task_writes_no_empty_file_and_no_dead_link(tmp_path):
+    for r in [record("hopper-medium-replay", "bc", s, 20.0 + s) for s in range(3)] + \
+             [record("walker2d-medium-replay", "iql", s, 70.0 + s) for s in range(3)]:
+        save_record(r, tmp_path / "res")
+    out = tmp_path / "rep"
+    (out).mkdir()
+    (out / "probability_of_improvement.csv").write_text("algo,other\n")  # from an older report
+    build_report([tmp_path / "res"], out, n_resamples=100)
+    assert not [p.name for p in out.iterdir() if p.stat().st_size == 0]
+    assert not (out / "probability_of_improvement.csv").exists() and not (out / "paper_comparison.csv").exists()
+    md = (out / "report.md").read_text()
+    assert "No probability of improvement: no two algorithms share a task." in md
+    links = re.findall(r"\]\(([^)]+)\)", md)
+    assert links and all((out / link).exists() for link in links), [x for x in links if not (out / x).exists()]
+    assert "apart and not comparable" in md
 
 
 def test_a_nan_score_never_wins_a_row_and_is_counted_in_the_footnote():

@@ -218,19 +218,18 @@ def _excluded_note(groups) -> list[str]:
             for a, c in row.items() if c.scoreless]
 
 
-def _caption(groups, alpha: float, holm: bool, score: str, markdown: bool) -> str:
+def _caption(groups, alpha: float, holm: bool, score: str) -> str:
+    """The main table's caption as text (Markdown shows it as it is; LaTeX through ``latex_escape``)."""
     n = _common_n(groups)
-    test = (f"one-sided Welch's t-test, p < {alpha}" if markdown else f"one-sided Welch's t-test, $p < {alpha}$") \
-        + (", Holm-corrected" if holm else "")
+    test = f"one-sided Welch's t-test, p < {alpha}" + (", Holm-corrected" if holm else "")
     seeds = f"{n} seeds" if n else "the seeds marked (n=...)"
-    pm, dagger, ddagger = ("±", "†", "‡") if markdown else ("$\\pm$", "$^\\dagger$", "$^\\ddagger$")
-    text = (f"Normalised score of the {SCORES[score]}, mean {pm} sample std over {seeds}. Bold: the best mean and "
-            f"every entry not significantly worse ({test}); *: a single run (no std, never bold); {dagger}: runs "
-            f"that differ in data or versions, or in config with --mix-configs (see report.md). Average rows: the "
-            f"mean of the dataset means.")
+    text = (f"Normalised score of the {SCORES[score]}, mean ± sample std over {seeds}. Bold: the best mean and "
+            f"every entry not significantly worse ({test}); *: a single run (no std, never bold); †: runs that "
+            f"differ in data or versions, or in config with --mix-configs (see report.md). Average rows: the mean of "
+            f"the dataset means.")
     excluded = _excluded_note(groups)
     if excluded:
-        text += f" {ddagger}: runs without a finite score, excluded: " + "; ".join(excluded) + "."
+        text += " ‡: runs without a finite score, excluded: " + "; ".join(excluded) + "."
     return text
 
 
@@ -238,8 +237,7 @@ def render_main_latex(algos, groups, alpha: float, holm: bool, score: str = "fin
     n = _common_n(groups)
     out = io.StringIO()
     out.write("\\begin{table}[t]\n\\centering\n\\small\n")
-    out.write(f"\\caption{{{latex_escape(_caption(groups, alpha, holm, score, True))}}}\n\\label{{tab:main}}\n"
-              .replace(latex_escape("±"), "$\\pm$").replace("†", "$^\\dagger$").replace("‡", "$^\\ddagger$"))
+    out.write(f"\\caption{{{latex_escape(_caption(groups, alpha, holm, score))}}}\n\\label{{tab:main}}\n")
     out.write("\\begin{tabular}{l" + "c" * len(algos) + "}\n\\toprule\n")
     out.write("Dataset & " + " & ".join(latex_escape(DISPLAY_NAMES.get(a, a)) for a in algos) + " \\\\\n")
     for family, rows in groups:
@@ -263,7 +261,7 @@ def render_main_markdown(algos, groups, alpha: float, holm: bool, score: str = "
             label = env if not env.startswith("average") else f"*{env}*"
             lines.append(f"| {label} | " + " | ".join(_fmt(row.get(a), n, lambda t: f"**{t}**", " †", " ‡")
                                                     for a in algos) + " |")
-    return "\n".join(lines) + "\n\n" + _caption(groups, alpha, holm, score, True) + "\n"
+    return "\n".join(lines) + "\n\n" + _caption(groups, alpha, holm, score) + "\n"
 
 
 def main_table_csv(algos, groups) -> str:
@@ -294,71 +292,128 @@ def raw_scores_rows(records: list[RunRecord], selection: Selection) -> list[dict
     return rows
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("s" if n != 1 else "")
+
+
 # -- aggregates (rliable's definitions, statistics.py) ------------------------------------------------------------
 @dataclass
 class ScoreMatrices:
-    """Per algorithm a (runs x tasks) matrix over the tasks every compared algorithm has, each task weighted
-    equally. Where an algorithm has more runs on some tasks than others, every task contributes the same number of
-    runs: the smallest it has on any common task (its lowest seeds)."""
+    """Every counted run's score per (task, algorithm), and which algorithms the aggregates compare over which tasks.
 
-    tasks: list[str]  # the common task set, in the table's order
-    matrices: dict[str, np.ndarray]  # algo -> (runs x tasks)
-    left_out: dict[str, list[str]]  # task -> the algorithms that lack it (why it is not in the common set)
-    dropped_runs: dict[str, int]  # algo -> runs not used so that every task has the same number
+    The compared task set is the one that gives the most (algorithm, task) cells: of the algorithms' own task sets,
+    the one maximising |tasks| x the algorithms that have all of them (ties: more tasks). The algorithms that have
+    them all are compared over them; an algorithm that lacks one of them is aggregated over its own tasks and shown
+    apart, so a sparse algorithm never shrinks the others' task set. Every run is used; each task weighs the same
+    whatever its number of runs (statistics.py)."""
+
+    scores: dict[tuple[str, str], np.ndarray]  # (task, algo) -> the counted runs' scores, in seed order
+    tasks: list[str]  # the compared task set, in the table's order
+    compared: list[str]  # the algorithms that have every task of ``tasks``
+    apart: list[str]  # the algorithms that lack one: each over its own tasks
+
+    def tasks_of(self, algo: str) -> list[str]:
+        return [t for t in self.task_order if (t, algo) in self.scores]
+
+    @property
+    def task_order(self) -> list[str]:
+        return [e for _, group in ordered_envs(t for t, _ in self.scores) for e in group]
+
+    def matrix(self, algo: str, tasks: list[str]) -> np.ndarray:
+        """(runs x tasks): each task's runs in its first rows, NaN below where it has fewer."""
+        columns = [self.scores[(t, algo)] for t in tasks]
+        m = np.full((max(len(c) for c in columns), len(tasks)), np.nan)
+        for j, c in enumerate(columns):
+            m[:len(c), j] = c
+        return m
+
+    @property
+    def matrices(self) -> dict[str, np.ndarray]:
+        """The compared algorithms' matrices over the compared tasks."""
+        return {a: self.matrix(a, self.tasks) for a in self.compared}
+
+    def shared(self, x: str, y: str) -> list[str]:
+        """The tasks a comparison of ``x`` and ``y`` is made over: the compared set when both are compared, else
+        every task both have."""
+        if x in self.compared and y in self.compared:
+            return self.tasks
+        return [t for t in self.tasks_of(x) if (t, y) in self.scores]
+
+    def runs(self, algo: str) -> int:
+        """The runs behind the algorithm's aggregates: over the compared tasks, or its own when it is apart."""
+        return sum(len(self.scores[(t, algo)]) for t in (self.tasks if algo in self.compared else self.tasks_of(algo)))
+
+    def label(self, algo: str) -> str:
+        """The algorithm's name and its runs, as tables and legends show it."""
+        return f"{DISPLAY_NAMES.get(algo, algo)} ({_count(self.runs(algo), 'run')})"
 
     def describe(self) -> str:
-        runs = ", ".join(f"{DISPLAY_NAMES.get(a, a)} {m.shape[0]}" for a, m in self.matrices.items())
-        text = (f"Aggregates cover the {len(self.tasks)} tasks every algorithm has, each weighted equally "
-                f"(runs per task: {runs}).")
-        if any(self.dropped_runs.values()):
-            text += (" Where an algorithm has more runs on some tasks than on others, each task contributes its "
-                     "lowest seeds up to the smallest count (runs not used: " + ", ".join(
-                         f"{DISPLAY_NAMES.get(a, a)} {n}" for a, n in self.dropped_runs.items() if n) + ").")
-        if self.left_out:
-            text += " Tasks left out (the algorithms that lack them): " + "; ".join(
-                f"{t} ({', '.join(DISPLAY_NAMES.get(a, a) for a in algos)})" for t, algos in self.left_out.items())
-            text += "."
+        def name(a):
+            return DISPLAY_NAMES.get(a, a)
+
+        runs = ", ".join(f"{name(a)} {self.runs(a)}" for a in self.compared)
+        text = (f"Aggregates compare {_count(len(self.compared), 'algorithm')} over the "
+                f"{_count(len(self.tasks), 'task')} they all have ({', '.join(self.tasks)}), each task weighted "
+                f"equally, every counted run used (runs: {runs}).")
+        outside = {t: [a for a in self.compared if (t, a) in self.scores] for t in self.task_order
+                   if t not in self.tasks}
+        outside = {t: algos for t, algos in outside.items() if algos}
+        if outside:
+            text += " Tasks some of them also have, not in these aggregates: " + "; ".join(
+                f"{t} ({', '.join(map(name, algos))})" for t, algos in outside.items()) + "."
+        if self.apart:
+            text += (" Algorithms that lack some of these tasks are aggregated over their own tasks, apart and not "
+                     "comparable with the rows above: " + "; ".join(
+                         f"{name(a)} ({_count(len(self.tasks_of(a)), 'task')}: {', '.join(self.tasks_of(a))})"
+                         for a in self.apart) + ".")
         return text
 
 
-def score_matrices(cells: dict[tuple[str, str], Cell], algos: list[str] | None = None) -> ScoreMatrices:
-    algos = algos or ordered_algos(a for _, a in cells)
-    envs = [e for _, group in ordered_envs(e for e, _ in cells) for e in group]
-    tasks = [e for e in envs if all((e, a) in cells for a in algos)]
-    left_out = {e: [a for a in algos if (e, a) not in cells] for e in envs if e not in tasks}
-    matrices, dropped = {}, {}
-    for a in algos:
-        if not tasks:
-            continue
-        k = min(cells[(e, a)].n for e in tasks)
-        columns = [np.asarray(cells[(e, a)].scores, float)[np.argsort(cells[(e, a)].seeds, kind="stable")][:k]
-                   for e in tasks]
-        matrices[a] = np.stack(columns, axis=1)
-        dropped[a] = sum(cells[(e, a)].n for e in tasks) - k * len(tasks)
-    return ScoreMatrices(tasks, matrices, left_out, dropped)
+def score_matrices(cells: dict[tuple[str, str], Cell]) -> ScoreMatrices:
+    scores = {(e, a): np.asarray(c.scores, float)[np.argsort(c.seeds, kind="stable")]
+              for (e, a), c in cells.items() if c.n}
+    algos = ordered_algos(a for _, a in scores)
+    own = {a: frozenset(t for t, b in scores if b == a) for a in algos}
+    candidates = set(own.values())
+
+    def coverage(tasks: frozenset) -> tuple[int, int, tuple]:
+        return len(tasks) * sum(tasks <= own[a] for a in algos), len(tasks), tuple(sorted(tasks))
+
+    best = max(candidates, key=coverage) if candidates else frozenset()
+    order = [e for _, group in ordered_envs(t for t, _ in scores) for e in group]
+    return ScoreMatrices(scores, [t for t in order if t in best], [a for a in algos if best <= own[a]],
+                         [a for a in algos if not best <= own[a]])
+
+
+def _aggregate_row(algo: str, tasks: list[str], m: np.ndarray, compared: bool, n_resamples: int, seed: int) -> dict:
+    counts = st.task_counts(m)
+    row = {"algo": algo, "compared": compared, "tasks": len(tasks), "task_set": "; ".join(tasks),
+           "runs": int(counts.sum()), "runs_per_task_min": int(counts.min()), "runs_per_task_max": int(counts.max())}
+    for name, fn in st.AGGREGATES.items():
+        point, lo, hi = st.aggregate_interval(m, fn, n_resamples=n_resamples, seed=seed)
+        row.update({name: point, f"{name}_low": lo, f"{name}_high": hi})
+    return row
 
 
 def aggregate_rows(sm: ScoreMatrices, n_resamples: int = 2000, seed: int = 0) -> list[dict]:
-    """Per algorithm: Mean, Median, IQM and optimality gap over the common tasks, with 95% stratified-bootstrap
-    percentile intervals."""
-    rows = []
-    for a, m in sm.matrices.items():
-        row = {"algo": a, "tasks": m.shape[1], "runs_per_task": m.shape[0]}
-        for name, fn in st.AGGREGATES.items():
-            point, lo, hi = st.aggregate_interval(m, fn, n_resamples=n_resamples, seed=seed)
-            row.update({name: point, f"{name}_low": lo, f"{name}_high": hi})
-        rows.append(row)
-    return rows
+    """Per algorithm: Mean, Median, IQM and optimality gap with 95% stratified-bootstrap percentile intervals; the
+    compared algorithms over the compared tasks (``compared`` True), then each other one over its own tasks."""
+    rows = [_aggregate_row(a, sm.tasks, m, True, n_resamples, seed) for a, m in sm.matrices.items()]
+    return rows + [_aggregate_row(a, sm.tasks_of(a), sm.matrix(a, sm.tasks_of(a)), False, n_resamples, seed)
+                   for a in sm.apart]
 
 
 def improvement_matrix(sm: ScoreMatrices, n_resamples: int = 2000, seed: int = 0) -> list[dict]:
-    """P(X > Y) for every ordered pair of algorithms over the common tasks, with 95% intervals."""
+    """P(X > Y) with 95% intervals for every ordered pair of algorithms that share a task, over the tasks the pair
+    is compared on (``ScoreMatrices.shared``), which each row names."""
     rows = []
-    for x, mx in sm.matrices.items():
-        for y, my in sm.matrices.items():
-            if x != y:
-                p, lo, hi = st.probability_of_improvement_interval(mx, my, n_resamples=n_resamples, seed=seed)
-                rows.append({"algo": x, "other": y, "tasks": mx.shape[1], "P": p, "low": lo, "high": hi})
+    for x in sm.compared + sm.apart:
+        for y in sm.compared + sm.apart:
+            if x != y and (tasks := sm.shared(x, y)):
+                p, lo, hi = st.probability_of_improvement_interval(sm.matrix(x, tasks), sm.matrix(y, tasks),
+                                                                   n_resamples=n_resamples, seed=seed)
+                rows.append({"algo": x, "other": y, "tasks": len(tasks), "task_set": "; ".join(tasks), "P": p,
+                             "low": lo, "high": hi})
     return rows
 
 
@@ -371,18 +426,23 @@ def render_aggregate_latex(agg: list[dict], poi: list[dict], sm: ScoreMatrices, 
     out = io.StringIO()
     out.write("\\begin{table}[t]\n\\centering\n\\small\n\\caption{" + latex_escape(
         "Aggregate normalised scores (rliable): point estimate [95% stratified-bootstrap percentile interval]. "
-        "Median: of the per-task means; IQM: interquartile mean of all run x task scores; optimality gap: "
-        "100 - mean(min(score, 100)), lower is better. " + sm.describe()) + "}\n\\label{tab:aggregate}\n"
-        "\\begin{tabular}{l" + "c" * (len(names) + 1) + "}\n\\toprule\nAlgorithm & Tasks & " + " & ".join(names)
-        + " \\\\\n\\midrule\n")
-    for r in agg:
-        cis = [_ci(r[k], r[f"{k}_low"], r[f"{k}_high"]) for k in names]
-        out.write(f"{latex_escape(DISPLAY_NAMES.get(r['algo'], r['algo']))} & {r['tasks']} & "
-                  + " & ".join(cis) + " \\\\\n")
+        "Median: of the per-task means; IQM: interquartile mean of all run × task scores, each task weighted "
+        "equally; optimality gap: 100 - mean(min(score, 100)), lower is better. " + sm.describe())
+        + "}\n\\label{tab:aggregate}\n\\begin{tabular}{l" + "c" * (len(names) + 1)
+        + "}\n\\toprule\nAlgorithm & Tasks & " + " & ".join(names) + " \\\\\n\\midrule\n")
+    for compared in (True, False):
+        rows = [r for r in agg if r["compared"] == compared]
+        if rows and not compared:
+            out.write(f"\\midrule\n\\multicolumn{{{len(names) + 2}}}{{l}}{{\\textit{{Over their own tasks, not "
+                      "comparable with the rows above}} \\\\\n")
+        for r in rows:
+            cis = [_ci(r[k], r[f"{k}_low"], r[f"{k}_high"]) for k in names]
+            out.write(f"{latex_escape(sm.label(r['algo']))} & {r['tasks']} & " + " & ".join(cis) + " \\\\\n")
     rows = [r for r in poi if r["algo"] == headline]
     if rows:
         out.write(f"\\midrule\n\\multicolumn{{{len(names) + 2}}}{{l}}{{\\textit{{Probability of improvement "
-                  f"P({latex_escape(DISPLAY_NAMES.get(headline, headline))} $>$ Y)}}}} \\\\\n")
+                  f"{latex_escape(f'P({DISPLAY_NAMES.get(headline, headline)} > Y)')}, over the tasks both "
+                  "have}} \\\\\n")
         for r in rows:
             out.write(f"Y = {latex_escape(DISPLAY_NAMES.get(r['other'], r['other']))} & {r['tasks']} & "
                       f"\\multicolumn{{{len(names)}}}{{c}}{{{_ci(r['P'], r['low'], r['high'], 2)}}} \\\\\n")
@@ -435,32 +495,47 @@ def _save(fig, out: Path, stem: str) -> list[str]:
     return names
 
 
-def _palette(sns, algos: list[str]) -> dict[str, tuple]:
-    return dict(zip([DISPLAY_NAMES.get(a, a) for a in algos], sns.color_palette("tab10", len(algos)), strict=True))
+LINESTYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
-def _per_dataset_lines(df, y: str, ylabel: str, algos: list[str], out: Path, stem: str, title: str) -> list[str]:
-    """One panel per dataset of ``df`` (dataset, algorithm, seed, step, ``y``): mean over seeds, ± 1 std shaded,
-    one legend for all panels."""
+def _styles(sns, algos: list[str]) -> dict[str, dict]:
+    """Per algorithm of the report (all of them, so that each looks the same in every figure) a colour, a line style
+    and a marker of its own: lines that coincide stay visible, and a greyscale print still tells them apart."""
+    order = ordered_algos(algos)
+    colors = sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))
+    return {a: {"color": colors[i], "linestyle": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)]}
+            for i, a in enumerate(order)}
+
+
+def _per_dataset_lines(df, y: str, ylabel: str, every_algo: list[str], out: Path, stem: str,
+                       title: str) -> list[str]:
+    """One panel per dataset of ``df`` (dataset, algo, seed, step, ``y``): mean over seeds, ± 1 std shaded, one
+    legend for all panels naming each algorithm's runs."""
     plt, sns = _plt()
-    envs = sorted(df.dataset.unique())
+    envs = [e for _, group in ordered_envs(df.dataset.unique()) for e in group]
+    algos = ordered_algos(df.algo.unique())
+    styles = _styles(sns, every_algo)
     cols = min(3, len(envs))
     nrows = math.ceil(len(envs) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(COLUMN_IN if cols == 1 else TEXT_IN, 1.9 * nrows + 0.4),
+    fig, axes = plt.subplots(nrows, cols, figsize=(COLUMN_IN if cols == 1 else TEXT_IN, 1.9 * nrows + 0.5),
                              squeeze=False)
-    palette = _palette(sns, algos)
     for ax, env in zip(axes.flat, envs, strict=False):
-        sub = df[df.dataset == env]
-        sns.lineplot(data=sub, x="step", y=y, hue="algorithm", errorbar="sd", ax=ax, palette=palette,
-                     hue_order=[a for a in palette if a in set(sub.algorithm)], legend=False)
+        for algo, sub in df[df.dataset == env].groupby("algo"):
+            stats = sub.groupby("step")[y].agg(["mean", "std"]).fillna(0).reset_index()
+            ax.plot(stats["step"], stats["mean"], lw=1.2, ms=3, markevery=max(1, len(stats) // 6), **styles[algo])
+            ax.fill_between(stats["step"], stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                            color=styles[algo]["color"], alpha=0.15, lw=0)
         ax.set(title=env, xlabel="gradient step", ylabel=ylabel)
     for ax in list(axes.flat)[len(envs):]:
         ax.set_visible(False)
-    handles = [plt.Line2D([], [], color=c, label=name) for name, c in palette.items() if name in set(df.algorithm)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
+    runs = df.groupby("algo").apply(lambda g: len(g[["dataset", "seed"]].drop_duplicates()), include_groups=False)
+    handles = [plt.Line2D([], [], lw=1.2, ms=3, label=f"{DISPLAY_NAMES.get(a, a)} ({_count(runs[a], 'run')})",
+                          **styles[a]) for a in algos]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False,
                bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title, fontsize=7, y=1.0)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(handles) / 4), 1, 0.97))
     names = _save(fig, out, stem)
     plt.close(fig)
     return names
@@ -469,13 +544,13 @@ def _per_dataset_lines(df, y: str, ylabel: str, algos: list[str], out: Path, ste
 def plot_learning_curves(cells: dict[tuple[str, str], Cell], out: Path) -> list[str]:
     import pandas as pd
 
-    rows = [{"dataset": e, "algorithm": DISPLAY_NAMES.get(a, a), "seed": r.seed, "step": p["step"],
-             "score": p["normalized_mean"]}
+    rows = [{"dataset": e, "algo": a, "seed": r.seed, "step": p["step"], "score": p["normalized_mean"]}
             for (e, a), c in cells.items() for r in c.records for p in r.curve if p.get("normalized_mean") is not None]
     if not rows:
         return []
     return _per_dataset_lines(pd.DataFrame(rows), "score", "normalised score", ordered_algos(a for _, a in cells),
-                              out, "learning_curves", "Mean over seeds; shaded: ± 1 std over seeds")
+                              out, "learning_curves",
+                              "Mean over seeds; shaded: ± 1 std over seeds")
 
 
 def csv_logs(paths: list[Path]) -> dict[str, Path]:
@@ -494,31 +569,34 @@ def plot_training_curves(cells: dict[tuple[str, str], Cell], logs: dict[str, Pat
     for (e, a), c in cells.items():
         for r in c.records:
             if (path := logs.get(r.filename.removesuffix(".json"))) is not None:
-                rows += [{"dataset": e, "algorithm": DISPLAY_NAMES.get(a, a), "seed": r.seed, "step": s, "loss": v}
+                rows += [{"dataset": e, "algo": a, "seed": r.seed, "step": s, "loss": v}
                          for s, v in read_csv_log(path).get("loss", [])]
     if not rows:
         return []
     return _per_dataset_lines(pd.DataFrame(rows), "loss", "training loss", ordered_algos(a for _, a in cells), out,
-                              "training_loss", "Training loss from the CSV logs (mean over seeds; shaded: ± 1 std)")
+                              "training_loss",
+                              "Training loss from the CSV logs (mean over seeds; shaded: ± 1 std)")
 
 
-def plot_aggregates(agg: list[dict], out: Path) -> list[str]:
-    if not agg:
+def plot_aggregates(agg: list[dict], sm: ScoreMatrices, out: Path) -> list[str]:
+    """The compared algorithms' aggregates with their intervals (those apart are in the table only)."""
+    rows = [r for r in agg if r["compared"]]
+    if not rows:
         return []
     plt, sns = _plt()
     names = list(st.AGGREGATES)
-    fig, axes = plt.subplots(1, len(names), figsize=(TEXT_IN, 0.3 * len(agg) + 0.9), sharey=True)
-    labels = [DISPLAY_NAMES.get(r["algo"], r["algo"]) for r in agg]
-    colors = list(_palette(sns, [r["algo"] for r in agg]).values())
+    fig, axes = plt.subplots(1, len(names), figsize=(TEXT_IN, 0.3 * len(rows) + 1.0), sharey=True)
+    styles = _styles(sns, [r["algo"] for r in agg])
     for ax, name in zip(axes, names, strict=True):
-        for i, r in enumerate(agg):
+        for i, r in enumerate(rows):
             lo, hi = r[f"{name}_low"], r[f"{name}_high"]
             if not math.isnan(lo):
-                ax.plot([lo, hi], [i, i], lw=6, alpha=0.6, solid_capstyle="butt", color=colors[i])
+                ax.plot([lo, hi], [i, i], lw=6, alpha=0.6, solid_capstyle="butt", color=styles[r["algo"]]["color"])
             ax.plot([r[name]], [i], "k|", ms=10)
-        ax.set(title=name + (" (lower is better)" if name == "Optimality gap" else ""), xlabel="normalised score",
-               yticks=range(len(agg)), yticklabels=labels)
-    fig.suptitle("Point estimate and 95% stratified-bootstrap interval", fontsize=7)
+        ax.set(title=name, xlabel="normalised score" + (" (lower is better)" if name == "Optimality gap" else ""),
+               yticks=range(len(rows)), yticklabels=[sm.label(r["algo"]) for r in rows])
+    fig.suptitle(f"Point estimate and 95% stratified-bootstrap interval over the {_count(len(sm.tasks), 'task')} the "
+                 f"algorithms share", fontsize=7)
     fig.tight_layout()
     out_names = _save(fig, out, "aggregate_intervals")
     plt.close(fig)
@@ -526,19 +604,21 @@ def plot_aggregates(agg: list[dict], out: Path) -> list[str]:
 
 
 def plot_performance_profiles(sm: ScoreMatrices, out: Path, n_resamples: int = 2000) -> list[str]:
-    if not sm.matrices:
+    if not sm.compared:
         return []
     plt, sns = _plt()
-    everything = np.concatenate([m.ravel() for m in sm.matrices.values()])
+    matrices = sm.matrices
+    everything = np.concatenate([m[~np.isnan(m)] for m in matrices.values()])
     taus = np.linspace(min(0.0, everything.min()), max(100.0, everything.max()), 101)
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.4))
-    for (a, m), color in zip(sm.matrices.items(), _palette(sns, list(sm.matrices)).values(), strict=True):
+    styles = _styles(sns, sm.compared + sm.apart)
+    for a, m in matrices.items():
         profile, lo, hi = st.performance_profile_band(m, taus, n_resamples=n_resamples)
-        ax.plot(taus, profile, label=DISPLAY_NAMES.get(a, a), color=color)
+        ax.plot(taus, profile, label=sm.label(a), lw=1.2, ms=3, markevery=10, **styles[a])
         if not np.isnan(lo).all():
-            ax.fill_between(taus, lo, hi, color=color, alpha=0.2, lw=0)
+            ax.fill_between(taus, lo, hi, color=styles[a]["color"], alpha=0.2, lw=0)
     ax.set(xlabel=r"normalised score $\tau$", ylabel=r"fraction of runs with score $> \tau$",
-           title=f"{len(sm.tasks)} tasks; bands: 95% stratified-bootstrap intervals")
+           title=f"{_count(len(sm.tasks), 'task')}; bands: 95% stratified-bootstrap intervals")
     ax.legend(fontsize=6)
     fig.tight_layout()
     names = _save(fig, out, "performance_profiles")
@@ -546,23 +626,50 @@ def plot_performance_profiles(sm: ScoreMatrices, out: Path, n_resamples: int = 2
     return names
 
 
-def plot_improvement_matrix(poi: list[dict], out: Path) -> list[str]:
+def plot_improvement_matrix(poi: list[dict], sm: ScoreMatrices, out: Path) -> list[str]:
+    """P(row > column) with its 95% interval in each cell; a pair compared over other tasks than the compared set
+    says over how many."""
     if not poi:
         return []
     plt, sns = _plt()
-    algos = list(dict.fromkeys(r["algo"] for r in poi))
+    algos = [a for a in sm.compared + sm.apart if any(r["algo"] == a for r in poi)]
     grid = np.full((len(algos), len(algos)), np.nan)
+    text = np.full(grid.shape, "", dtype=object)
     for r in poi:
-        grid[algos.index(r["algo"]), algos.index(r["other"])] = r["P"]
-    labels = [DISPLAY_NAMES.get(a, a) for a in algos]
-    fig, ax = plt.subplots(figsize=(COLUMN_IN, COLUMN_IN * 0.85))
-    sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="vlag", center=0.5, xticklabels=labels,
-                yticklabels=labels, ax=ax, cbar_kws={"label": "P(row > column)"}, annot_kws={"fontsize": 6})
-    ax.set(xlabel="Y", ylabel="X", title=f"Probability of improvement P(X > Y), {poi[0]['tasks']} tasks")
+        i, j = algos.index(r["algo"]), algos.index(r["other"])
+        grid[i, j] = r["P"]
+        text[i, j] = f"{r['P']:.2f}" + (f"\n[{r['low']:.2f}, {r['high']:.2f}]" if not math.isnan(r["low"]) else "") \
+            + (f"\n{_count(r['tasks'], 'task')}" if r["tasks"] != len(sm.tasks) else "")
+    labels = [sm.label(a) for a in algos]
+    size = max(COLUMN_IN, 0.75 * len(algos) + 1.2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    sns.heatmap(grid, annot=text, fmt="", vmin=0, vmax=1, cmap="vlag", center=0.5, xticklabels=labels,
+                yticklabels=labels, ax=ax, cbar_kws={"label": "P(row > column)"}, annot_kws={"fontsize": 5})
+    ax.set(xlabel="Y", ylabel="X", title=f"Probability of improvement P(X > Y) [95% interval], over the "
+                                          f"{_count(len(sm.tasks), 'task')} shared unless marked")
     fig.tight_layout()
     names = _save(fig, out, "probability_of_improvement")
     plt.close(fig)
     return names
+
+
+def figure_captions(sm: ScoreMatrices, n_resamples: int) -> dict[str, str]:
+    """What each figure shows, for report.md (by file stem)."""
+    return {
+        "learning_curves": "Normalised score of the evaluations during training, per dataset: mean over seeds, "
+                           "shaded ± 1 std; the legend gives each algorithm's runs over all datasets.",
+        "training_loss": "Training loss from the CSV logs (`--logger csv`), per dataset: mean over seeds, shaded "
+                         "± 1 std.",
+        "aggregate_intervals": f"Mean, Median, IQM and optimality gap of the {len(sm.compared)} algorithms compared "
+                               f"over the {_count(len(sm.tasks), 'task')} they share (runs in the labels), with 95% "
+                               f"stratified-bootstrap intervals ({n_resamples} resamples); algorithms on other "
+                               "tasks are in the table above only.",
+        "performance_profiles": f"Fraction of runs scoring above each threshold, each of the {len(sm.tasks)} "
+                                "shared tasks weighted equally, with 95% bootstrap bands.",
+        "probability_of_improvement": "P(row > column): the chance that a run of the row's algorithm beats one of "
+                                      "the column's on a task, averaged over tasks, with its 95% interval; a cell "
+                                      "marked with a number of tasks compares that pair over the tasks both have.",
+    }
 
 
 # -- everything ---------------------------------------------------------------------------------------------------
@@ -612,7 +719,12 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     _write_csv(out / "paper_comparison.csv", comparison)
     (out / "tables.tex").write_text(STANDALONE)
     figures = (plot_learning_curves(cells, out) + plot_training_curves(cells, csv_logs(paths), out)
-               + plot_aggregates(agg, out) + plot_performance_profiles(sm, out) + plot_improvement_matrix(poi, out))
+               + plot_aggregates(agg, sm, out) + plot_performance_profiles(sm, out)
+               + plot_improvement_matrix(poi, sm, out))
+    for stem in figure_captions(sm, n_resamples):  # a figure this report has not drawn is not left from an older one
+        for ext in ("png", "pdf"):
+            if f"{stem}.{ext}" not in figures:
+                (out / f"{stem}.{ext}").unlink(missing_ok=True)
     (out / "report.md").write_text(_report_markdown(records, unreadable, selection, algos, groups, alpha, holm, sm,
                                                     agg, poi, comparison, figures, n_resamples)
                                    + (_llm_section(llm_md) if llm_md else ""))
@@ -627,11 +739,14 @@ def _llm_section(table_md: str) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
+    """``rows`` as CSV; no rows: no file (an older report's is removed), report.md says why."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
     with open(path, "w", newline="") as f:
-        if rows:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def _report_markdown(records, unreadable, selection: Selection, algos, groups, alpha, holm, sm: ScoreMatrices,
@@ -658,19 +773,30 @@ def _report_markdown(records, unreadable, selection: Selection, algos, groups, a
     lines += ["## Aggregate statistics", "", sm.describe(), "",
               "| Algorithm | Tasks | Runs per task | " + " | ".join(names) + " |",
               "|---|---|---|" + "---|" * len(names)]
-    for r in agg:
-        lines.append(f"| {DISPLAY_NAMES.get(r['algo'], r['algo'])} | {r['tasks']} | {r['runs_per_task']} | "
-                     + " | ".join(_ci(r[k], r[f"{k}_low"], r[f"{k}_high"]) for k in names) + " |")
+    for compared in (True, False):
+        rows = [r for r in agg if r["compared"] == compared]
+        if rows and not compared:
+            lines.append("| *over their own tasks, not comparable with the rows above* |" + " |" * (len(names) + 2))
+        for r in rows:
+            per_task = str(r["runs_per_task_min"]) if r["runs_per_task_min"] == r["runs_per_task_max"] else \
+                f"{r['runs_per_task_min']}–{r['runs_per_task_max']}"
+            lines.append(f"| {sm.label(r['algo'])} | {r['tasks']} | {per_task} | "
+                         + " | ".join(_ci(r[k], r[f"{k}_low"], r[f"{k}_high"]) for k in names) + " |")
     headline = [r for r in poi if r["algo"] == HEADLINE]
     if headline:
-        lines += ["", f"Probability of improvement of {DISPLAY_NAMES.get(HEADLINE)} (95% interval):", ""]
-        lines += [f"- over {DISPLAY_NAMES.get(r['other'], r['other'])}: {_ci(r['P'], r['low'], r['high'], 2)}"
-                  for r in headline]
-    lines += ["", "rliable's definitions (Agarwal et al. 2021): Median of the per-task means, IQM of all run x task "
-              "scores, optimality gap 100 - mean(min(score, 100)); 95% percentile intervals of a stratified "
-              f"bootstrap ({n_resamples} resamples, runs resampled within each task). Every pair's probability of "
-              "improvement: [probability_of_improvement.csv](probability_of_improvement.csv) and its figure. Files: "
-              "[aggregate_table.tex](aggregate_table.tex), [aggregate.csv](aggregate.csv).", "",
+        lines += ["", f"Probability of improvement of {DISPLAY_NAMES.get(HEADLINE)} (95% interval), over the tasks "
+                  "both have:", ""]
+        lines += [f"- over {DISPLAY_NAMES.get(r['other'], r['other'])}: {_ci(r['P'], r['low'], r['high'], 2)} "
+                  f"({_count(r['tasks'], 'task')})" for r in headline]
+    every_pair = ("Every pair's probability of improvement: [probability_of_improvement.csv]"
+                  "(probability_of_improvement.csv) and its figure." if poi else
+                  "No probability of improvement: no two algorithms share a task.")
+    lines += ["", "rliable's definitions (Agarwal et al. 2021), each task weighted equally and every counted run used: "
+              "Mean and Median of the per-task means, IQM of all run × task scores (a task with fewer runs weighs "
+              "each of them more), optimality gap 100 - mean(min(score, 100)); 95% percentile intervals of a "
+              f"stratified bootstrap ({n_resamples} resamples, each task's runs resampled within it, as many as it "
+              f"has). {every_pair} Files: [aggregate_table.tex](aggregate_table.tex), [aggregate.csv](aggregate.csv).",
+              "",
               "## Comparison with the paper", ""]
     if comparison:
         lines += ["| Dataset | Algorithm | n | Ours | Paper | Paper in our 95% CI |", "|---|---|---|---|---|---|"]
@@ -682,7 +808,9 @@ def _report_markdown(records, unreadable, selection: Selection, algos, groups, a
                          f"{paper} | {inside} |")
     else:
         lines.append("No records on the paper's datasets (generated datasets are never compared with the paper).")
-    lines += ["", "## Figures", ""] + [f"- [{f}]({f})" for f in figures if f.endswith(".png")]
+    captions = figure_captions(sm, n_resamples)
+    lines += ["", "## Figures", ""] + [f"- [{f}]({f}) ([pdf]({f.removesuffix('.png')}.pdf)): "
+                                       f"{captions[f.removesuffix('.png')]}" for f in figures if f.endswith(".png")]
     lines += ["", "## Provenance", ""]
     for (e, a), c in sorted(cells.items()):
         steps = sorted({str(r.config.get("algo_config", {}).get("steps")) for r in c.records})

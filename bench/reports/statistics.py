@@ -1,23 +1,30 @@
 """Statistics for reports, as small pure functions over score matrices of shape (runs x tasks).
 
 Definitions follow rliable (Agarwal et al. 2021, "Deep Reinforcement Learning at the Edge of the Statistical
-Precipice"; ``rliable.metrics`` and ``rliable.library``), every task weighted equally:
+Precipice"; ``rliable.metrics`` and ``rliable.library``), every task weighted equally, extended to tasks with
+different numbers of runs so that no run is thrown away: a task with fewer runs than the matrix has rows holds NaN
+below its runs. With the same count on every task each function is rliable's.
 
-- Mean: the mean of the matrix (``aggregate_mean``); Median: the median of the per-task means
-  (``aggregate_median``); IQM: the 25%-trimmed mean of all run x task scores (``aggregate_iqm``); optimality gap:
-  gamma - mean(min(score, gamma)) (``aggregate_optimality_gap``, gamma = 100 on D4RL's normalised scale).
+- Mean: the mean over tasks of the per-task means (``aggregate_mean``); Median: the median of the per-task means
+  (``aggregate_median``); optimality gap: gamma - the mean over tasks of the per-task means of min(score, gamma)
+  (``aggregate_optimality_gap``, gamma = 100 on D4RL's normalised scale).
+- IQM: the 25%-trimmed mean of all run x task scores, each task weighted equally (``aggregate_iqm``). With n_t runs
+  on task t, every run of t counts L / n_t times, L the least common multiple of the n_t (so each task holds L
+  units); the lowest and highest floor(T L / 4) units are cut, as ``scipy.stats.trim_mean`` cuts
+  floor(N / 4) scores, and the rest averaged. Equal counts: L = n, and this is rliable's IQM exactly.
 - Intervals: percentile intervals of the stratified bootstrap (``StratifiedBootstrap``): the runs of each task are
-  resampled with replacement, each task on its own, the tasks kept.
-- Probability of improvement P(X > Y): per task the Mann-Whitney U statistic over n m (ties count one half),
+  resampled with replacement, each task on its own and with its own count, the tasks kept.
+- Probability of improvement P(X > Y): per task the Mann-Whitney U statistic over n_t m_t (ties count one half),
   averaged over tasks (``probability_of_improvement``); its interval resamples X's and Y's runs independently
   within each task (``StratifiedIndependentBootstrap``).
-- Performance profile: the fraction of run x task scores above each threshold tau, with bootstrap bands
-  (``create_performance_profile`` with ``use_score_distribution=True``).
+- Performance profile: per threshold tau, the fraction of each task's runs above tau, averaged over tasks, with
+  bootstrap bands (``create_performance_profile`` with ``use_score_distribution=True``).
 Per-cell tests (the table's bold) use Welch's t-test and Holm's adjustment, both NaN-aware.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,21 +33,40 @@ from scipy import stats
 # -- aggregates of a (runs x tasks) matrix; each also takes a stack (replicates x runs x tasks) --------------------
 
 
+def task_counts(scores: np.ndarray) -> np.ndarray:
+    """Runs per task (the last axis) of a matrix or stack whose missing runs are NaN."""
+    return (~np.isnan(scores)).sum(axis=-2)
+
+
+def _task_means(scores: np.ndarray) -> np.ndarray:
+    return np.nansum(scores, axis=-2) / task_counts(scores)
+
+
 def aggregate_mean(scores: np.ndarray) -> np.ndarray | float:
-    return np.mean(scores, axis=(-2, -1))
+    return np.mean(_task_means(scores), axis=-1)
 
 
 def aggregate_median(scores: np.ndarray) -> np.ndarray | float:
-    return np.median(np.mean(scores, axis=-2), axis=-1)
+    return np.median(_task_means(scores), axis=-1)
 
 
 def aggregate_iqm(scores: np.ndarray) -> np.ndarray | float:
+    counts = task_counts(scores).reshape(-1, scores.shape[-1])[0]  # a resample keeps every task's count
+    units = math.lcm(*counts.tolist())
+    weights = np.where(np.isnan(scores), 0, units // counts).reshape(*scores.shape[:-2], -1)
     flat = scores.reshape(*scores.shape[:-2], -1)
-    return stats.trim_mean(flat, 0.25, axis=-1)
+    order = np.argsort(flat, axis=-1)  # NaN (no run) last, with weight 0
+    values, weights = np.take_along_axis(flat, order, -1), np.take_along_axis(weights, order, -1)
+    values = np.where(weights > 0, values, 0.0)
+    total = units * scores.shape[-1]
+    cut = int(0.25 * total)
+    upper = np.cumsum(weights, axis=-1)
+    kept = np.clip(np.minimum(upper, total - cut) - np.maximum(upper - weights, cut), 0, None)
+    return np.sum(kept * values, axis=-1) / (total - 2 * cut)
 
 
 def aggregate_optimality_gap(scores: np.ndarray, gamma: float = 100.0) -> np.ndarray | float:
-    return gamma - np.mean(np.minimum(scores, gamma), axis=(-2, -1))
+    return gamma - np.mean(_task_means(np.minimum(scores, gamma)), axis=-1)
 
 
 AGGREGATES: dict[str, Callable[[np.ndarray], np.ndarray | float]] = {
@@ -49,10 +75,13 @@ AGGREGATES: dict[str, Callable[[np.ndarray], np.ndarray | float]] = {
 
 
 def stratified_resamples(scores: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_resamples, runs, tasks): each task's runs drawn with replacement from that task's runs."""
+    """(n_resamples, runs, tasks): each task's runs drawn with replacement from that task's own runs, as many as it
+    has; the rows below them stay NaN (``scores`` holds each task's runs in its first rows)."""
     runs, tasks = scores.shape
-    idx = rng.integers(0, runs, size=(n_resamples, runs, tasks))
-    return scores[idx, np.arange(tasks)]
+    counts = task_counts(scores)
+    rows = np.arange(runs)[:, None]
+    draws = rng.integers(0, counts, size=(n_resamples, runs, tasks))
+    return scores[np.where(rows < counts, draws, rows), np.arange(tasks)]
 
 
 def percentile_interval(replicates: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -63,9 +92,9 @@ def percentile_interval(replicates: np.ndarray, confidence: float = 0.95) -> tup
 def aggregate_interval(scores: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray | float],
                        n_resamples: int = 2000, seed: int = 0,
                        confidence: float = 0.95) -> tuple[float, float, float]:
-    """(point, low, high) of an aggregate of a (runs x tasks) matrix; no interval (nan) with a single run."""
+    """(point, low, high) of an aggregate of a (runs x tasks) matrix; no interval (nan) without a task of 2 runs."""
     point = float(statistic(scores))
-    if scores.shape[0] < 2:
+    if task_counts(scores).max() < 2:
         return point, float("nan"), float("nan")
     reps = statistic(stratified_resamples(scores, n_resamples, np.random.default_rng(seed)))
     lo, hi = percentile_interval(reps, confidence)
@@ -73,16 +102,16 @@ def aggregate_interval(scores: np.ndarray, statistic: Callable[[np.ndarray], np.
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray | float:
-    """P(X > Y) of two (runs x tasks) matrices (or stacks of them): per task U / (n m), averaged over tasks."""
-    greater = (x[..., :, None, :] > y[..., None, :, :]).mean(axis=(-3, -2))
-    ties = (x[..., :, None, :] == y[..., None, :, :]).mean(axis=(-3, -2))
-    return np.mean(greater + 0.5 * ties, axis=-1)
+    """P(X > Y) of two (runs x tasks) matrices (or stacks of them): per task U / (n_t m_t), averaged over tasks."""
+    greater = (x[..., :, None, :] > y[..., None, :, :]).sum(axis=(-3, -2))
+    ties = (x[..., :, None, :] == y[..., None, :, :]).sum(axis=(-3, -2))
+    return np.mean((greater + 0.5 * ties) / (task_counts(x) * task_counts(y)), axis=-1)
 
 
 def probability_of_improvement_interval(x: np.ndarray, y: np.ndarray, n_resamples: int = 2000, seed: int = 0,
                                         confidence: float = 0.95) -> tuple[float, float, float]:
     point = float(probability_of_improvement(x, y))
-    if x.shape[0] < 2 or y.shape[0] < 2:
+    if task_counts(x).max() < 2 or task_counts(y).max() < 2:
         return point, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     reps = probability_of_improvement(stratified_resamples(x, n_resamples, rng),
@@ -92,16 +121,16 @@ def probability_of_improvement_interval(x: np.ndarray, y: np.ndarray, n_resample
 
 
 def performance_profile(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
-    """Fraction of run x task scores above each tau (the last axes of ``scores``); shape (..., len(taus))."""
-    flat = scores.reshape(*scores.shape[:-2], 1, -1)
-    return (flat > np.asarray(taus, float)[:, None]).mean(axis=-1)
+    """Per tau, the fraction of each task's runs above it, averaged over tasks; shape (..., len(taus))."""
+    above = scores[..., None, :, :] > np.asarray(taus, float)[:, None, None]
+    return np.mean(above.sum(axis=-2) / task_counts(scores)[..., None, :], axis=-1)
 
 
 def performance_profile_band(scores: np.ndarray, taus: np.ndarray, n_resamples: int = 2000, seed: int = 0,
                              confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(profile, low, high) at each tau, the band from the stratified bootstrap."""
     profile = performance_profile(scores, taus)
-    if scores.shape[0] < 2:
+    if task_counts(scores).max() < 2:
         return profile, np.full_like(profile, np.nan), np.full_like(profile, np.nan)
     reps = performance_profile(stratified_resamples(scores, n_resamples, np.random.default_rng(seed)), taus)
     lo, hi = percentile_interval(reps, confidence)
