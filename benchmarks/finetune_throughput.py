@@ -55,7 +55,7 @@ def plain_step(policy, q, ref, optim, obs, act, starts, lengths, cfg: SFTConfig)
 def suite_step(policy, q, logp_ref_all, optim, obs, act, batches: TrajectoryBatches, cfg: SFTConfig) -> int:
     b = batches.sample()  # one seed: rows (1, N), counts (1, S)
     rows, counts = b.rows[0], b.counts[0]
-    loss, _ = iw_sft_loss(policy, q, obs[rows], act[rows], logp_ref_all[rows], b.seg, b.lengths, cfg,
+    loss, _ = iw_sft_loss(policy, q, obs[rows], act[rows], logp_ref_all[rows], b.sizes, b.lengths, cfg,
                           batches.mean_length, counts)
     optim.zero_grad(set_to_none=True)
     loss.backward()
@@ -158,7 +158,7 @@ def main() -> None:
 
     # How close the suite's step runs to the matmul roofline: time it on a fixed unique batch
     fixed = TrajectoryBatches(traj, curated, device, [1], args.batch).sample()
-    rows, seg, lengths, counts = fixed.rows[0], fixed.seg, fixed.lengths, fixed.counts[0]
+    rows, sizes, lengths, counts = fixed.rows[0], fixed.sizes, fixed.lengths, fixed.counts[0]
     policy, q = copy.deepcopy(ref).requires_grad_(True), copy.deepcopy(ref)
     optim = torch.optim.Adam(policy.parameters(), lr=1e-4)
     with torch.no_grad():
@@ -168,7 +168,7 @@ def main() -> None:
     def seconds_per_step(steps: int) -> float:
         t0 = time.perf_counter()
         for _ in range(steps):
-            loss, _ = iw_sft_loss(policy, q, obs[rows], act[rows], logp_ref_all[rows], seg, lengths, cfg,
+            loss, _ = iw_sft_loss(policy, q, obs[rows], act[rows], logp_ref_all[rows], sizes, lengths, cfg,
                                   table.mean_length, counts)
             optim.zero_grad(set_to_none=True)
             loss.backward()

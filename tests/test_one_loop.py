@@ -101,7 +101,8 @@ def test_sft_q_draws_each_trajectory_as_often_as_its_quality_bins_say(static):
     drawn = np.zeros((2, 100))
     for _ in range(100):
         batch = batches.sample()
-        episode_of_segment = {s: r // 4 for s, r in zip(batch.seg.tolist(), batch.rows.reshape(-1).tolist(),
+        seg = torch.repeat_interleave(torch.arange(len(batch.sizes)), batch.sizes)  # each row's segment
+        episode_of_segment = {s: r // 4 for s, r in zip(seg.tolist(), batch.rows.reshape(-1).tolist(),
                                                         strict=True)}  # episode e holds transitions 4e .. 4e + 3
         per_seed = batch.counts.shape[1]
         for s, count in enumerate(batch.counts.reshape(-1).tolist()):

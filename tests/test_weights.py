@@ -22,31 +22,30 @@ def _gather(starts, lengths):
     return tuple(torch.from_numpy(a) for a in gather(starts, lengths))
 
 
-SEG = torch.tensor([0, 0, 1, 1, 1, 1])
 LEN = torch.tensor([2, 4])
 RHO = torch.tensor([1.5, 0.5, -1.0, -1.0, -1.0, -1.0], dtype=torch.float64)  # sums: 2 and -4; means: 1 and -1
 
 
 def test_temperature_weights_by_hand():
-    w = trajectory_weights(RHO, SEG, LEN, "temperature", temperature=0.5, max_weight=1000.0)
+    w = trajectory_weights(RHO, LEN, LEN, "temperature", temperature=0.5, max_weight=1000.0)
     np.testing.assert_allclose(w, [math.exp(0.5), math.exp(-0.5)])
-    w = trajectory_weights(RHO, SEG, LEN, "temperature", temperature=0.5, max_weight=1.5)
+    w = trajectory_weights(RHO, LEN, LEN, "temperature", temperature=0.5, max_weight=1.5)
     np.testing.assert_allclose(w, [1.5, math.exp(-0.5)])  # clamped at the maximum
-    huge = trajectory_weights(torch.full((6,), 1e4, dtype=torch.float64), SEG, LEN, "temperature",
+    huge = trajectory_weights(torch.full((6,), 1e4, dtype=torch.float64), LEN, LEN, "temperature",
                               temperature=1.0, max_weight=1000.0)
     np.testing.assert_allclose(huge, [1000.0, 1000.0])  # no overflow
 
 
 def test_smoothing_weights_by_hand():
-    w = trajectory_weights(RHO, SEG, LEN, "smoothing", alpha=0.1)
+    w = trajectory_weights(RHO, LEN, LEN, "smoothing", alpha=0.1)
     np.testing.assert_allclose(w, [math.exp(0.2), math.exp(-0.4)])
 
 
 def test_clipped_weights_by_hand():
     rho = torch.log(torch.tensor([3.0, 0.1, 1.5, 1.0, 1.0, 1.0], dtype=torch.float64))
-    w = trajectory_weights(rho, SEG, LEN, "clip", ratio_min=0.2, ratio_max=1.8, weight_min=0.0, max_weight=10.0)
+    w = trajectory_weights(rho, LEN, LEN, "clip", ratio_min=0.2, ratio_max=1.8, weight_min=0.0, max_weight=10.0)
     np.testing.assert_allclose(w, [1.8 * 0.2, 1.5])  # per-step ratios clipped to [0.2, 1.8], then multiplied
-    w = trajectory_weights(rho, SEG, LEN, "clip", ratio_min=0.2, ratio_max=1.8, weight_min=0.5, max_weight=1.2)
+    w = trajectory_weights(rho, LEN, LEN, "clip", ratio_min=0.2, ratio_max=1.8, weight_min=0.5, max_weight=1.2)
     np.testing.assert_allclose(w, [0.5, 1.2])  # trajectory weight clipped to [0.5, 1.2]
 
 
@@ -58,7 +57,7 @@ def test_normalised_weights_in_the_loss_by_hand_and_an_unknown_function():
     assert float(weighted_nll(ll, w, counts, normalize=True)) == pytest.approx(1.8)
     assert float(weighted_nll(ll, w, counts, normalize=False)) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="unknown weight function"):
-        trajectory_weights(RHO, SEG, LEN, "softmax")
+        trajectory_weights(RHO, LEN, LEN, "softmax")
 
 
 def test_weight_statistics_by_hand_per_seed():
@@ -95,14 +94,33 @@ def test_warmup_cosine_by_hand():
 
 def test_gather_and_segment_sums_match_a_plain_loop():
     starts, lengths = torch.tensor([5, 0, 5]), torch.tensor([3, 2, 3])  # episode at 5 drawn twice
-    idx, seg, _ = _gather(starts, lengths)
-    assert idx.tolist() == [5, 6, 7, 0, 1, 5, 6, 7] and seg.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    idx, sizes = _gather(starts, lengths)
+    assert idx.tolist() == [5, 6, 7, 0, 1, 5, 6, 7] and sizes.tolist() == [3, 2, 3]
     logp = torch.arange(8, dtype=torch.float64)
-    assert segment_sum(logp, seg, 3).tolist() == [0 + 1 + 2, 3 + 4, 5 + 6 + 7]
-    mean = trajectory_log_likelihood(logp, seg, lengths, "trajectory_mean", 2.5)
+    assert segment_sum(logp, sizes).tolist() == [0 + 1 + 2, 3 + 4, 5 + 6 + 7]
+    assert segment_sum(logp, torch.tensor([3, 0, 5])).tolist() == [3, 0, 25]  # an empty segment sums to 0
+    mean = trajectory_log_likelihood(logp, sizes, lengths, "trajectory_mean", 2.5)
     np.testing.assert_allclose(mean, [1.0, 3.5, 6.0])
-    summed = trajectory_log_likelihood(logp, seg, lengths, "sum", 2.5)
+    summed = trajectory_log_likelihood(logp, sizes, lengths, "sum", 2.5)
     np.testing.assert_allclose(summed, [3 / 2.5, 7 / 2.5, 18 / 2.5])
+
+
+def test_segment_sum_and_its_gradient_under_deterministic_algorithms():
+    """torch.use_deterministic_algorithms(True) raises on an op with no deterministic implementation on the device
+    (index_add_ on CUDA); segment_sum passes, forward and backward, and equals a plain loop."""
+    values = torch.randn(1000, dtype=torch.float64, requires_grad=True)
+    sizes = torch.tensor([400, 0, 1, 599])
+    with torch.inference_mode(False):
+        torch.use_deterministic_algorithms(True)
+        try:
+            sums = segment_sum(values, sizes)
+            (sums * torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)).sum().backward()
+        finally:
+            torch.use_deterministic_algorithms(False)
+    edges = [0, 400, 400, 401, 1000]
+    expected = [values[a:b].sum().item() for a, b in zip(edges, edges[1:], strict=False)]
+    np.testing.assert_allclose(sums.detach(), expected, rtol=1e-12)
+    np.testing.assert_array_equal(values.grad, np.repeat([1.0, 3.0, 4.0], [400, 1, 599]))
 
 
 @pytest.mark.parametrize("weight_fn", ["temperature", "smoothing", "clip"])
@@ -111,7 +129,7 @@ def test_iw_sft_gradient_equals_sft_gradient_when_q_is_pi_ref(weight_fn, normali
     torch.manual_seed(0)
     reference = GaussianMLPPolicy(4, 2, hidden=16)
     obs, act = torch.randn(9, 4), torch.rand(9, 2) * 2 - 1
-    _, seg, lengths = _gather(torch.tensor([0, 2, 2]), torch.tensor([2, 3, 3]))
+    _, lengths = _gather(torch.tensor([0, 2, 2]), torch.tensor([2, 3, 3]))
     rows = torch.tensor([0, 1, 2, 3, 4, 2, 3, 4])
     cfg = SFTConfig(weight_fn=weight_fn, normalize_weights=normalize, min_weight=0.0, max_weight=10.0)
     grads = []
@@ -119,7 +137,7 @@ def test_iw_sft_gradient_equals_sft_gradient_when_q_is_pi_ref(weight_fn, normali
         theta = copy.deepcopy(reference)
         q = copy.deepcopy(reference) if iw else None
         logp_ref = reference.log_prob(obs[rows], act[rows]).detach() if iw else None
-        loss, w = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref, seg, lengths, cfg, 8 / 3)
+        loss, w = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref, lengths, lengths, cfg, 8 / 3)
         np.testing.assert_allclose(w.detach(), np.ones(3))  # q = pi_ref: every weight is 1
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in theta.parameters()]))
@@ -149,11 +167,11 @@ def test_iw_sft_loss_by_hand_when_q_differs_from_pi_ref(weight_fn, expected, nor
     reference, q = _constant_policy(0.0), _constant_policy(-math.log(2))
     obs = torch.zeros(5, 3)
     act = torch.tensor([[0.0], [0.0], [1.0], [1.0], [1.0]])
-    _, seg, lengths = _gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
+    _, lengths = _gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
     cfg = SFTConfig(weight_fn=weight_fn, temperature=2.0, smoothing_alpha=0.5, max_weight=3.0,
                     normalize_weights=normalize)
     logp_ref = reference.log_prob(obs, act).detach()
-    loss, w = iw_sft_loss(copy.deepcopy(reference), q, obs, act, logp_ref, seg, lengths, cfg, 2.5)
+    loss, w = iw_sft_loss(copy.deepcopy(reference), q, obs, act, logp_ref, lengths, lengths, cfg, 2.5)
     np.testing.assert_allclose(w.detach(), expected, rtol=1e-5)
     # theta = pi_ref: per-step log-likelihoods -log(2 pi) / 2 for a = 0 and that - 1/2 for a = 1, each trajectory's
     # mean (loss_normalization trajectory_mean); the loss -sum w ll / 2, or / sum w with normalised weights
@@ -169,9 +187,9 @@ def test_iw_weights_follow_q_when_q_moves():
     with torch.no_grad():
         q.log_std.fill_(-1.0)  # q now differs from pi_ref
     obs, act = torch.randn(5, 4), torch.rand(5, 2) * 2 - 1
-    _, seg, lengths = _gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
+    _, lengths = _gather(torch.tensor([0, 2]), torch.tensor([2, 3]))
     logp_ref = reference.log_prob(obs, act).detach()
-    _, w = iw_sft_loss(copy.deepcopy(reference), q, obs, act, logp_ref, seg, lengths, SFTConfig(), 2.5)
+    _, w = iw_sft_loss(copy.deepcopy(reference), q, obs, act, logp_ref, lengths, lengths, SFTConfig(), 2.5)
     rho = (q.log_prob(obs, act) - logp_ref).detach()
     expected = torch.exp(torch.stack([rho[:2].mean(), rho[2:].mean()]))  # temperature 1: exp(mean rho)
     torch.testing.assert_close(w, expected)
@@ -197,10 +215,10 @@ def test_repeated_trajectories_computed_once_give_the_same_loss_and_gradient(nor
             theta.log_std.add_(0.1)
         if dedupe:
             uniq, counts = torch.unique(draws, return_counts=True)
-            rows, seg, lens = _gather(starts[uniq], lengths[uniq])
+            rows, lens = _gather(starts[uniq], lengths[uniq])
         else:
-            (rows, seg, lens), counts = _gather(starts[draws], lengths[draws]), None
-        loss, _ = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref_all[rows], seg, lens, cfg, 4.0, counts)
+            (rows, lens), counts = _gather(starts[draws], lengths[draws]), None
+        loss, _ = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref_all[rows], lens, lens, cfg, 4.0, counts)
         loss.backward()
         results.append((loss.detach(), torch.cat([p.grad.flatten() for p in theta.parameters()])))
     torch.testing.assert_close(results[0][0], results[1][0])
@@ -234,8 +252,8 @@ def test_packed_batch_with_cached_reference_equals_the_padded_plain_computation(
     theta = copy.deepcopy(reference)
     logp_ref_all = reference.log_prob(obs, act).detach()
     uniq, counts = torch.unique(draws, return_counts=True)
-    rows, seg, lens = _gather(starts[uniq], lengths[uniq])
-    loss, _ = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref_all[rows], seg, lens, cfg, 5.0, counts)
+    rows, lens = _gather(starts[uniq], lengths[uniq])
+    loss, _ = iw_sft_loss(theta, q, obs[rows], act[rows], logp_ref_all[rows], lens, lens, cfg, 5.0, counts)
     loss.backward()
     torch.testing.assert_close(loss.detach(), plain.detach())
     torch.testing.assert_close(torch.cat([p.grad.flatten() for p in theta.parameters()]), plain_grad)

@@ -79,7 +79,7 @@ class BCLearner(StackedLearner):
             logp = self.model.log_prob(self.obs[rows], self.act[rows]).float()
         if isinstance(batch, torch.Tensor):  # (K, B) transitions
             return -logp.mean(1), {}
-        ll = trajectory_log_likelihood(logp.reshape(-1), batch.seg, batch.lengths, self.cfg.loss_normalization,
+        ll = trajectory_log_likelihood(logp.reshape(-1), batch.sizes, batch.lengths, self.cfg.loss_normalization,
                                        self.mean_length).view_as(batch.counts)
         return -(ll * batch.counts).sum(1) / batch.counts.sum(1), {}  # padding has count 0
 

@@ -127,22 +127,22 @@ def weighted_nll(ll: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, normal
 
 
 def iw_sft_loss(policy, q_policy, obs: torch.Tensor, act: torch.Tensor, logp_ref: torch.Tensor | None,
-                seg: torch.Tensor, lengths: torch.Tensor, cfg: SFTConfig, mean_length: float,
+                sizes: torch.Tensor, lengths: torch.Tensor, cfg: SFTConfig, mean_length: float,
                 counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, raw trajectory weights) of a packed batch; ``q_policy``/``logp_ref`` None means plain SFT (w = 1).
 
-    ``seg`` gives each transition's trajectory; ``counts[b]``: how many times trajectory b was drawn (default 1
-    each): the loss is the one over all draws. With a stacked policy, ``obs``/``act`` carry a leading seed dimension
-    (``logp_ref`` their shape), ``seg`` indexes the flattened transitions, ``counts`` is (K, S) and the loss (K,):
-    each seed's own (weights come back as (K, S)).
+    ``sizes[b]``: how many consecutive transitions trajectory b holds; ``counts[b]``: how many times it was drawn
+    (default 1 each): the loss is the one over all draws. With a stacked policy, ``obs``/``act`` carry a leading seed
+    dimension (``logp_ref`` their shape), ``sizes`` runs over the flattened transitions, ``counts`` is (K, S) and the
+    loss (K,): each seed's own (weights come back as (K, S)).
     """
-    ll = trajectory_log_likelihood(policy.log_prob(obs, act).reshape(-1), seg, lengths, cfg.loss_normalization,
+    ll = trajectory_log_likelihood(policy.log_prob(obs, act).reshape(-1), sizes, lengths, cfg.loss_normalization,
                                    mean_length)
     w = torch.ones_like(ll)
     if q_policy is not None:
         with torch.no_grad():
             rho = (q_policy.log_prob(obs, act) - logp_ref).reshape(-1)
-            w = trajectory_weights(rho, seg, lengths, cfg.weight_fn, temperature=cfg.temperature,
+            w = trajectory_weights(rho, sizes, lengths, cfg.weight_fn, temperature=cfg.temperature,
                                    alpha=cfg.smoothing_alpha, max_weight=cfg.max_weight, ratio_min=cfg.ratio_min,
                                    ratio_max=cfg.ratio_max, weight_min=cfg.min_weight)
     c = torch.ones_like(ll) if counts is None else counts
@@ -172,14 +172,14 @@ class SFTLearner(StackedLearner):
             else self._batch_loss
 
     def loss(self, batch: TrajectoryBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self._loss(batch.rows, batch.seg, batch.lengths, batch.counts)
+        return self._loss(batch.rows, batch.sizes, batch.lengths, batch.counts)
 
-    def _batch_loss(self, rows: torch.Tensor, seg: torch.Tensor, lengths: torch.Tensor,
+    def _batch_loss(self, rows: torch.Tensor, sizes: torch.Tensor, lengths: torch.Tensor,
                     counts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         logp_ref = None if self.q is None else self.logp_ref.gather(1, rows)
         with step_precision(cfg.precision, self.obs.device):
-            per_seed, w = iw_sft_loss(self.model, self.q, self.obs[rows], self.act[rows], logp_ref, seg, lengths, cfg,
+            per_seed, w = iw_sft_loss(self.model, self.q, self.obs[rows], self.act[rows], logp_ref, sizes, lengths, cfg,
                                       self.mean_length, counts)
         return per_seed, ({} if self.q is None else weight_statistics(w, counts, cfg.max_weight))
 

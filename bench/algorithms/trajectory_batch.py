@@ -25,9 +25,9 @@ LOSS_NORMALIZATIONS = ("trajectory_mean", "sum")
 class TrajectoryBatch:
     """Whole trajectories for K seeds (see :class:`TrajectoryBatches` for the layouts)."""
 
-    rows: torch.Tensor  # (K, N) transition indices
-    seg: torch.Tensor  # (K * N,) segment of each row: seed k's segments are k * S .. k * S + S - 1
-    lengths: torch.Tensor  # (K * S,) length of each segment
+    rows: torch.Tensor  # (K, N) transition indices, segment after segment: seed k's are k * S .. k * S + S - 1
+    sizes: torch.Tensor  # (K * S,) rows in each segment (padding included; 0 for a segment a seed does not use)
+    lengths: torch.Tensor  # (K * S,) trajectory length of each segment (1 for padding and unused ones)
     counts: torch.Tensor  # (K, S) how often each segment was drawn (0: padding, or not drawn)
 
 
@@ -57,10 +57,9 @@ class TrajectoryBatches:
         self.generators = [np.random.default_rng(seed) for seed in seeds]
         self.static = None
         if static:  # every curated transition, in table order, for every seed: fixed tensors
-            k, (rows, seg, lengths) = len(seeds), self._to_device(*map(torch.from_numpy,
-                                                                      gather(self.starts, self.lengths)))
-            offsets = torch.arange(k, device=seg.device)[:, None] * len(lengths)
-            self.static = (rows.expand(k, -1), (seg[None] + offsets).reshape(-1), lengths.repeat(k))
+            k, (rows, lengths) = len(seeds), self._to_device(*map(torch.from_numpy,
+                                                                 gather(self.starts, self.lengths)))
+            self.static = (rows.expand(k, -1), lengths.repeat(k), lengths.repeat(k))
 
     def components(self) -> dict[str, np.random.Generator]:
         return {f"generator{k}": g for k, g in enumerate(self.generators)}
@@ -75,18 +74,17 @@ class TrajectoryBatches:
         draws = []
         for gen in self.generators:
             episodes, counts = np.unique(self._draw(gen), return_counts=True)
-            rows, seg, lengths = gather(self.starts[episodes], self.lengths[episodes])
-            draws.append((rows, seg, lengths, counts))
+            draws.append((*gather(self.starts[episodes], self.lengths[episodes]), counts))
         width = max(len(d[0]) for d in draws)
-        segments = max(len(d[2]) for d in draws) + 1
+        segments = max(len(d[1]) for d in draws) + 1
         rows = np.zeros((len(draws), width), np.int64)
-        seg = np.full((len(draws), width), segments - 1, np.int64)  # padding rows: each seed's last segment
+        sizes = np.zeros((len(draws), segments), np.int64)
         lengths = np.ones((len(draws), segments), np.int64)
         counts = np.zeros((len(draws), segments), np.int64)
-        for k, (r, s, n, c) in enumerate(draws):
-            rows[k, :len(r)], seg[k, :len(s)], lengths[k, :len(n)], counts[k, :len(c)] = r, s, n, c
-        seg += np.arange(len(draws))[:, None] * segments
-        return TrajectoryBatch(*self._to_device(*(torch.from_numpy(a) for a in (rows, seg.reshape(-1),
+        for k, (r, n, c) in enumerate(draws):
+            rows[k, :len(r)], sizes[k, :len(n)], lengths[k, :len(n)], counts[k, :len(c)] = r, n, n, c
+            sizes[k, -1] = width - len(r)  # padding rows (row 0): each seed's last segment, count 0
+        return TrajectoryBatch(*self._to_device(*(torch.from_numpy(a) for a in (rows, sizes.reshape(-1),
                                                                                  lengths.reshape(-1), counts))))
 
     def _to_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -119,19 +117,20 @@ class TransitionBatches:
         return self.idx[torch.stack([self._draw(g) for g in self.generators])]
 
 
-def gather(starts, lengths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat transition indices of the given episodes, each transition's segment (0..B-1), and the lengths: int64
-    arrays, by host arithmetic (numpy), so a batch's size is known without asking the device."""
+def gather(starts, lengths) -> tuple[np.ndarray, np.ndarray]:
+    """Flat transition indices of the given episodes, episode after episode, and their lengths: int64 arrays, by host
+    arithmetic (numpy), so a batch's size is known without asking the device."""
     starts, lengths = np.asarray(starts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
     seg = np.repeat(np.arange(len(lengths)), lengths)
     offsets = np.arange(len(seg)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return starts[seg] + offsets, seg, lengths
+    return starts[seg] + offsets, lengths
 
 
-def trajectory_log_likelihood(logp: torch.Tensor, seg: torch.Tensor, lengths: torch.Tensor, normalization: str,
+def trajectory_log_likelihood(logp: torch.Tensor, sizes: torch.Tensor, lengths: torch.Tensor, normalization: str,
                               mean_length: float) -> torch.Tensor:
-    """(B,) per-trajectory log-likelihood, normalised as named (see the module docstring)."""
-    total = segment_sum(logp, seg, len(lengths))
+    """(B,) per-trajectory log-likelihood of ``logp`` in consecutive runs of ``sizes``, normalised as named (see the
+    module docstring)."""
+    total = segment_sum(logp, sizes)
     if normalization == "trajectory_mean":
         return total / lengths.to(total.dtype)
     if normalization == "sum":

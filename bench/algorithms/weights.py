@@ -20,9 +20,12 @@ import torch
 WEIGHT_FUNCTIONS = ("temperature", "smoothing", "clip")
 
 
-def segment_sum(values: torch.Tensor, segment_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """Sum ``values`` (N,) into ``num_segments`` bins given each value's segment id (N,)."""
-    return torch.zeros(num_segments, dtype=values.dtype, device=values.device).index_add_(0, segment_ids, values)
+def segment_sum(values: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """(S,) sums of consecutive runs of ``values`` (N,): the first ``sizes[0]`` values, then the next ``sizes[1]``...
+    (``sizes`` sums to N; a size of 0 gives 0). Deterministic on every device, forward and backward (each segment is
+    reduced in one order; ``index_add_`` adds with atomics on CUDA), and faster on a CPU
+    (``benchmarks/segment_sum.py``). Unchecked (``unsafe``): checking that the sizes add up would read the device."""
+    return torch.segment_reduce(values, "sum", lengths=sizes, unsafe=True)
 
 
 def temperature_weights(rho_sum: torch.Tensor, lengths: torch.Tensor, temperature: float,
@@ -37,26 +40,25 @@ def smoothing_weights(rho_sum: torch.Tensor, alpha: float, max_weight: float) ->
     return torch.exp(torch.clamp(alpha * rho_sum, max=math.log(max_weight)))
 
 
-def clipped_weights(rho: torch.Tensor, segment_ids: torch.Tensor, num_segments: int, ratio_min: float,
-                    ratio_max: float, weight_min: float, weight_max: float) -> torch.Tensor:
+def clipped_weights(rho: torch.Tensor, sizes: torch.Tensor, ratio_min: float, ratio_max: float, weight_min: float,
+                    weight_max: float) -> torch.Tensor:
     """w = clamp(prod_t clamp(exp(rho_t), ratio_min, ratio_max), weight_min, weight_max)."""
     log_ratio = torch.clamp(rho, math.log(ratio_min), math.log(ratio_max))
-    log_w = segment_sum(log_ratio, segment_ids, num_segments)
+    log_w = segment_sum(log_ratio, sizes)
     return torch.exp(torch.clamp(log_w, math.log(weight_min), math.log(weight_max)))
 
 
-def trajectory_weights(rho: torch.Tensor, segment_ids: torch.Tensor, lengths: torch.Tensor, fn: str, *,
+def trajectory_weights(rho: torch.Tensor, sizes: torch.Tensor, lengths: torch.Tensor, fn: str, *,
                        temperature: float = 1.0, alpha: float = 1.0, max_weight: float = 1000.0,
                        ratio_min: float = 0.2, ratio_max: float = 1.8, weight_min: float = 0.0) -> torch.Tensor:
-    """One weight per trajectory from per-step log-ratios ``rho`` (N,) grouped by ``segment_ids``; a batch's
+    """One weight per trajectory from per-step log-ratios ``rho`` (N,) in consecutive runs of ``sizes``; a batch's
     normalisation (Table 4's "normalised weights") is the loss's business (``sft.weighted_nll``)."""
-    b = len(lengths)
     if fn == "temperature":
-        w = temperature_weights(segment_sum(rho, segment_ids, b), lengths.to(rho.dtype), temperature, max_weight)
+        w = temperature_weights(segment_sum(rho, sizes), lengths.to(rho.dtype), temperature, max_weight)
     elif fn == "smoothing":
-        w = smoothing_weights(segment_sum(rho, segment_ids, b), alpha, max_weight)
+        w = smoothing_weights(segment_sum(rho, sizes), alpha, max_weight)
     elif fn == "clip":
-        w = clipped_weights(rho, segment_ids, b, ratio_min, ratio_max, max(weight_min, 1e-30), max_weight)
+        w = clipped_weights(rho, sizes, ratio_min, ratio_max, max(weight_min, 1e-30), max_weight)
     else:
         raise ValueError(f"unknown weight function {fn!r}; choose one of {', '.join(WEIGHT_FUNCTIONS)}")
     return w

@@ -40,14 +40,9 @@ OBJECTIVES = ("sft", "iw_sft", "iw_sft_paper", "iw_sft_paper_mean", "iw_sft_toke
 LAGGED = ("iw_sft_paper", "iw_sft_paper_mean")  # objectives whose q is the model one epoch earlier
 
 
-def segment_ids(lengths: torch.Tensor) -> torch.Tensor:
-    """Example index of every packed token: lengths [2, 3] -> [0, 0, 1, 1, 1]."""
-    return torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
-
-
 def segment_sums(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Per-example sums of packed values."""
-    return segment_sum(values, segment_ids(lengths), len(lengths))
+    """Per-example sums of packed values (each example's ``lengths[i]`` tokens, one after the other)."""
+    return segment_sum(values, lengths)
 
 
 def sequence_weights(logp_theta: torch.Tensor, logp_ref: torch.Tensor, lengths: torch.Tensor,
