@@ -9,8 +9,9 @@ one is drawn several times. The suite's step packs the drawn trajectories withou
 trajectory drawn k times once with weight k, and reads log pi_ref from a table computed once (pi_ref is frozen).
 Both give the same loss and gradient (tests/test_weights.py). Throughput is in drawn trajectory-steps per second.
 Then the suite's fine-tuning step as ``SFT.fit`` runs it, in its three forms — each drawn trajectory once (the
-default), static shapes (every curated transition, weighted by draw counts) and static shapes under torch.compile —
-in interleaved rounds, best of each (the compiled form's first call, which compiles, is not timed).
+default), static shapes (every curated transition, weighted by draw counts) and static shapes under torch.compile
+(with CUDA graphs on CUDA, and there also without them) — in interleaved rounds, best of each (the compiled forms'
+first calls, which compile, are not timed).
 The roofline is this machine's float32 matrix-multiply rate on the MLP's own layer shapes; the suite's step does
 3 MLP passes' worth of matmul work per transition it computes (theta forward + backward ~ 3 forward passes) plus
 one forward of theta_q, i.e. 4 forward passes.
@@ -69,6 +70,8 @@ def layouts(ref, obs, act, traj, curated, batch: int, device: torch.device, roun
     optimiser step, the scheduler and the EMA of q included), interleaved rounds, best of each."""
     forms = {"drawn trajectories once": {}, "static shapes": {"static_shapes": True},
              "static shapes + compile": {"static_shapes": True, "compile": True}}
+    if device.type == "cuda":  # compile alone vs compile + CUDA graphs (the default on CUDA)
+        forms["static shapes + compile, no graphs"] = {"static_shapes": True, "compile": True, "cuda_graphs": False}
     loops = {}
     for name, extra in forms.items():
         cfg = SFTConfig(importance_weighted=True, batch_size=batch, precision=precision, **extra)
@@ -92,7 +95,7 @@ def layouts(ref, obs, act, traj, curated, batch: int, device: torch.device, roun
           f"{steps} steps:")
     base = best["drawn trajectories once"]
     for name, dt in best.items():
-        print(f"  {name:25s} {dt * 1e3:8.1f} ms/step  {1 / dt:8.1f} steps/s  ({base / dt:.2f}x the default)")
+        print(f"  {name:34s} {dt * 1e3:8.1f} ms/step  {1 / dt:8.1f} steps/s  ({base / dt:.2f}x the default)")
 
 
 def matmul_roofline(rows: int, shapes: list[tuple[int, int]], repeats: int = 5) -> float:

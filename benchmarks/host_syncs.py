@@ -48,8 +48,13 @@ def _sync_prone(name: str) -> bool:
     return name in SYNC_PRONE or name.startswith(("aten::_unique", "aten::unique"))
 
 
+def _compiling(name: str) -> bool:
+    """torch.compile's tracing (once per graph; here also when HostReads' mode enters, which dynamo guards on)."""
+    return name in ("entire_frame_compile", "backend_compile", "bytecode_tracing") or name.startswith("compile_attempt")
+
+
 def count_syncs(events, device: torch.device) -> tuple[int, int]:
-    """(sync-prone op chains, CPU fused-Adam step-counter reads) among profiler events."""
+    """(sync-prone op chains, CPU fused-Adam step-counter reads) among profiler events, compilation left out."""
     syncs, adam_reads = 0, 0
     for e in events:
         if not _sync_prone(e.name):
@@ -58,8 +63,8 @@ def count_syncs(events, device: torch.device) -> tuple[int, int]:
         while parent is not None:
             parents.append(parent.name)
             parent = parent.cpu_parent
-        if any(_sync_prone(p) for p in parents):
-            continue  # counted with the op that contains it
+        if any(_sync_prone(p) or _compiling(p) for p in parents):
+            continue  # counted with the op that contains it, or part of compiling the step
         if device.type == "cpu" and CPU_FUSED_ADAM in parents:
             adam_reads += 1
         else:
@@ -122,10 +127,10 @@ def main() -> None:
             train_bc(traj, all_episodes(traj), cfg, group)
         return fit
 
-    def sft(algo_cls, static_shapes: bool = False):
+    def sft(algo_cls, static_shapes: bool = False, compile: bool = False):
         def fit(group):
             cfg = algo_cls.Config(steps=total, warmup_steps=1, batch_size=64, bc_steps=2, bc_batch_size=32,
-                                  static_shapes=static_shapes)
+                                  static_shapes=static_shapes, compile=compile)
             algo = algo_cls(cfg)
             group.references = [p for p, _ in reference_policies(traj, algo.reference_bc(), group.seeds, device,
                                                                  lambda m: None, cache)]
@@ -134,6 +139,7 @@ def main() -> None:
 
     cases = [("bc", bc("transitions"), 1), ("bc (trajectories)", bc("trajectories"), 1), ("sft_q", sft(SFTQ), 1),
              ("iw_sft_q", sft(IWSFTQ), 1), ("iw_sft_q (static shapes)", sft(IWSFTQ, True), 1),
+             ("iw_sft_q (static shapes, compiled)", sft(IWSFTQ, True, True), 1),
              ("bc (5 batched seeds)", bc("transitions"), 5), ("iw_sft_q (5 batched seeds)", sft(IWSFTQ), 5),
              ("iw_sft_q (5 batched seeds, static shapes)", sft(IWSFTQ, True), 5)]
     for name, fit, seeds in cases:

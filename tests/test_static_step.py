@@ -90,3 +90,38 @@ def test_the_compiled_static_step_never_recompiles_and_tracks_the_eager_step(pro
                 losses[compiled].append(learner.update(batches.sample())["loss"].item())
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # one graph, captured once, no graph break
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+def test_a_compiled_step_requests_cuda_graphs_on_cuda_only():
+    from bench.algorithms.sft import compile_options
+
+    one_graph = {"fullgraph": True, "dynamic": False}
+    assert compile_options(torch.device("cuda"), True) == {**one_graph, "mode": "reduce-overhead"}
+    assert compile_options(torch.device("cuda:1"), True) == {**one_graph, "mode": "reduce-overhead"}
+    assert compile_options(torch.device("cuda"), False) == one_graph  # --set cuda_graphs=false
+    assert compile_options(CPU, True) == one_graph  # inductor has no graphs to replay on a CPU
+
+
+@pytest.mark.cuda
+def test_the_compiled_step_replays_cuda_graphs_and_tracks_the_eager_step():
+    """On CUDA: 30 compiled steps run as CUDA graphs (none skipped) with the same losses and statistics as eager."""
+    import torch._dynamo
+
+    traj = load_dataset(get_spec("hopper-mini-replay"))
+    curated, cuda = quality_bins(traj, [90, 95, 98]), torch.device("cuda")
+    torch.manual_seed(0)
+    ref = GaussianMLPPolicy(traj.obs_dim, traj.act_dim, hidden=64, layers=2).requires_grad_(False)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    results = {}
+    for compiled in (False, True):
+        cfg = IWSFTQConfig(batch_size=64, static_shapes=True, compile=compiled)
+        batches = TrajectoryBatches(traj, curated, cuda, [0], cfg.batch_size, True)
+        learner = SFTLearner([ref.to(cuda)], traj, cuda, batches.mean_length, cfg)
+        assert learner.graphs == compiled
+        results[compiled] = [{k: float(v.reshape(-1)[0]) for k, v in learner.update(batches.sample()).items()
+                              if torch.is_tensor(v)} for _ in range(30)]
+    counters = torch._dynamo.utils.counters["inductor"]
+    assert counters["cudagraph_skips"] == 0, dict(counters)
+    for eager, graphed in zip(results[False], results[True], strict=True):
+        assert graphed == pytest.approx(eager, rel=1e-4)

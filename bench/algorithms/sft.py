@@ -80,6 +80,7 @@ class SFTConfig:
     precision: str = choice("float32", PRECISIONS)  # the fine-tuning step's
     static_shapes: bool = False  # compute every curated transition each step, weighted by draw counts (see above)
     compile: bool = False  # torch.compile the loss (needs static_shapes; pays on GPUs, see benchmarks/)
+    cuda_graphs: bool = True  # with compile on CUDA: replay the compiled forward and backward as CUDA graphs
     divergence_factor: float = bounded(100.0, ge=0)  # as BCConfig's, for the fine-tuning and the reference BC
     # iw-SFT: stop as "diverged" when ESS / batch stays below this at every step of an evaluation window (weights
     # all ~0: ESS 0; one trajectory holding all the weight of a 256 batch: 0.0039); 0 = off
@@ -150,10 +151,20 @@ def iw_sft_loss(policy, q_policy, obs: torch.Tensor, act: torch.Tensor, logp_ref
     return weighted_nll(ll, w, c, cfg.normalize_weights and q_policy is not None), w
 
 
+def compile_options(device: torch.device, cuda_graphs: bool) -> dict:
+    """torch.compile's options for a loss with static shapes: one graph (``fullgraph``), never recompiled
+    (``dynamic=False``); on CUDA with ``cuda_graphs``, inductor's CUDA graphs (``mode="reduce-overhead"``: the batch
+    is copied into fixed buffers and the recorded forward and backward kernels are replayed, none launched from
+    Python). Compile alone gave LeanRL 1.0-2.0x on an H100, compile with CUDA graphs 3.4-5.7x."""
+    graphs = cuda_graphs and device.type == "cuda"
+    return {"fullgraph": True, "dynamic": False, **({"mode": "reduce-overhead"} if graphs else {})}
+
+
 class SFTLearner(StackedLearner):
     """theta per seed, started from that seed's pi_ref; with importance weights, q (an EMA of theta, also started
     from pi_ref) and log pi_ref of every transition, computed once (pi_ref is frozen). The loss is compiled
-    (``torch.compile(fullgraph=True, dynamic=False)``) when the config asks for it."""
+    (:func:`compile_options`) when the config asks for it; the optimiser step (one fused Adam kernel) and the EMA
+    follow it eagerly."""
 
     def __init__(self, references: list[GaussianMLPPolicy], trajectories: Trajectories, device: torch.device,
                  mean_length: float, cfg: SFTConfig):
@@ -168,11 +179,21 @@ class SFTLearner(StackedLearner):
             with torch.no_grad():
                 self.logp_ref = torch.stack([torch.cat([ref.log_prob(o, a) for o, a in zip(
                     obs.split(65536), act.split(65536), strict=True)]) for ref in references])
-        self._loss = torch.compile(self._batch_loss, fullgraph=True, dynamic=False) if cfg.compile \
-            else self._batch_loss
+        options = compile_options(device, cfg.cuda_graphs)
+        self.graphs = cfg.compile and "mode" in options
+        if cfg.compile:  # the dataset and the log pi_ref table are read where they are, never copied into buffers
+            for table in (self.obs, self.act, self.logp_ref):
+                if table is not None:
+                    torch._dynamo.mark_static_address(table)
+        self._loss = torch.compile(self._batch_loss, **options) if cfg.compile else self._batch_loss
 
     def loss(self, batch: TrajectoryBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self._loss(batch.rows, batch.sizes, batch.lengths, batch.counts)
+        if not self.graphs:
+            return self._loss(batch.rows, batch.sizes, batch.lengths, batch.counts)
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: the graphs may reuse the last step's outputs
+        per_seed, stats = self._loss(batch.rows, batch.sizes, batch.lengths, batch.counts)
+        # the next replay overwrites the graphs' outputs: what outlives this step is copied out
+        return per_seed.clone(), {k: v.clone() for k, v in stats.items()}
 
     def _batch_loss(self, rows: torch.Tensor, sizes: torch.Tensor, lengths: torch.Tensor,
                     counts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
