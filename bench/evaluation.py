@@ -34,6 +34,9 @@ SCORES = ("return", "success", "subtasks")
 
 
 class Policy(Protocol):
+    """What evaluation runs. A policy that can also make ``cpu_copy()`` (a picklable copy acting on the CPU) is
+    evaluated by several processes when CUDA is in use, too (spawned processes, given that copy)."""
+
     def act(self, observations: np.ndarray) -> np.ndarray: ...
 
 
@@ -157,26 +160,69 @@ def _worker(conn, policy: Policy, env: str, waves: list[range], seed: int, count
         conn.close()
 
 
-def _process_count(workers: int, waves: int) -> int:
-    workers = max(1, min(workers, waves))
+def default_start_method() -> str:
+    """How evaluation processes start: fork (milliseconds; the policy and this process's environments handed over
+    as they are), unless CUDA is in use here — a forked child cannot use it — or fork does not exist: spawn."""
+    import multiprocessing as mp
+
     torch = sys.modules.get("torch")
-    if workers > 1 and torch is not None and torch.cuda.is_initialized():
-        warnings.warn(f"evaluating in one process, not {workers}: CUDA is in use here and forked processes cannot "
-                      "run a policy on the GPU (the results are the same)", stacklevel=3)
-        return 1
-    return workers
+    cuda = torch is not None and torch.cuda.is_initialized()
+    return "fork" if "fork" in mp.get_all_start_methods() and not cuda else "spawn"
 
 
-def _run_all(policy: Policy, env: str, waves: list[range], seed: int, processes: int) -> dict[int, np.ndarray]:
-    """All waves, in this process and ``processes - 1`` forked ones; each process takes the next wave when it is
-    free, so a slower core takes fewer, and no process waits on another until the end."""
+_SPAWNED: dict[int, object] = {}  # process count -> this process's spawned evaluation workers, reused by evaluations
+
+
+def _spawned_workers(processes: int):
+    """``processes`` spawned worker processes, started once and kept (each keeps its environments between
+    evaluations, and a spawn costs seconds of imports); they exit with this process."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    if processes not in _SPAWNED:
+        for pool in _SPAWNED.values():
+            pool.shutdown(cancel_futures=True)
+        _SPAWNED.clear()
+        _SPAWNED[processes] = ProcessPoolExecutor(processes, mp_context=get_context("spawn"))
+    return _SPAWNED[processes]
+
+
+def _spawned_wave(policy: Policy, env: str, wave: range, seed: int) -> np.ndarray:
+    with _one_torch_thread():
+        return _run_wave(policy, _environments(env, len(wave)), wave, seed)
+
+
+def _run_spawned(policy: Policy, env: str, waves: list[range], seed: int, processes: int) -> dict[int, np.ndarray]:
+    """Every wave in a spawned worker, acting with a CPU copy of the policy: which process runs a wave changes
+    nothing, and this process (training on the GPU) only waits."""
+    cpu = policy.cpu_copy()
+    futures = {w: _spawned_workers(processes).submit(_spawned_wave, cpu, env, wave, seed)
+               for w, wave in enumerate(waves)}
+    try:
+        return {w: f.result() for w, f in futures.items()}
+    except Exception as e:  # a worker died (BrokenProcessPool) or an episode failed: the pool is not reused
+        _SPAWNED.pop(processes).shutdown(cancel_futures=True)
+        raise RuntimeError(f"an evaluation worker process failed ({type(e).__name__}: {e}); rerun, or set "
+                           "eval_workers=1 to evaluate in this process") from e
+
+
+def _run_all(policy: Policy, env: str, waves: list[range], seed: int, processes: int,
+             start_method: str) -> dict[int, np.ndarray]:
+    """All waves, in this process and ``processes - 1`` forked ones, each process taking the next wave when it is
+    free (so a slower core takes fewer, and no process waits on another until the end); or, started by spawn, in
+    ``processes`` spawned ones."""
+    if processes > 1 and start_method == "spawn":
+        if hasattr(policy, "cpu_copy"):
+            return _run_spawned(policy, env, waves, seed, processes)
+        warnings.warn(f"evaluating in one process, not {processes}: new processes must be spawned here (CUDA is in "
+                      f"use) and {type(policy).__name__} has no cpu_copy() to give them (the results are the same)",
+                      stacklevel=3)
+        processes = 1
     if processes == 1:
         return _run_waves(policy, env, waves, seed, itertools.count().__next__)
     import multiprocessing as mp
 
-    # fork starts in milliseconds and hands over the policy and this process's environments as they are (each
-    # process then steps its own copies); spawn, where fork does not exist, pickles the policy and makes new ones.
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context("fork")
     counter = ctx.Value("i", 0)
     conns, procs, finished = [], [], False
     try:
@@ -212,10 +258,10 @@ def _run_all(policy: Policy, env: str, waves: list[range], seed: int, processes:
 
 def evaluate(policy: Policy, env: str, episodes: int, seed: int, ref_min: float | None = None,
              ref_max: float | None = None, num_envs: int = 10, score: str = "return",
-             workers: int = 1) -> EvalResult:
+             workers: int = 1, start_method: str | None = None) -> EvalResult:
     """Run ``episodes`` deterministic episodes of ``policy`` in ``env``, in waves of ``num_envs`` side by side,
-    the waves shared out among ``workers`` processes (this one included; the results do not depend on
-    ``workers``)."""
+    the waves shared out among ``workers`` processes (the results do not depend on ``workers``), started as
+    ``start_method`` says (default: :func:`default_start_method`)."""
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
     if episodes < 1 or num_envs < 1:
@@ -227,7 +273,8 @@ def evaluate(policy: Policy, env: str, episodes: int, seed: int, ref_min: float 
         raise ValueError(f"{env_label(env)} has actions in [{space.low}, {space.high}]; the suite's policies act in "
                          "[-1, 1] and need an environment with that action range")
     with _one_torch_thread():
-        done = _run_all(policy, env, waves, seed, _process_count(workers, len(waves)))
+        done = _run_all(policy, env, waves, seed, max(1, min(workers, len(waves))),
+                        start_method or default_start_method())
     rows = np.concatenate([done[w] for w in range(len(waves))])
     returns, lengths, success = rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2].astype(bool)
     subtasks = rows[:, 3] / np.maximum(rows[:, 4], 1)

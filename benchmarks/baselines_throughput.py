@@ -13,6 +13,7 @@ between the two (the cores' speed drifts), best of each; one thread. Prints
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from bench.algorithms import get_algorithm  # noqa: E402
-from bench.algorithms.baselines import D3rlpyLearner, DeviceTransitions, to_d3rlpy_dataset  # noqa: E402
+from bench.algorithms.baselines import D3rlpyLearner, DeviceTransitions, build_d3rlpy, to_d3rlpy_dataset  # noqa: E402
 from bench.algorithms.context import RunContext, Schedule, SeedGroup  # noqa: E402
 from bench.configs import load_preset  # noqa: E402
 from bench.d3rlpy_import import import_d3rlpy  # noqa: E402
@@ -34,16 +35,10 @@ STEPS = {"td3_bc": 300, "iql": 300, "cql": 40, "awac": 100}  # per round: a few 
 
 
 def build(algo_name: str, dataset, device: torch.device, compile_graph: bool = False):
-    d3rlpy = import_d3rlpy()
-    from d3rlpy.algos.utility import build_scalers_with_transition_picker
-
     fields, _ = load_preset(algo_name, "hopper-mini-replay")
     cfg = get_algorithm(algo_name).Config(**{**fields, "compile": compile_graph})
-    d3rlpy.seed(0)
-    algo = cfg.d3rlpy_config(d3rlpy).create(device=str(device))
-    build_scalers_with_transition_picker(algo, dataset)
-    algo.build_with_dataset(dataset)
-    return algo, cfg
+    import_d3rlpy().seed(0)
+    return build_d3rlpy(cfg, dataset, str(device)), cfg
 
 
 def main() -> None:
@@ -72,7 +67,7 @@ def main() -> None:
         suite_algo, cfg = build(name, dataset, device, args.compile)
         fit_algo, _ = build(name, dataset, device, args.compile)
         batches = DeviceTransitions(dataset, suite_algo, device, 0, cfg.batch_size)
-        learner = D3rlpyLearner(suite_algo)
+        learner = D3rlpyLearner(suite_algo, functools.partial(build_d3rlpy, cfg, dataset))
         group = SeedGroup([RunContext(seed=0, log=lambda m: None)], device, Schedule(10**12, 10**12))
 
         def suite(n: int, learner=learner, batches=batches, group=group) -> None:

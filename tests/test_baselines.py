@@ -145,11 +145,10 @@ def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, 
     """Given the same transitions, N updates through DeviceTransitions + D3rlpyLearner leave the parameters that
     d3rlpy's own ``algo.update(TransitionMiniBatch)`` leaves (scalers, terminals, TD3+BC's delayed actor)."""
     import torch
-    from d3rlpy.algos.utility import build_scalers_with_transition_picker
     from d3rlpy.dataset import TransitionMiniBatch
 
     from bench.algorithms import get_algorithm
-    from bench.algorithms.baselines import D3rlpyLearner, DeviceTransitions, to_d3rlpy_dataset
+    from bench.algorithms.baselines import D3rlpyLearner, DeviceTransitions, build_d3rlpy, to_d3rlpy_dataset
     from bench.d3rlpy_import import import_d3rlpy
     from bench.datasets.curation import all_episodes
     from bench.datasets.trajectories import Trajectories
@@ -159,12 +158,9 @@ def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, 
     dataset = to_d3rlpy_dataset(traj, all_episodes(traj))
     cfg = get_algorithm(algo).Config(batch_size=16, hidden_units=[32, 32], steps=10)
 
-    def build():
+    def build(device: str = "cpu"):
         d3rlpy.seed(0)
-        made = cfg.d3rlpy_config(d3rlpy).create(device="cpu")
-        build_scalers_with_transition_picker(made, dataset)
-        made.build_with_dataset(dataset)
-        return made
+        return build_d3rlpy(cfg, dataset, device)
 
     ours, theirs = build(), build()
     transitions = DeviceTransitions(dataset, ours, torch.device("cpu"))
@@ -174,7 +170,7 @@ def test_the_device_sampler_feeds_d3rlpys_update_exactly(hopper_minari_dataset, 
     for _ in range(6):
         idx = torch.randint(transitions.size, (16,), generator=gen)
         torch.manual_seed(7)  # the same noise inside both updates (target smoothing, CQL's action samples)
-        D3rlpyLearner(ours).update(transitions.batch(idx))
+        D3rlpyLearner(ours, build).update(transitions.batch(idx))
         torch.manual_seed(7)
         theirs.update(TransitionMiniBatch.from_transitions(
             [dataset.transition_picker(*where[i]) for i in idx.tolist()]))

@@ -154,3 +154,38 @@ def test_an_error_in_this_process_stops_the_workers():
     with pytest.raises(FloatingPointError, match="policy broke here"):
         evaluate(_FailsHere(), "Hopper-v5", episodes=40, seed=0, num_envs=1, workers=2)
     assert multiprocessing.active_children() == []
+
+
+def test_the_cuda_path_spawns_workers_with_cpu_copies_and_gives_the_scores_of_one_process(hopper_minari_dataset):
+    """Where CUDA is in use a forked child cannot run the policy: evaluation spawns workers (kept for the next
+    evaluation) and gives each a CPU copy — the native policy's, and a d3rlpy algorithm rebuilt on the CPU with its
+    weights. Forced here with start_method="spawn": the scores are those of one process, and copying the d3rlpy
+    algorithm leaves the run's random stream alone."""
+    import torch
+
+    from bench.algorithms import get_algorithm
+    from bench.algorithms.baselines import D3rlpyLearner, build_d3rlpy, to_d3rlpy_dataset
+    from bench.algorithms.policy import GaussianMLPPolicy
+    from bench.datasets.curation import all_episodes
+    from bench.datasets.trajectories import Trajectories
+    from bench.evaluation import _SPAWNED
+
+    torch.manual_seed(0)
+    native = GaussianMLPPolicy(11, 3)
+    traj = Trajectories.from_episodes(hopper_minari_dataset[1][:5])
+    cfg = get_algorithm("td3_bc").Config(hidden_units=[32, 32])
+    dataset = to_d3rlpy_dataset(traj, all_episodes(traj))
+    learner = D3rlpyLearner(build_d3rlpy(cfg, dataset, "cpu"), lambda device: build_d3rlpy(cfg, dataset, device))
+    state = torch.get_rng_state()
+    copy = learner.cpu_copy()
+    assert torch.equal(torch.get_rng_state(), state)
+    obs = traj.observations[:8]
+    np.testing.assert_array_equal(copy.act(obs), learner.act(obs))
+    for policy in (native, learner):
+        one = evaluate(policy, "Hopper-v5", episodes=6, seed=4, ref_min=0.0, ref_max=100.0, num_envs=2)
+        spawned = evaluate(policy, "Hopper-v5", episodes=6, seed=4, ref_min=0.0, ref_max=100.0, num_envs=2,
+                           workers=3, start_method="spawn")
+        assert spawned.returns == one.returns and spawned.scores == one.scores
+    assert list(_SPAWNED) == [3]  # one pool, reused by the second evaluation
+    pids = {p.pid for p in _SPAWNED[3]._processes.values()}
+    assert len(pids) == 3 and os.getpid() not in pids

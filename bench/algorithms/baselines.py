@@ -26,7 +26,9 @@ d3rlpy's own D4RL loader; terminal transitions are kept with terminal = 1.
 
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -268,13 +270,24 @@ class DeviceTransitions:
         return self.batch(torch.randint(self.size, (self.batch_size,), generator=self.generator, device=self.device))
 
 
+def build_d3rlpy(cfg, dataset, device: str):
+    """A d3rlpy algorithm of ``cfg`` on ``device``, its scalers fitted to ``dataset`` and its networks built."""
+    from d3rlpy.algos.utility import build_scalers_with_transition_picker
+
+    algo = cfg.d3rlpy_config(import_d3rlpy()).create(device=device)
+    build_scalers_with_transition_picker(algo, dataset)
+    algo.build_with_dataset(dataset)
+    return algo
+
+
 class D3rlpyLearner:
     """A d3rlpy algorithm as the loop's learner (one seed): its networks, optimisers and gradient-step count, the
     global RNGs its update draws from (TD3's target smoothing noise, CQL's action samples), and its own update; and
     as its ``Policy`` (deterministic actions)."""
 
-    def __init__(self, algo: Any):
+    def __init__(self, algo: Any, build: Callable[[str], Any]):
         self.algo = algo
+        self.build = build  # device -> a new algorithm of the same config and dataset, untrained
 
     def state_dict(self) -> dict:
         buf = io.BytesIO()
@@ -301,6 +314,27 @@ class D3rlpyLearner:
     def act(self, observations: np.ndarray) -> np.ndarray:
         return self.algo.predict(np.asarray(observations, dtype=np.float32))
 
+    def cpu_copy(self) -> D3rlpyPolicy:
+        """The algorithm built again on the CPU with these weights (d3rlpy's own save / load, as a checkpoint
+        moves between devices), for evaluation processes spawned while this one uses CUDA."""
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: the run's generator stays put
+            algo = self.build("cpu")
+        buf = io.BytesIO()
+        self.algo.impl.save_model(buf)
+        buf.seek(0)
+        algo.impl.load_model(buf)
+        return D3rlpyPolicy(algo)
+
+
+@dataclass
+class D3rlpyPolicy:
+    """A d3rlpy algorithm's deterministic actions; picklable (no dataset, no training state of the suite's)."""
+
+    algo: Any
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return self.algo.predict(np.asarray(observations, dtype=np.float32))
+
 
 class D3rlpyAlgorithm(Algorithm):
     """Trains a d3rlpy algorithm with the suite's loop; subclasses only name their config."""
@@ -314,19 +348,16 @@ class D3rlpyAlgorithm(Algorithm):
 
     def fit(self, trajectories: Trajectories, curated: Curated, group: SeedGroup) -> list[D3rlpyLearner]:
         d3rlpy = import_d3rlpy()
-        from d3rlpy.algos.utility import build_scalers_with_transition_picker
-
         (run,) = group.runs  # one seed at a time (batches_seeds is False)
         cfg = self.config
         d3rlpy.seed(run.seed)  # torch's global generator: d3rlpy's own noise (TD3 target smoothing, CQL samples)
         dataset = to_d3rlpy_dataset(trajectories, curated)
-        algo = cfg.d3rlpy_config(d3rlpy).create(device=str(group.device))
-        build_scalers_with_transition_picker(algo, dataset)
-        algo.build_with_dataset(dataset)
+        build = functools.partial(build_d3rlpy, cfg, dataset)
+        algo = build(str(group.device))
         run.info["d3rlpy"] = {"version": d3rlpy.__version__, "algorithm": type(algo).__name__,
                               "transitions": dataset.transition_count}
         batches = DeviceTransitions(dataset, algo, group.device, run.seed, cfg.batch_size)
-        policies = train(group, D3rlpyLearner(algo), batches)
+        policies = train(group, D3rlpyLearner(algo, build), batches)
         run.info["d3rlpy"]["grad_steps"] = algo.grad_step
         return policies
 

@@ -7,6 +7,7 @@ the mean.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -36,6 +37,10 @@ class GaussianMLPPolicy(nn.Module):
         log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         z = (actions - mu) * torch.exp(-log_std)
         return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def cpu_copy(self) -> GaussianMLPPolicy:
+        """A copy on the CPU, for evaluation processes spawned while this one uses CUDA."""
+        return copy.deepcopy(self).cpu()
 
     @torch.no_grad()
     def act(self, observations: np.ndarray) -> np.ndarray:
