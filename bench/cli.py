@@ -196,8 +196,9 @@ def sweep(
                                              "the flags), or one of the paper's: paper:table2 (Tables 2/5: 7 "
                                              "datasets x 9 algorithms x 5 seeds), paper:table3 (kitchen), "
                                              "paper:figure1 (the toy bandit).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs, which are complete and the compute "
-                                          "each needs (presets' steps at measured rates), and stop.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs, which are complete, the compute "
+                                          "each needs (presets' steps at measured rates) and the memory the jobs "
+                                          "need with --workers of them at once, and stop.")] = False,
     executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray (a Ray cluster).")]
         = "local",
     workers: Annotated[int | None, typer.Option(help="Parallel runs (default: one per CPU core).")] = None,
@@ -240,7 +241,7 @@ def sweep(
             spec = Grid(envs.split(","), algos.split(","), _parse_seeds(seeds), _parse_sets(set_))
         configs = [dataclasses.replace(c, loggers=logger, log_every=log_every) for c in spec.expand()]
         if dry_run:
-            typer.echo(dry_run_text(configs, out))
+            typer.echo(dry_run_text(configs, out, workers))
             return
         _writable_folder(out)
         if sys.stderr.isatty() and executor == "local":  # a bar for the grid and one per running run

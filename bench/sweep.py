@@ -61,6 +61,7 @@ EXECUTORS = ("local", "ray")
 
 GRID_DIR = PRESET_DIR / "grids"  # the paper's grids: --grid paper:table2, paper:table3, paper:figure1
 RATES = PRESET_DIR / "rates.yaml"  # measured updates/s, for --dry-run's compute estimates
+MEMORY = PRESET_DIR / "memory.yaml"  # measured peak memory per run, for --dry-run's memory estimates
 
 
 @dataclass
@@ -194,13 +195,51 @@ def estimate(configs: list[RunConfig], rates: dict) -> list[tuple[RunConfig, flo
     return out
 
 
-def dry_run(configs: list[RunConfig], out: Path) -> str:
-    """What a sweep would do: every run, whether it is complete, and the compute it needs."""
+def job_memory_gb(algo: str, seeds: int, table: dict) -> float | None:
+    """Peak host memory (GB) of one job — ``seeds`` seeds of ``algo`` trained as one group — on D4RL's largest data
+    (the last size of memory.yaml, 2M transitions); a group of K seeds between its 1- and 5-seed measurements,
+    linearly. None: not measured."""
+    peak = table["peak_gb"]
+    if (one := peak.get(algo)) is None:
+        return None
+    if seeds == 1:
+        return one[-1]
+    if (five := peak.get(f"{algo}*5")) is None:
+        return None
+    return one[-1] + (five[-1] - one[-1]) * (seeds - 1) / 4
+
+
+def machine_memory_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def memory_summary(jobs: list[list[RunConfig]], workers: int, table: dict, machine_gb: float) -> list[str]:
+    """The dry run's memory lines: the largest job, what ``workers`` jobs at once need, and — when that is more than
+    90% of ``machine_gb`` — how many workers fit."""
+    per_job = sorted((m for job in jobs if (m := job_memory_gb(job[0].algo, len(job), table)) is not None),
+                     reverse=True)
+    if not per_job:
+        return []
+    at_once = sum(per_job[:workers])
+    lines = [f"memory: up to {per_job[0]:.1f} GB per job on data up to {table['transitions'][-1] / 1e6:g}M "
+             f"transitions ({MEMORY.name}, {table['machine']}); {workers} workers: up to {at_once:.1f} GB at once, "
+             f"this machine has {machine_gb:.1f} GB"]
+    if at_once > 0.9 * machine_gb:
+        fits = max(k for k in range(len(per_job) + 1) if sum(per_job[:k]) <= 0.9 * machine_gb)
+        lines.append(f"warning: {workers} workers may run out of memory: use --workers {max(fits, 1)}")
+    return lines
+
+
+def dry_run(configs: list[RunConfig], out: Path, workers: int | None = None) -> str:
+    """What a sweep would do: every run, whether it is complete, the compute it needs, and the memory its jobs need
+    with ``workers`` of them at once (default: one per core)."""
     rates = yaml.safe_load(RATES.read_text())
-    lines, todo, missing, complete = [], 0.0, 0, 0
+    lines, todo, missing, complete, to_run = [], 0.0, 0, 0, []
     for cfg, seconds, how in estimate(configs, rates):
         done = is_complete(cfg, out)
         complete += done
+        if not done:
+            to_run.append(cfg)
         cost = "?" if seconds is None else f"{seconds / 60:.1f} min"
         lines.append(f"{cfg.env:<28} {cfg.algo:<9} seed {cfg.seed}  {'complete' if done else 'to run':<8}  "
                      f"{cost:>10}  ({how})")
@@ -210,6 +249,9 @@ def dry_run(configs: list[RunConfig], out: Path) -> str:
     lines.append(f"{len(configs)} runs: {complete} complete, {len(configs) - complete} to run; about "
                  f"{todo / 3600:.1f} core-hours at the rates in {RATES.name} ({rates['machine']})"
                  + (f"; {missing} runs without a measured rate not counted" if missing else ""))
+    workers = workers or os.cpu_count() or 1
+    lines += memory_summary(plan_jobs(to_run, workers), workers, yaml.safe_load(MEMORY.read_text()),
+                            machine_memory_gb())
     return "\n".join(lines)
 
 

@@ -140,11 +140,12 @@ def test_the_two_readings_of_appendix_c_against_hand_values():
 def test_chunked_log_probs_equal_full_values_and_gradients():
     torch.manual_seed(0)
     hidden = torch.randn(23, 16, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    head = torch.nn.Linear(16, 50, bias=False, dtype=torch.float64)
+    weight = head.weight
     targets = torch.randint(0, 50, (23,))
     full = torch.log_softmax(hidden @ weight.t(), -1).gather(-1, targets[:, None]).squeeze(-1)
     g_full = torch.autograd.grad((full * torch.arange(23)).sum(), (hidden, weight))
-    chunked = chunked_token_logps(hidden, weight, targets, chunk_size=5)
+    chunked = chunked_token_logps(hidden, head, targets, chunk_size=5)
     g_chunk = torch.autograd.grad((chunked * torch.arange(23)).sum(), (hidden, weight))
     assert torch.allclose(chunked.double(), full, atol=1e-6)
     for a, b in zip(g_chunk, g_full, strict=True):
@@ -334,11 +335,21 @@ def test_deepspeed_batch_keys_are_set_before_prepare():
 
 
 def test_tied_embeddings_survive_the_wrapper_and_the_saved_config_says_bf16(tiny, tmp_path):
-    from transformers import AutoConfig
+    """Qwen2.5-0.5B..3B tie their head to the embeddings (the tiny model, as 7B..72B, does not)."""
+    import shutil
+
+    from transformers import AutoConfig, Qwen2ForCausalLM
 
     from bench.llm.reference import load_causal_lm
     from bench.llm.train import read_log, train
 
+    tied = tmp_path / "tied"
+    shutil.copytree(tiny["model"], tied)
+    config = AutoConfig.from_pretrained(tied)
+    config.tie_word_embeddings = True
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(tied)
+    tiny = {**tiny, "model": tied}
     model = _model(tiny)
     assert model.lm.config.tie_word_embeddings
     model.lm.get_output_embeddings().weight = torch.nn.Parameter(model.lm.get_output_embeddings().weight.clone())
@@ -598,3 +609,69 @@ def test_the_metadata_of_a_real_sharded_state_passes_the_check(tiny, tmp_path):
               "bf16": torch.ones(3, dtype=torch.bfloat16)}
     dcp.load(loaded, checkpoint_id=tmp_path / "state" / "pytorch_model_fsdp_0")
     assert torch.equal(loaded["model"]["lm.model.embed_tokens.weight"], state["model"]["lm.model.embed_tokens.weight"])
+
+
+def _fsdp2_cpu_config(tmp_path, port: int) -> Path:
+    """The shipped FSDP2 launch config on 2 CPU processes: float32, parameters not offloaded (offload needs CUDA)."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "bench" / "llm" / "accelerate" / "fsdp2_8gpu.yaml").read_text())
+    cfg.update(num_processes=2, use_cpu=True, mixed_precision="no", main_process_port=port)
+    cfg["fsdp_config"]["fsdp_offload_params"] = False
+    path = tmp_path / "fsdp2_cpu.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_fsdp2_on_two_processes_trains_saves_and_resumes_to_the_losses_of_one(tiny, tmp_path):
+    """accelerate's FSDP2 path (the shipped config: decoder layers, embeddings and the UNTIED output head each an FSDP
+    unit, sharded state) on 2 CPU processes over gloo: 2 steps, a sharded state saved, then resumed to step 4 — the
+    losses of one process without FSDP, and a final model that reloads with its weights."""
+    from bench.llm.reference import load_causal_lm
+    from bench.llm.train import read_log
+
+    common = ["llm", "train", "--model", str(tiny["model"]), "--data", str(tiny["prepared"]), "--ref-logps",
+              str(tiny["ref"]), "--preset", "cpu", "--set", "global_batch_size=2", "--set", "learning_rate=2e-3",
+              "--set", "save_every=2", "--set", "save_model_each_epoch=false", "--set", "mixed_precision=no",
+              "--set", "save_dtype=float32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    launch = [accelerate, "launch", "--config_file", str(_fsdp2_cpu_config(tmp_path, 29547)), "-m", "bench", *common,
+              "--out", str(tmp_path / "fsdp")]
+    for cmd in ([sys.executable, "-m", "bench", *common, "--set", "max_steps=4", "--out", str(tmp_path / "one")],
+                [*launch, "--set", "max_steps=2"], [*launch, "--set", "max_steps=4"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "resumed from" in done.stdout + done.stderr
+    config = json.loads((tmp_path / "fsdp" / "config.json").read_text())
+    assert config["world_size"] == 2
+    state = tmp_path / "fsdp" / json.loads((tmp_path / "fsdp" / "trainer_state.json").read_text())["state_dir"]
+    assert list(state.rglob(".metadata"))  # a sharded (torch.distributed.checkpoint) state, not a full copy
+    one, fsdp = read_log(tmp_path / "one"), read_log(tmp_path / "fsdp")
+    assert [r["step"] for r in fsdp] == [1, 2, 3, 4]
+    for a, b in zip(one, fsdp, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["lr"] == pytest.approx(a["lr"])
+    single, sharded = (load_causal_lm(str(tmp_path / run / "final"), "float32") for run in ("one", "fsdp"))
+    assert not sharded.config.tie_word_embeddings
+    for (name, a), (_, b) in zip(single.state_dict().items(), sharded.state_dict().items(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_reference_pass_on_two_processes_gives_the_log_probs_of_one(tiny, tmp_path):
+    """The launch of the FSDP2 test (2 CPU processes, the untied tiny model): each process computes its share of the
+    examples; merged, they are the single-process pass's log-probs."""
+    from bench.llm.reference import load_ref_logps
+
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    done = subprocess.run([accelerate, "launch", "--config_file", str(_fsdp2_cpu_config(tmp_path, 29549)), "-m",
+                           "bench", "llm", "ref-logps", "--model", str(tiny["model"]), "--data", str(tiny["prepared"]),
+                           "--out", str(tmp_path / "ref2"), "--dtype", "float32"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "ref2").glob("shard-*.pt")) == ["shard-000-of-002.pt",
+                                                                              "shard-001-of-002.pt"]
+    examples = load_prepared(tiny["prepared"])[0]
+    one, two = load_ref_logps(tiny["ref"], examples), load_ref_logps(tmp_path / "ref2", examples)
+    assert one.keys() == two.keys() and len(one) == len(examples)
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)

@@ -125,3 +125,40 @@ def test_the_compiled_step_replays_cuda_graphs_and_tracks_the_eager_step():
     assert counters["cudagraph_skips"] == 0, dict(counters)
     for eager, graphed in zip(results[False], results[True], strict=True):
         assert graphed == pytest.approx(eager, rel=1e-4)
+
+
+def _chunked(learner, max_rows):
+    for model in (learner.model, learner.q):
+        if model is not None:
+            model.max_rows = max_rows
+    return learner
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_a_batch_over_max_rows_is_computed_in_chunks_with_the_same_loss_gradient_and_statistics(problem, static):
+    """Two seeds, a chunk of 700 rows (all seeds together): the loss, each parameter's gradient and the weight
+    statistics of one pass, up to float rounding; the compiled static step still one graph."""
+    import torch._dynamo
+
+    cfg = IWSFTQConfig(batch_size=64, static_shapes=static, temperature=5.0)
+    whole = _loss_and_grad(problem, cfg, [3, 4])
+    learner = _chunked(_learner(problem, cfg, [3, 4]), 700)
+    batch = _batches(problem, [3, 4], cfg).sample()
+    assert batch.rows.numel() > 2 * 700  # really more than two chunks
+    loss, stats = learner.loss(batch)
+    loss.sum().backward()
+    torch.testing.assert_close(loss.detach(), whole[0], rtol=1e-5, atol=0)
+    for chunked, plain in zip([p.grad for p in learner.model.parameters()], whole[1], strict=True):
+        torch.testing.assert_close(chunked, plain, rtol=1e-4, atol=1e-6)
+    for name, values in whole[2].items():
+        assert stats[name].tolist() == pytest.approx(values, rel=1e-5)
+    if static:
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        compiled = _chunked(_learner(problem, IWSFTQConfig(batch_size=64, static_shapes=True, temperature=5.0,
+                                                           compile=True), [3, 4]), 700)
+        batches = _batches(problem, [3, 4], cfg)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(3):
+                compiled.update(batches.sample())
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
 from bench.results.store import load_records
-from bench.sweep import Grid, _Progress, dry_run, run_sweep
+from bench.sweep import MEMORY, Grid, _Progress, dry_run, job_memory_gb, memory_summary, run_sweep
 
 BC_FAST = {"steps": 40, "eval_every": 20, "eval_episodes": 1, "final_eval_episodes": 2, "batch_size": 16}
 
@@ -18,8 +19,13 @@ def test_paper_table2_is_315_runs_with_compute_estimates(tmp_path):
     assert {c.algo for c in configs} == {"bc", "bc_10", "awac", "td3_bc", "cql", "iql", "sft", "sft_q", "iw_sft_q"}
     hmr = next(c for c in configs if (c.env, c.algo) == ("hopper-medium-replay", "iw_sft_q"))
     assert hmr.algo_config["learning_rate"] == 1e-4 and hmr.algo_config["normalize_weights"]  # Table 4's row
-    text = dry_run(configs, tmp_path)
-    assert text.count("\n") == 315 and "315 runs: 0 complete, 315 to run; about" in text and "core-hours" in text
+    text = dry_run(configs, tmp_path, workers=2)
+    assert len(re.findall(r" seed \d  to run ", text)) == 315
+    assert "315 runs: 0 complete, 315 to run; about" in text and "core-hours" in text
+    # memory: the largest job is a batched group of 5 SFT-family seeds; 2 workers hold the two largest at once
+    five = job_memory_gb("iw_sft_q", 5, yaml.safe_load(MEMORY.read_text()))
+    assert re.search(rf"memory: up to {five:.1f} GB per job on data up to 2M transitions .*2 workers: up to "
+                     rf"{2 * five:.1f} GB at once, this machine has \d+\.\d GB", text)
     # the SFT family's reference BC is counted once per (dataset, seed): with the first run that needs it
     assert len(re.findall(r"hopper-medium-replay +sft +seed 0 .* \+ reference 10000 x bc/trajectories", text)) == 1
     assert not re.search(r"hopper-medium-replay +sft_q +seed 0 .*reference", text)
@@ -160,3 +166,19 @@ def test_a_ray_run_resumes_from_a_checkpoint_in_the_shared_checkpoint_dir(hopper
     assert record.train_info["resumed_from_step"] == 30
     assert [p["loss"] for p in record.curve] == [p["loss"] for p in reference.curve]
     assert record.final["returns"] == reference.final["returns"] and not list(shared.glob("*.pt"))
+
+
+def test_job_memory_and_the_dry_runs_warning_by_hand():
+    from types import SimpleNamespace
+
+    table = {"transitions": [100_000, 1_000_000, 2_000_000], "machine": "m",
+             "peak_gb": {"bc": [0.3, 0.4, 0.5], "iw_sft_q": [0.5, 1.0, 1.2], "iw_sft_q*5": [1.0, 2.0, 3.2]}}
+    assert job_memory_gb("iw_sft_q", 1, table) == 1.2
+    assert job_memory_gb("iw_sft_q", 3, table) == pytest.approx(1.2 + 2.0 * 2 / 4)  # between 1 and 5 seeds
+    assert job_memory_gb("bc", 2, table) is None and job_memory_gb("cql", 1, table) is None  # not measured
+    jobs = [[SimpleNamespace(algo="iw_sft_q")] * 5, [SimpleNamespace(algo="bc")], [SimpleNamespace(algo="bc")]]
+    fine = memory_summary(jobs, 2, table, machine_gb=16.0)
+    assert fine == ["memory: up to 3.2 GB per job on data up to 2M transitions (memory.yaml, m); 2 workers: up to "
+                    "3.7 GB at once, this machine has 16.0 GB"]
+    tight = memory_summary(jobs, 3, table, machine_gb=4.0)  # 4.2 GB at once > 90% of 4 GB; 3.7 GB too
+    assert tight[1] == "warning: 3 workers may run out of memory: use --workers 1"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from bench.algorithms.checkpoint import Component
 from bench.algorithms.policy import LOG_STD_MAX, LOG_STD_MIN, GaussianMLPPolicy
@@ -30,11 +31,15 @@ def initial_policies(seeds: Sequence[int], obs_dim: int, act_dim: int, hidden: i
     return policies
 
 
+MAX_ROWS = 1 << 18  # rows (all seeds together) one forward pass holds: ~268 MB per 256-wide float32 activation
+
+
 class StackedGaussianMLP(nn.Module):
     """K Gaussian MLP policies with stacked parameters: weights (K, in, out), biases (K, 1, out)."""
 
-    def __init__(self, policies: Sequence[GaussianMLPPolicy]):
+    def __init__(self, policies: Sequence[GaussianMLPPolicy], max_rows: int = MAX_ROWS):
         super().__init__()
+        self.max_rows = max_rows
         linears = [[m for m in p.net if isinstance(m, nn.Linear)] for p in policies]
         self.weights = nn.ParameterList(
             [nn.Parameter(torch.stack([ls[i].weight.detach().T for ls in linears])) for i in range(len(linears[0]))])
@@ -52,7 +57,19 @@ class StackedGaussianMLP(nn.Module):
         return torch.tanh(h)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """(K, B) log-probabilities, summed over action dimensions."""
+        """(K, B) log-probabilities, summed over action dimensions. More than ``max_rows`` rows (K B) are computed in
+        chunks of rows; with gradients each chunk keeps only its inputs and recomputes its activations in the
+        backward (activation checkpointing), so a step's memory is one chunk's whatever its batch (whole 1000-step
+        trajectories of 5 seeds: 0.6-1.3M rows) — the same values, one more forward pass of work."""
+        chunk = max(1, self.max_rows // obs.shape[0])
+        if obs.shape[1] <= chunk:
+            return self._log_prob(obs, actions)
+        parts = zip(obs.split(chunk, dim=1), actions.split(chunk, dim=1), strict=True)
+        if torch.is_grad_enabled():
+            return torch.cat([checkpoint(self._log_prob, o, a, use_reentrant=False) for o, a in parts], dim=1)
+        return torch.cat([self._log_prob(o, a) for o, a in parts], dim=1)
+
+    def _log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         z = (actions - self.mean(obs)) * torch.exp(-log_std)
         return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)

@@ -62,8 +62,10 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 512):
     return fast
 
 
-def build_tiny_model(folder: Path, corpus: list[str], seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """A random Qwen2 causal LM (~0.1M parameters) and its tokenizer, saved in Hugging Face format."""
+def build_tiny_model(folder: Path, corpus: list[str], seed: int = 0, hidden: int = 64, layers: int = 2,
+                     tied: bool = False) -> Path:
+    """A random Qwen2 causal LM (~0.1M parameters) and its tokenizer, saved in Hugging Face format. Untied (an output
+    head of its own) by default, as Qwen2.5-7B..72B; ``tied`` as Qwen2.5-0.5B..3B."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -71,15 +73,16 @@ def build_tiny_model(folder: Path, corpus: list[str], seed: int = 0, hidden: int
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=4096, tie_word_embeddings=True,
+                         max_position_embeddings=4096, tie_word_embeddings=tied,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     Qwen2ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-def make_inputs(folder: Path, n_train: int = 32, n_eval: int = 8, seed: int = 0) -> dict[str, Path]:
-    """The tiny model, the s1K-like training file and the evaluation files, under ``folder``."""
+def make_inputs(folder: Path, n_train: int = 32, n_eval: int = 8, seed: int = 0, tied: bool = False) -> dict[str, Path]:
+    """The tiny model (untied unless ``tied``), the s1K-like training file and the evaluation files, under
+    ``folder``."""
     from bench.llm.data import ANSWER, THINK
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,7 @@ def make_inputs(folder: Path, n_train: int = 32, n_eval: int = 8, seed: int = 0)
     corpus = [r["question"] + THINK + r["deepseek_thinking_trajectory"] + ANSWER + r["deepseek_attempt"]
               for r in rows] + ["Answer the following multiple choice question. Please reason step by step, and "
                                 "put your final answer within \\boxed{}. A) B) C) D) Which number equals"]
-    paths = {"model": build_tiny_model(folder / "tiny-qwen2", corpus, seed)}
+    paths = {"model": build_tiny_model(folder / "tiny-qwen2", corpus, seed, tied=tied)}
     paths["s1k"] = folder / "s1k.jsonl"
     paths["s1k"].write_text("".join(json.dumps(r) + "\n" for r in rows))
     evals = synthetic_rows(n_eval, seed + 100)

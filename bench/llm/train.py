@@ -99,6 +99,25 @@ def check_config(cfg: LLMTrainConfig, world: int) -> None:
         raise ValueError(f"objective {cfg.objective} needs --ref-logps (run `bench llm ref-logps` first)")
 
 
+def fsdp_on_cpu(accelerator) -> None:
+    """Run a launch with an FSDP config on CPU processes (gloo) through accelerate's FSDP path. accelerate turns FSDP
+    on for accelerators only; on CPUs it would silently train a full replica per process instead, so the FSDP2
+    sharding, its wrapping of an untied output head and its sharded checkpoints could not be tested off a GPU."""
+    import os
+
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if state.distributed_type == DistributedType.MULTI_CPU and os.environ.get("ACCELERATE_USE_FSDP") == "true":
+        plugin = FullyShardedDataParallelPlugin()  # from the launch's FSDP_* variables
+        if accelerator.mixed_precision != "no":
+            plugin.set_mixed_precision(accelerator.mixed_precision)
+        state.distributed_type, state.fsdp_plugin = DistributedType.FSDP, plugin
+        # as accelerate does when it turns FSDP on: a state made later copies the process state's type
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
 class _State:
     """The small part of the resumable state accelerate does not hold, as JSON: the step, the learning-rate
     schedule's state and iw_sft_paper's lagged sums."""
@@ -181,6 +200,7 @@ def train(cfg: LLMTrainConfig) -> dict:
     accum = cfg.global_batch_size // (world * cfg.per_device_batch_size)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=accum,
                               cpu=not torch.cuda.is_available())
+    fsdp_on_cpu(accelerator)
     if (plugin := getattr(accelerator.state, "deepspeed_plugin", None)) is not None:
         set_deepspeed_batch_keys(plugin.deepspeed_config, cfg, world, accum)  # prepare() has no DataLoader to read
     rank = accelerator.process_index
