@@ -511,7 +511,7 @@ def llm_prepare(
                                         "Face dataset id.")] = "simplescaling/s1K-1.1",
     out: Annotated[Path, typer.Option(help="Folder for examples.jsonl and prepare.json.")] = Path("results/llm/data"),
     traces: Annotated[str, typer.Option(help="Reasoning traces: deepseek (s1K-1.1) or gemini (s1K).")] = "deepseek",
-    max_length: Annotated[int, typer.Option(help="Block size in tokens (the paper: 20-22k).")] = 20000,
+    max_length: Annotated[int, typer.Option(help="Block size in tokens (the authors' code: 22k; s1: 32k).")] = 22000,
     policy: Annotated[str, typer.Option(help="Longer examples: truncate (keep the first max-length tokens, as s1) "
                                         "or drop.")] = "truncate",
     limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,

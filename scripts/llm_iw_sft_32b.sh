@@ -8,14 +8,14 @@
 #
 # Variables: MODEL, DATA (s1K-1.1 id or local file), OBJECTIVE (sft | iw_sft | iw_sft_paper |
 # iw_sft_paper_mean | iw_sft_token),
-# CONFIG (fsdp2 | deepspeed), OUT, MAX_LENGTH (block size, paper 20-22k), GPUS.
+# CONFIG (fsdp2 | deepspeed), OUT, MAX_LENGTH (block size, the authors' code: 22000), GPUS.
 set -euo pipefail
 MODEL=${MODEL:-Qwen/Qwen2.5-32B-Instruct}
 DATA=${DATA:-simplescaling/s1K-1.1}
 OBJECTIVE=${OBJECTIVE:-iw_sft}
 CONFIG=${CONFIG:-fsdp2}
 OUT=${OUT:-results/llm/qwen2.5-32b-$OBJECTIVE}
-MAX_LENGTH=${MAX_LENGTH:-20000}
+MAX_LENGTH=${MAX_LENGTH:-22000}
 GPUS=${GPUS:-8}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 case $CONFIG in

@@ -675,3 +675,51 @@ def test_the_reference_pass_on_two_processes_gives_the_log_probs_of_one(tiny, tm
     assert one.keys() == two.keys() and len(one) == len(examples)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
+
+
+def test_token_and_sequence_normalisation_by_hand():
+    """Sequences of 1 and 3 loss tokens, -log p = [2 | 1, 1, 4], weights [1 | 2, 2, 2]. tokens: (2 + 12) / 4 = 3.5
+    (the caller divides by 4 tokens); sequence: (2 / 1 + 12 / 3) / 2 = 3 (the caller divides by 2 sequences)."""
+    logp = -torch.tensor([2.0, 1.0, 1.0, 4.0])
+    w_tok, lengths = torch.tensor([1.0, 2.0, 2.0, 2.0]), torch.tensor([1, 3])
+    assert float(obj.weighted_nll_sum(logp, w_tok, lengths, "tokens")) / 4 == pytest.approx(3.5)
+    assert float(obj.weighted_nll_sum(logp, w_tok, lengths, "sequence")) / 2 == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="unknown loss normalization 'batch'"):
+        obj.weighted_nll_sum(logp, w_tok, lengths, "batch")
+
+
+def test_sequence_normalisation_trains_and_two_processes_give_the_loss_of_one(tiny, tmp_path):
+    """The per-sequence mean over a global batch split across 2 processes (gloo) and micro-batches equals the one
+    of a single process; its logged loss is that mean, its nll the token mean."""
+    common = ["llm", "train", "--model", str(tiny["model"]), "--data", str(tiny["prepared"]), "--ref-logps",
+              str(tiny["ref"]), "--preset", "cpu", "--set", "global_batch_size=4", "--set", "max_steps=2",
+              "--set", "learning_rate=2e-3", "--set", "save_model_each_epoch=false",
+              "--set", "loss_normalization=sequence"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for cmd in ([sys.executable, "-m", "bench", *common, "--out", str(tmp_path / "one")],
+                [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29557",
+                 "-m", "bench", *common, "--out", str(tmp_path / "two")]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    from bench.llm.train import read_log
+
+    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    for a, b in zip(one, two, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["nll"] == pytest.approx(a["nll"], rel=1e-5)
+    # step 1's weights are 1: the loss is the mean over sequences of their token means, the nll the token mean
+    assert one[0]["loss"] != one[0]["nll"] and one[0]["loss"] == pytest.approx(one[0]["nll"], rel=0.05)
+
+
+def test_training_runs_with_its_cpu_threads_and_restores_the_callers(tiny, tmp_path, monkeypatch):
+    """accelerate launch leaves each process one thread; a process gets this node's cores / its processes (or
+    cpu_threads), and the caller's count comes back."""
+    import bench.llm.train as llm_train
+
+    seen = []
+    real = llm_train._train
+    monkeypatch.setattr(llm_train, "_train", lambda cfg: seen.append(torch.get_num_threads()) or real(cfg))
+    before = torch.get_num_threads()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    llm_train.train(_train_cfg(tiny, tmp_path / "auto", max_steps=1, cpu_threads=0))
+    llm_train.train(_train_cfg(tiny, tmp_path / "three", max_steps=1, cpu_threads=3))
+    assert seen == [max(1, os.cpu_count()), 3] and torch.get_num_threads() == before

@@ -120,7 +120,7 @@ class PrepareStats:
                 f"loss tokens in all: {self.loss_tokens}"]
 
 
-def prepare(source: str | Path, tokenizer_name: str, out: Path, traces: str = "deepseek", max_length: int = 20000,
+def prepare(source: str | Path, tokenizer_name: str, out: Path, traces: str = "deepseek", max_length: int = 22000,
             policy: str = "truncate", limit: int | None = None) -> PrepareStats:
     """Tokenise s1K(-1.1) rows into ``out/examples.jsonl`` and ``out/prepare.json``."""
     if traces not in TRACES:

@@ -107,9 +107,21 @@ def effective_sample_size(weights: torch.Tensor) -> float:
     return float(w.sum() ** 2 / (w**2).sum().clamp_min(1e-300))
 
 
-def weighted_nll_sum(logp: torch.Tensor, weights_per_token: torch.Tensor) -> torch.Tensor:
-    """-sum_t w_t log p_t; the caller divides by the global batch's loss-token count."""
-    return -(weights_per_token.to(logp.dtype) * logp).sum()
+LOSS_NORMALIZATIONS = ("tokens", "sequence")
+
+
+def weighted_nll_sum(logp: torch.Tensor, weights_per_token: torch.Tensor, lengths: torch.Tensor | None = None,
+                     normalization: str = "tokens") -> torch.Tensor:
+    """A micro-batch's part of the loss numerator. ``tokens``: -sum_t w_t log p_t, which the caller divides by the
+    global batch's loss tokens (every token counts alike: a 20k-token trace 10x a 2k one); ``sequence``:
+    -sum_i mean_{t in i} w_t log p_t over the packed sequences of ``lengths``, which the caller divides by the global
+    batch's sequences (every sequence counts alike, as s1 and the authors' code train: one sequence per GPU)."""
+    nll = -(weights_per_token.to(logp.dtype) * logp)
+    if normalization == "tokens":
+        return nll.sum()
+    if normalization == "sequence":
+        return (segment_sums(nll, lengths) / lengths.clamp_min(1)).sum()
+    raise ValueError(f"unknown loss normalization {normalization!r}; choose one of {', '.join(LOSS_NORMALIZATIONS)}")
 
 
 def objective_weights(objective: str, logp: torch.Tensor, logp_ref: torch.Tensor, lengths: torch.Tensor,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import pickle
 import shutil
 import time
@@ -33,6 +34,7 @@ from bench.llm.data import LLMDataError, load_prepared
 from bench.llm.logprobs import TokenLogProbs, collate
 from bench.llm.objectives import (
     LAGGED,
+    LOSS_NORMALIZATIONS,
     OBJECTIVES,
     bound_fractions,
     clipped_log_ratio_sums,
@@ -58,6 +60,8 @@ class LLMTrainConfig:
     weight_decay: float = 1e-4  # on matrices only: not on biases and norm weights (HF Trainer, which s1 used)
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0  # s1 keeps the Trainer default
+    loss_normalization: str = "tokens"  # tokens: mean over the global batch's loss tokens | sequence: mean over its
+    # sequences of each sequence's token mean (s1 and the authors' code: 1 sequence per GPU; the `paper` preset)
     global_batch_size: int = 8  # examples per optimisation step, over all processes
     per_device_batch_size: int = 1  # examples per forward pass; the rest is gradient accumulation
     max_weight: float = 16.0  # cap of a sequence weight (iw_sft, iw_sft_paper, iw_sft_paper_mean)
@@ -68,12 +72,14 @@ class LLMTrainConfig:
     model_dtype: str = "float32"  # master weights; compute follows mixed_precision
     mixed_precision: str = "bf16"  # bf16 | no (accelerate's setting; a launch config's value wins)
     gradient_checkpointing: bool = True
-    save_every: int = 50  # steps between resumable states (and at every epoch end)
+    save_every: int = 50  # steps between resumable states (also at every epoch end; 0: at epoch ends only)
     save_model_each_epoch: bool = True  # Hugging Face-format model in epoch-E/
     save_dtype: str = "bfloat16"  # dtype of the saved Hugging Face-format models
     max_steps: int = 0  # stop after this many steps (0 = all epochs)
     seed: int = 0
     log_every: int = 1
+    cpu_threads: int = 0  # torch threads per process for its CPU work (the offloaded AdamW step); 0: this node's
+    # cores / its processes (accelerate launch leaves each process 1 thread)
 
 
 @functools.lru_cache(maxsize=1)  # every step of an epoch asks for the same epoch's batches
@@ -92,6 +98,9 @@ def process_share(batch: list[int], rank: int, world: int) -> list[int]:
 def check_config(cfg: LLMTrainConfig, world: int) -> None:
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if cfg.loss_normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"unknown loss_normalization {cfg.loss_normalization!r}; choose one of "
+                         f"{', '.join(LOSS_NORMALIZATIONS)}")
     if cfg.global_batch_size % (world * cfg.per_device_batch_size):
         raise ValueError(f"global_batch_size {cfg.global_batch_size} must be a multiple of processes ({world}) x "
                          f"per_device_batch_size ({cfg.per_device_batch_size})")
@@ -103,8 +112,6 @@ def fsdp_on_cpu(accelerator) -> None:
     """Run a launch with an FSDP config on CPU processes (gloo) through accelerate's FSDP path. accelerate turns FSDP
     on for accelerators only; on CPUs it would silently train a full replica per process instead, so the FSDP2
     sharding, its wrapping of an untied output head and its sharded checkpoints could not be tested off a GPU."""
-    import os
-
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
@@ -189,7 +196,18 @@ def _save_model(accelerator, model, tokenizer, folder: Path, save_dtype: str) ->
 
 
 def train(cfg: LLMTrainConfig) -> dict:
-    """Train (or resume) into ``cfg.out``; returns the last logged step ({} on processes other than the main one)."""
+    """Train (or resume) into ``cfg.out``; returns the last logged step ({} on processes other than the main one).
+    Runs with ``cfg.cpu_threads`` torch threads, this process's count restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cfg.cpu_threads or max(1, (os.cpu_count() or 1) // int(os.environ.get(
+            "LOCAL_WORLD_SIZE", 1))))
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: LLMTrainConfig) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import gather_object, set_seed
 
@@ -258,9 +276,10 @@ def train(cfg: LLMTrainConfig) -> dict:
         epoch, in_epoch = divmod(state.step, steps_per_epoch)
         batch = global_batches(len(examples), cfg.global_batch_size, cfg.seed, epoch)[in_epoch]
         batch_tokens = sum(len(examples[i]["input_ids"]) - examples[i]["prompt_len"] for i in batch)
+        denominator = batch_tokens if cfg.loss_normalization == "tokens" else len(batch)
         mine = process_share(batch, rank, world)
         t0 = time.perf_counter()
-        loss_sum = torch.zeros(2, device=accelerator.device)  # weighted loss, plain NLL (sums over tokens)
+        loss_sum = torch.zeros(2, device=accelerator.device)  # the weighted loss's numerator, the plain NLL's
         reported, floors, new_lagged = [], [], {}
         for m in range(0, len(mine), cfg.per_device_batch_size):
             micro = [examples[i] for i in mine[m:m + cfg.per_device_batch_size]]
@@ -275,10 +294,10 @@ def train(cfg: LLMTrainConfig) -> dict:
                                                  max_weight=cfg.max_weight, alpha=cfg.alpha,
                                                  mean_alpha=cfg.mean_alpha, ratio_min=cfg.ratio_clip[0],
                                                  ratio_max=cfg.ratio_clip[1])
-                nll = weighted_nll_sum(logp, w_tok)
+                nll = weighted_nll_sum(logp, w_tok, lengths, cfg.loss_normalization)
                 # accelerate divides by the accumulation steps and DDP averages over processes: undo both so the
-                # gradient is that of the global-batch token mean.
-                accelerator.backward(nll * (world * accum / batch_tokens))
+                # gradient is that of the global batch's mean (over tokens, or over sequences).
+                accelerator.backward(nll * (world * accum / denominator))
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()  # accelerate skips it until the last micro-batch
@@ -292,7 +311,8 @@ def train(cfg: LLMTrainConfig) -> dict:
                 new_lagged.update({e["id"]: s for e, s in zip(micro, sums, strict=True)})
         lr = scheduler.get_last_lr()[0]  # the rate this step used
         scheduler.step()
-        loss, plain_nll = (accelerator.reduce(loss_sum, "sum") / batch_tokens).tolist()
+        sums = accelerator.reduce(loss_sum, "sum").cpu()
+        loss, plain_nll = (sums / torch.tensor([denominator, batch_tokens])).tolist()
         weights = torch.tensor(gather_object(reported))
         at_cap, at_floor = bound_fractions(weights, torch.tensor(gather_object(floors)), cfg.max_weight)
         for part in gather_object([new_lagged]):
@@ -315,7 +335,7 @@ def train(cfg: LLMTrainConfig) -> dict:
                                   f"{record['weight_max']:.3f}] ess {record['ess']:.1f} at cap {at_cap:.2f} "
                                   f"at floor {at_floor:.2f} lr {record['lr']:.2e}")
         epoch_end = state.step % steps_per_epoch == 0
-        if epoch_end or state.step % cfg.save_every == 0 or state.step == last_step:
+        if epoch_end or (cfg.save_every and state.step % cfg.save_every == 0) or state.step == last_step:
             state.scheduler = scheduler.state_dict()
             _checkpoint(accelerator, state, out)
         if epoch_end and cfg.save_model_each_epoch and state.step < total:
@@ -352,18 +372,19 @@ def set_deepspeed_batch_keys(ds_config: dict, cfg: LLMTrainConfig, world: int, a
 
 
 def _adamw(accelerator, model, cfg: LLMTrainConfig):
-    """torch AdamW; DeepSpeedCPUAdam (the same update) when a DeepSpeed launch config offloads the optimizer."""
+    """torch's fused AdamW (one kernel over all parameters, on the GPU or — FSDP2 offload — on the CPU, where the
+    per-tensor loop of the default took ~28 s a step for a 32B model's shard); DeepSpeedCPUAdam (the same update)
+    when a DeepSpeed launch config offloads the optimizer."""
     kwargs = {"lr": cfg.learning_rate, "betas": tuple(cfg.betas)}
     groups = decay_groups(model, cfg.weight_decay)
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is None:
-        return torch.optim.AdamW(groups, **kwargs)
-    offload = plugin.deepspeed_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device")
+    offload = None if plugin is None else \
+        plugin.deepspeed_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device")
     if offload == "cpu":
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
-    return torch.optim.AdamW(groups, **kwargs)
+    return torch.optim.AdamW(groups, fused=True, **kwargs)
 
 
 def _checkpoint(accelerator, state: _State, out: Path) -> None:
