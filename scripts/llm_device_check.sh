@@ -7,7 +7,8 @@
 # 2. (model) the loss mask under the model's own Qwen chat template;
 # 3. (GPU + model) reference log-probs, step-0 weights equal 1 (iw_sft), the FSDP2 launch YAML with one process:
 #    train 4 steps straight vs 2 steps, stop, resume to 4 (losses must agree), tied embeddings after reloading the
-#    saved model and its config's dtype, budget-forcing token counts, and vLLM when it is installed.
+#    saved model and its config's dtype, the same launch with the model's configuration untied (an output head of
+#    its own, as Qwen2.5-32B), budget-forcing token counts, and vLLM when it is installed.
 # It runs on the CPU up to where it needs the GPU or the model, and says where it stopped. Results: $OUT/summary.txt.
 set -uo pipefail
 OUT=${OUT:-/tmp/llm_device_check}
@@ -103,6 +104,18 @@ if base.config.tie_word_embeddings:
     moved = (saved.get_input_embeddings().weight - base.get_input_embeddings().weight.float()).abs().max()
     print(f"tied; the trained embedding moved by {float(moved):.2e}")
 EOF
+# the same FSDP2 launch with an UNTIED output head, as Qwen2.5-7B..72B have (the model's configuration untied,
+# random weights; sft needs no reference log-probs): the head is an FSDP2 unit of its own
+python - "$MODEL" "$OUT/untied-model" <<'EOF'
+import sys
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+config = AutoConfig.from_pretrained(sys.argv[1])
+config.tie_word_embeddings = False
+AutoModelForCausalLM.from_config(config).save_pretrained(sys.argv[2])
+AutoTokenizer.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])
+EOF
+check fsdp2-untied-head accelerate launch --config_file "$FSDP" --num_processes 1 -m bench llm train \
+  "${COMMON[@]}" --model "$OUT/untied-model" --objective sft --out "$OUT/untied" --set max_steps=2
 check budget-forcing bench llm eval --model "$MODEL" --tasks aime24 --data "aime24=$OUT/inputs/aime24.jsonl" \
   --out "$OUT/eval-bf" --backend transformers --thinking-budget 64 --num-waits 2 --answer-tokens 16 --limit 4
 check budget-forcing-tokens python - "$MODEL" "$OUT/eval-bf/aime24.jsonl" <<'EOF'
