@@ -594,7 +594,9 @@ def llm_eval(
         = None,
     backend: Annotated[str, typer.Option(help="auto (vLLM when installed), transformers or vllm.")] = "auto",
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget without budget forcing.")] = 32768,
-    thinking_budget: Annotated[int, typer.Option(help="Budget forcing: thinking tokens (0 = off).")] = 0,
+    thinking_budget: Annotated[str, typer.Option(help="Budget forcing: thinking tokens (0 = off), or auto (s1's "
+                                                 "protocol without budget forcing: the context less the prompt and "
+                                                 "--answer-tokens).")] = "0",
     num_waits: Annotated[int, typer.Option(help="Budget forcing: times \"Wait\" is appended.")] = 0,
     answer_tokens: Annotated[int, typer.Option(help="Budget forcing: tokens for the answer.")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of the GPQA option order.")] = 0,
@@ -615,9 +617,12 @@ def llm_eval(
             _fail(f"--data {item!r}: expected task=PATH, e.g. --data aime24=aime_2024.parquet")
         task, path = item.split("=", 1)
         sources[task.strip()] = path
+    budget: int | str = thinking_budget if thinking_budget == "auto" else \
+        int(thinking_budget) if thinking_budget.isdigit() else _fail(
+            f"--thinking-budget {thinking_budget!r}: give 0 (off), a number of thinking tokens, or auto")
     try:
         records = evaluate(model, [t.strip() for t in tasks.split(",") if t.strip()], out, sources, backend,
-                           max_new_tokens, thinking_budget, num_waits, answer_tokens, seed, limit, batch_size, dtype,
+                           max_new_tokens, budget, num_waits, answer_tokens, seed, limit, batch_size, dtype,
                            tensor_parallel_size, name, prompt)
     except (LLMDataError, ImportError, ValueError) as e:
         _fail(str(e))

@@ -723,3 +723,37 @@ def test_training_runs_with_its_cpu_threads_and_restores_the_callers(tiny, tmp_p
     llm_train.train(_train_cfg(tiny, tmp_path / "auto", max_steps=1, cpu_threads=0))
     llm_train.train(_train_cfg(tiny, tmp_path / "three", max_steps=1, cpu_threads=3))
     assert seen == [max(1, os.cpu_count()), 3] and torch.get_num_threads() == before
+
+
+def test_auto_thinking_budget_forces_thinking_then_an_answer_that_fits_the_context():
+    """s1's protocol without budget forcing, with room for the answer: thinking starts forced, may fill the context
+    less the prompt, the marks and --answer-tokens; a trace that runs out gets "Final Answer:" and a non-empty
+    answer, and everything fits the model's context. Without it (a bare 100-token limit) the answer would be 0."""
+    from bench.llm.evaluate import AFTER_LENGTH_STOP, THINK_START, auto_thinking_budgets, budget_forced_generate
+
+    class Endless(ScriptedGenerator):  # thinks for ever; one character is one token
+        context = 100
+
+        def count_tokens(self, text):
+            return len(text)
+
+    gen, prompts = Endless([10_000]), ["p" * 10, "q" * 30]
+    marks = len(THINK_START + "\n" + "<|im_start|>answer" + AFTER_LENGTH_STOP)
+    budgets = auto_thinking_budgets(gen, prompts, answer_tokens=3)
+    assert budgets == [100 - 10 - marks - 3, 100 - 30 - marks - 3]
+    outs = budget_forced_generate(gen, prompts, budgets, num_waits=0, answer_tokens=3)
+    for prompt, budget, out in zip(prompts, budgets, outs, strict=True):
+        assert out == THINK_START + "x" * budget + "\n<|im_start|>answer" + AFTER_LENGTH_STOP + "xxx"
+        assert len(prompt) + len(out) <= gen.context
+    assert gen.calls == [budgets, [3, 3]]
+
+
+def test_a_thinking_budget_that_is_neither_a_number_nor_auto_is_one_line(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    result = CliRunner().invoke(app, ["llm", "eval", "--model", str(tiny["model"]), "--tasks", "aime24", "--data",
+                                      f"aime24={tiny['aime24']}", "--thinking-budget", "lots", "--out",
+                                      str(tmp_path)])
+    assert result.exit_code == 2 and "--thinking-budget 'lots': give 0 (off), a number" in result.output

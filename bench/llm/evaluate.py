@@ -11,7 +11,9 @@ model's context length: each prompt's budget is clipped to what is left of it.
 ``--thinking-budget`` applies s1's budget forcing exactly as s1's code does it: after "<|im_start|>think" the model
 thinks until it opens a turn or the budget is spent; while budget remains and ``--num-waits`` allows, "Wait" is
 appended and it thinks on (the budget is checked before every "Wait"); then "<|im_start|>answer" is appended — with
-"\nFinal Answer:" after it when the thinking ran out of budget — and the answer is generated.
+"\nFinal Answer:" after it when the thinking ran out of budget — and the answer is generated. ``auto`` is the
+protocol of s1's numbers without budget forcing: the thinking may fill the context less the prompt and the
+``--answer-tokens`` kept for the answer.
 
 Answers are read and graded by :mod:`bench.llm.answers` (self-contradicting outputs are wrong; math-verify
 timeouts are counted apart). GPQA options are shuffled by a permutation derived from the question's id and
@@ -257,16 +259,25 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
     return text[:cut]
 
 
-def budget_forced_generate(gen, prompts: list[str], thinking_budget: int, num_waits: int,
+def auto_thinking_budgets(gen, prompts: list[str], answer_tokens: int) -> list[int]:
+    """s1's ``max_tokens_thinking=auto`` (its reported numbers without budget forcing), with room kept for the
+    answer: each prompt's thinking may use the model's context less the prompt, the marks budget forcing appends
+    and ``answer_tokens`` — so a trace that runs out still gets "Final Answer:" and an answer."""
+    marks = gen.count_tokens(THINK_START + "\n" + ANSWER_MARK + AFTER_LENGTH_STOP)
+    return [max(gen.context - gen.count_tokens(p) - marks - answer_tokens, 1) for p in prompts]
+
+
+def budget_forced_generate(gen, prompts: list[str], thinking_budget: int | list[int], num_waits: int,
                            answer_tokens: int) -> list[str]:
     """s1's budget forcing; returns each completion after its prompt: think ... Wait ... <|im_start|>answer ...
 
-    Every generated thinking token counts against ``thinking_budget``; "Wait" is appended only while budget remains
-    (it is checked before each one), so thinking never exceeds the budget; a round cut by the budget ends the
-    thinking, and "Final Answer:" then follows the answer mark (s1's lm-evaluation-harness does the same).
+    Every generated thinking token counts against ``thinking_budget`` (one for all prompts, or one each); "Wait" is
+    appended only while budget remains (it is checked before each one), so thinking never exceeds the budget; a
+    round cut by the budget ends the thinking, and "Final Answer:" then follows the answer mark (s1's
+    lm-evaluation-harness does the same).
     """
     completions = [THINK_START] * len(prompts)
-    left = [thinking_budget] * len(prompts)
+    left = list(thinking_budget) if isinstance(thinking_budget, list) else [thinking_budget] * len(prompts)
     out_of_budget = [False] * len(prompts)
     active = list(range(len(prompts)))
     for round_ in range(num_waits + 1):
@@ -292,10 +303,13 @@ def budget_forced_generate(gen, prompts: list[str], thinking_budget: int, num_wa
 
 
 def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | None = None, backend: str = "auto",
-             max_new_tokens: int = 32768, thinking_budget: int = 0, num_waits: int = 0, answer_tokens: int = 512,
+             max_new_tokens: int = 32768, thinking_budget: int | str = 0, num_waits: int = 0, answer_tokens: int = 512,
              seed: int = 0, limit: int | None = None, batch_size: int = 8, dtype: str = "bfloat16",
              tensor_parallel_size: int = 1, name: str | None = None, prompt: str = "ours") -> list[dict]:
-    """Evaluate one model on the tasks; writes per-item JSONL and one record per task; returns the records."""
+    """Evaluate one model on the tasks; writes per-item JSONL and one record per task; returns the records.
+    ``thinking_budget``: 0 (no budget forcing), thinking tokens, or "auto" (:func:`auto_thinking_budgets`)."""
+    if thinking_budget != "auto" and not (isinstance(thinking_budget, int) and thinking_budget >= 0):
+        raise ValueError(f"thinking_budget {thinking_budget!r}: give 0 (off), a number of tokens, or auto")
     from bench.results.store import package_versions, write_json_atomic
 
     sources = sources or {}
@@ -309,7 +323,10 @@ def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | 
         t0 = time.perf_counter()
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": it.question}], tokenize=False,
                                                  add_generation_prompt=True) for it in task_items]
-        if thinking_budget:
+        if thinking_budget == "auto":
+            completions = budget_forced_generate(gen, prompts, auto_thinking_budgets(gen, prompts, answer_tokens),
+                                                 num_waits, answer_tokens)
+        elif thinking_budget:
             completions = budget_forced_generate(gen, prompts, thinking_budget, num_waits, answer_tokens)
         else:
             eos = tokenizer.eos_token or "<|im_end|>"
