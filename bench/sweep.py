@@ -198,15 +198,20 @@ def estimate(configs: list[RunConfig], rates: dict) -> list[tuple[RunConfig, flo
 def job_memory_gb(algo: str, seeds: int, table: dict) -> float | None:
     """Peak host memory (GB) of one job — ``seeds`` seeds of ``algo`` trained as one group — on D4RL's largest data
     (the last size of memory.yaml, 2M transitions); a group of K seeds between its 1- and 5-seed measurements,
-    linearly. None: not measured."""
-    peak = table["peak_gb"]
-    if (one := peak.get(algo)) is None:
+    linearly; an algorithm not measured as the one memory.yaml likens it to. None: neither."""
+    peak, like = table["peak_gb"], table.get("like", {})
+
+    def measured(key: str) -> float | None:
+        found = peak.get(key, peak.get(like.get(key, "")))
+        return None if found is None else found[-1]
+
+    if (one := measured(algo)) is None:
         return None
     if seeds == 1:
-        return one[-1]
-    if (five := peak.get(f"{algo}*5")) is None:
+        return one
+    if (five := measured(f"{algo}*5")) is None:
         return None
-    return one[-1] + (five[-1] - one[-1]) * (seeds - 1) / 4
+    return one + (five - one) * (seeds - 1) / 4
 
 
 def machine_memory_gb() -> float:

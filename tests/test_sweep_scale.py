@@ -182,3 +182,12 @@ def test_job_memory_and_the_dry_runs_warning_by_hand():
                     "3.7 GB at once, this machine has 16.0 GB"]
     tight = memory_summary(jobs, 3, table, machine_gb=4.0)  # 4.2 GB at once > 90% of 4 GB; 3.7 GB too
     assert tight[1] == "warning: 3 workers may run out of memory: use --workers 1"
+
+
+def test_every_algorithm_of_the_paper_grids_has_a_memory_estimate_single_and_batched():
+    table = yaml.safe_load(MEMORY.read_text())
+    algos = {c.algo for grid in ("paper:table2", "paper:table3") for c in Grid.from_yaml(grid).expand()}
+    for algo in sorted(algos):
+        assert job_memory_gb(algo, 1, table) is not None, algo
+        assert job_memory_gb(algo, 5, table) is not None or algo in ("td3_bc", "iql", "cql", "awac"), algo
+    assert job_memory_gb("sft_q", 5, table) == table["peak_gb"]["iw_sft_q*5"][-1]  # likened: an upper bound
