@@ -223,7 +223,7 @@ def test_one_extra_single_task_algorithm_leaves_the_others_aggregates_and_poi_un
         save_record(r, tmp_path / "res")
     build_report([tmp_path / "res"], tmp_path / "rep", n_resamples=200)
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| iw-SFT(Q) (15 runs) | 3 | 5 |" in md and "| CQL (1 runs) | 1 | 1 |" in md
+    assert "| iw-SFT(Q) (15 runs) | 3 | 5 |" in md and "| CQL (1 run) | 1 | 1 |" in md
     assert "over their own tasks, not comparable with the rows above" in md
     assert "- over CQL: 1.00 (1 task)" in md
 
