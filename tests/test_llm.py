@@ -515,6 +515,8 @@ def test_eval_writes_items_and_records_that_report_tabulates(tiny, tmp_path):
     table = (tmp_path / "report" / "llm_table.md").read_text()
     assert written["cells"] == 0 and "| tiny |" in table and "iw-SFT (paper) | 66.7 | 94.8 | 64.1" in table
     assert "(n=6)" in table and "\\toprule" in (tmp_path / "report" / "llm_table.tex").read_text()
+    assert "| tiny | " in table and " | prompt ours, no budget forcing, 8 tokens, greedy |" in table  # its protocol
+    assert "iw-SFT (paper) | 66.7 | 94.8 | 64.1 | the paper's: s1's evaluation without budget forcing" in table
     unreadable = {r["task"]: r["unreadable"] for r in records}  # a random tiny model answers nothing readable
     assert all(n > 0 for n in unreadable.values())
     assert f"- tiny, AIME 2024: {unreadable['aime24']} no answer found" in table

@@ -30,18 +30,37 @@ def load_llm_records(paths: list[Path]) -> list[dict]:
     return records
 
 
+PAPER_PROTOCOL = "the paper's: s1's evaluation without budget forcing (prompt s1, thinking auto, greedy)"
+
+
+def protocol(config: dict) -> str:
+    """How an evaluation generated its answers, as the table labels its row: the question wording, the thinking
+    budget (none, a number of tokens with its waits, or s1's auto) and greedy decoding."""
+    budget = config.get("thinking_budget", 0)
+    if budget == "auto":
+        thinking = "thinking auto"
+    elif budget:
+        thinking = f"thinking {budget} tokens" + (f", {config['num_waits']} waits" if config.get("num_waits") else "")
+    else:
+        thinking = f"no budget forcing, {config.get('max_new_tokens')} tokens"
+    return f"prompt {config.get('prompt', 'ours')}, {thinking}, greedy"
+
+
 def llm_table_rows(records: list[dict]) -> list[dict]:
-    """One row per model name: task -> {accuracy, low, high, n} in %, the newest record winning a duplicate."""
+    """One row per model name: task -> {accuracy, low, high, n} in %, the newest record winning a duplicate, and the
+    protocol(s) its records were evaluated with."""
     rows: dict[str, dict] = {}
     for r in records:
         lo, hi = r["ci95"]
-        rows.setdefault(r["name"], {"model": r["name"], "paper": False})[r["task"]] = {
-            "accuracy": 100 * r["accuracy"], "low": 100 * lo, "high": 100 * hi, "n": r["n"],
-            **{k: r.get(k, 0) for k in GRADING_COUNTS}}
+        row = rows.setdefault(r["name"], {"model": r["name"], "paper": False, "protocols": set()})
+        row["protocols"].add(protocol(r.get("config", {})))
+        row[r["task"]] = {"accuracy": 100 * r["accuracy"], "low": 100 * lo, "high": 100 * hi, "n": r["n"],
+                          **{k: r.get(k, 0) for k in GRADING_COUNTS}}
+    ours = [{**row, "protocol": " / ".join(sorted(row.pop("protocols")))} for row in rows.values()]
     with open(PAPER_LLM_SCORES) as f:
-        paper = [{"model": p["model"], "paper": True, **{t: {"accuracy": float(p[t])} for t in TASK_COLUMNS}}
-                 for p in csv.DictReader(f)]
-    return list(rows.values()) + paper
+        paper = [{"model": p["model"], "paper": True, "protocol": PAPER_PROTOCOL,
+                  **{t: {"accuracy": float(p[t])} for t in TASK_COLUMNS}} for p in csv.DictReader(f)]
+    return ours + paper
 
 
 def _cell(c: dict | None, latex: bool) -> str:
@@ -55,8 +74,10 @@ def _cell(c: dict | None, latex: bool) -> str:
 
 
 def render_llm_markdown(rows: list[dict]) -> str:
-    lines = ["| Model | " + " | ".join(TASK_COLUMNS.values()) + " |", "|---" * (len(TASK_COLUMNS) + 1) + "|"]
-    lines += [f"| {r['model']} | " + " | ".join(_cell(r.get(t), False) for t in TASK_COLUMNS) + " |" for r in rows]
+    lines = ["| Model | " + " | ".join(TASK_COLUMNS.values()) + " | Protocol |",
+             "|---" * (len(TASK_COLUMNS) + 2) + "|"]
+    lines += [f"| {r['model']} | " + " | ".join(_cell(r.get(t), False) for t in TASK_COLUMNS) + f" | {r['protocol']} |"
+              for r in rows]
     notes = [f"- {r['model']}, {TASK_COLUMNS[t]}: "
              + ", ".join(f"{r[t][k]} {what}" for k, what in GRADING_COUNTS.items() if r[t].get(k))
              for r in rows for t in TASK_COLUMNS if t in r and any(r[t].get(k) for k in GRADING_COUNTS)]
@@ -66,21 +87,23 @@ def render_llm_markdown(rows: list[dict]) -> str:
 
 
 def render_llm_latex(rows: list[dict]) -> str:
-    body = [f"{latex_escape(r['model'])} & " + " & ".join(_cell(r.get(t), True) for t in TASK_COLUMNS) + r" \\"
-            for r in rows]
+    marks = {p: "abcdefghijklmnopqrstuvwxyz"[i] for i, p in enumerate(dict.fromkeys(r["protocol"] for r in rows))}
+    body = [f"{latex_escape(r['model'])}$^{{{marks[r['protocol']]}}}$ & "
+            + " & ".join(_cell(r.get(t), True) for t in TASK_COLUMNS) + r" \\" for r in rows]
+    protocols = "; ".join(f"$^{{{m}}}$ {latex_escape(p)}" for p, m in marks.items())
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "c" * len(TASK_COLUMNS) + "}",
                       r"\toprule", "Model & " + " & ".join(TASK_COLUMNS.values()) + r" \\", r"\midrule", *body,
                       r"\bottomrule", r"\end{tabular}",
                       r"\caption{Accuracy (\%) with greedy decoding; brackets: 95\% Wilson interval. Rows marked "
-                      r"(paper) are the numbers reported by Qin \& Springenberg (2025).}",
+                      r"(paper) are the numbers reported by Qin \& Springenberg (2025). Protocols: " + protocols + "}",
                       r"\label{tab:llm}", r"\end{table}"]) + "\n"
 
 
 def llm_table_csv(rows: list[dict]) -> str:
-    header = ["model", "source"] + [f"{t}{s}" for t in TASK_COLUMNS for s in ("", "_low", "_high", "_n")]
+    header = ["model", "source", "protocol"] + [f"{t}{s}" for t in TASK_COLUMNS for s in ("", "_low", "_high", "_n")]
     lines = [",".join(header)]
     for r in rows:
-        vals = [r["model"], "paper" if r["paper"] else "ours"]
+        vals = [r["model"], "paper" if r["paper"] else "ours", r["protocol"]]
         for t in TASK_COLUMNS:
             c = r.get(t) or {}
             vals += [f"{c[k]:.4g}" if k in c else "" for k in ("accuracy", "low", "high", "n")]
