@@ -37,11 +37,14 @@ fi
 accelerate launch --config_file "$ACCEL" --num_processes "$GPUS" -m bench llm train --model "$MODEL" \
   --data "$OUT/data" "${REF[@]}" --out "$OUT/train" --objective "$OBJECTIVE" --preset paper
 
-# vLLM at tensor-parallel $GPUS (the Transformers backend would spread the 32B model over the GPUs layer by layer:
-# correct but hours slower); the engine runs at the model's 32,768-token context, each prompt's budget clipped to it
+# The paper's protocol (s1's evaluation without budget forcing): s1's prompts and AIME file, thinking forced to start
+# and given the context less the prompt and the answer's tokens (--thinking-budget auto), greedy. vLLM at
+# tensor-parallel $GPUS (the Transformers backend would spread the 32B model over the GPUs layer by layer: correct
+# but hours slower); the engine runs at the model's 32,768-token context.
+PROTOCOL=(--tasks aime24,math500,gpqa_diamond --data aime24=s1 --prompt s1 --thinking-budget auto --backend vllm
+          --tensor-parallel-size "$GPUS")
 bench llm eval --model "$OUT/train/final" --name "Qwen2.5-32B $OBJECTIVE (ours)" --out "$OUT/eval/trained" \
-  --tasks aime24,math500,gpqa_diamond --backend vllm --tensor-parallel-size "$GPUS"
-bench llm eval --model "$MODEL" --name "Qwen2.5-32B-Instruct (ours)" --out "$OUT/eval/base" \
-  --tasks aime24,math500,gpqa_diamond --backend vllm --tensor-parallel-size "$GPUS"
+  "${PROTOCOL[@]}"
+bench llm eval --model "$MODEL" --name "Qwen2.5-32B-Instruct (ours)" --out "$OUT/eval/base" "${PROTOCOL[@]}"
 bench report "$OUT/eval" --out "$OUT/report"
 echo "table: $OUT/report/llm_table.md"
