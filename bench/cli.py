@@ -606,8 +606,12 @@ def llm_eval(
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallel GPUs.")] = 1,
     prompt: Annotated[str, typer.Option(help="Question wording: ours (box the final answer) or s1 (the simple-evals "
                                         "templates of s1's tasks: a final 'Answer:' line).")] = "ours",
+    samples: Annotated[int, typer.Option(help="Answers sampled per item (pass@1 over them, with a t interval over "
+                                         "items); 1 = greedy.")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature for --samples > 1 (0 = greedy).")] = 0.0,
 ) -> None:
-    """Greedy evaluation on AIME 2024, MATH500 and GPQA Diamond, graded with math-verify."""
+    """Evaluation on AIME 2024, MATH500 and GPQA Diamond (greedy, or pass@1 over sampled answers), graded with
+    math-verify."""
     from bench.llm.data import LLMDataError
     from bench.llm.evaluate import evaluate
 
@@ -623,13 +627,14 @@ def llm_eval(
     try:
         records = evaluate(model, [t.strip() for t in tasks.split(",") if t.strip()], out, sources, backend,
                            max_new_tokens, budget, num_waits, answer_tokens, seed, limit, batch_size, dtype,
-                           tensor_parallel_size, name, prompt)
+                           tensor_parallel_size, name, prompt, samples, temperature)
     except (LLMDataError, ImportError, ValueError) as e:
         _fail(str(e))
     for r in records:
         lo, hi = r["ci95"]
         typer.echo(f"{r['title']:>13}: {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] "
-                   f"({r['correct']}/{r['n']}; unreadable {r['unreadable']}, self-contradicting "
+                   f"({r['correct']:g}/{r['n']}{f', pass@1 over {samples} samples' if samples > 1 else ''}; "
+                   f"unreadable {r['unreadable']}, self-contradicting "
                    f"{r['contradictory']}, grading timeouts {r['grading_timeouts']})")
 
 

@@ -433,7 +433,7 @@ class ScriptedGenerator:
     def __init__(self, script):
         self.script, self.calls = list(script), []
 
-    def generate(self, prompts, max_new_tokens, stop, min_tokens=0):
+    def generate(self, prompts, max_new_tokens, stop, min_tokens=0, temperature=0.0, seed=0):
         from bench.llm.evaluate import Generation
 
         self.calls.append(list(max_new_tokens))
@@ -468,8 +468,8 @@ def test_budget_forcing_on_the_tiny_model(tiny):
     thinking_tokens, rounds = [0, 0], []
     generate = gen.generate
 
-    def counted(prompts, max_new_tokens, stop, min_tokens=0):  # the real model; only counts what it generates
-        outs = generate(prompts, max_new_tokens, stop, min_tokens)
+    def counted(prompts, max_new_tokens, stop, min_tokens=0, **sampling):  # the real model; counts what it writes
+        outs = generate(prompts, max_new_tokens, stop, min_tokens, **sampling)
         if stop == THINK_STOPS:
             rounds.append([o.length_stop for o in outs])
             for k, o in enumerate(outs):
@@ -759,3 +759,46 @@ def test_a_thinking_budget_that_is_neither_a_number_nor_auto_is_one_line(tiny, t
                                       f"aime24={tiny['aime24']}", "--thinking-budget", "lots", "--out",
                                       str(tmp_path)])
     assert result.exit_code == 2 and "--thinking-budget 'lots': give 0 (off), a number" in result.output
+
+
+def test_pass_at_1_interval_by_hand():
+    """Per-item pass rates [1, 0.5, 0, 1]: mean 0.625, sample std 0.4787, t(0.975, 3) = 3.1824: half 0.7618, so the
+    interval is clipped to [0, 1]; [0.5 x 3, 0.75 x 3]: 0.625 -/+ t(0.975, 5) 0.1369 / sqrt(6)."""
+    from bench.llm.evaluate import pass_at_1_interval
+
+    lo, hi = pass_at_1_interval([1.0, 0.5, 0.0, 1.0])
+    assert (lo, hi) == (0.0, 1.0)  # 0.625 -/+ 0.762, clipped
+    lo, hi = pass_at_1_interval([0.5] * 3 + [0.75] * 3)
+    mean, sd = 0.625, 0.13693063937629152
+    half = 2.5705818366147395 * sd / 6 ** 0.5  # scipy.stats.t.ppf(0.975, 5)
+    assert lo == pytest.approx(mean - half) and hi == pytest.approx(mean + half)
+
+
+def test_k_sampled_answers_give_pass_at_1_reproducibly(tiny, tmp_path):
+    """3 answers per item at temperature 1 with the tiny model: every item holds its 3 graded samples, pass@1 is the
+    mean of the items' pass rates, the table shows n and k, the same seed gives the same samples and greedy decoding
+    with several samples is refused."""
+    from bench.llm.evaluate import evaluate
+
+    def run(out):
+        return evaluate(str(tiny["model"]), ["aime24"], out, sources={"aime24": str(tiny["aime24"])},
+                        backend="transformers", max_new_tokens=6, dtype="float32", name="tiny", samples=3,
+                        temperature=1.0, seed=5)
+
+    (record,) = run(tmp_path / "a")
+    lines = [json.loads(x) for x in (tmp_path / "a" / "aime24.jsonl").read_text().splitlines()]
+    assert record["k"] == 3 and record["n"] == len(lines) == 6 and record["config"]["samples"] == 3
+    assert all(len(x["samples"]) == 3 and x["correct"] == sum(s["correct"] for s in x["samples"]) / 3 for x in lines)
+    assert record["accuracy"] == pytest.approx(sum(x["correct"] for x in lines) / 6)
+    texts = [[s["completion"] for s in x["samples"]] for x in lines]
+    assert any(len(set(t)) > 1 for t in texts)  # sampled, not greedy
+    run(tmp_path / "b")
+    again = [json.loads(x) for x in (tmp_path / "b" / "aime24.jsonl").read_text().splitlines()]
+    assert [[s["completion"] for s in x["samples"]] for x in again] == texts
+    from bench.reports.llm_table import llm_table_rows, render_llm_markdown
+
+    table = render_llm_markdown(llm_table_rows([record]))
+    assert "(n=6, k=3)" in table and "pass@1 over 3 samples at temperature 1" in table
+    with pytest.raises(ValueError, match="a temperature > 0 for more than one sample"):
+        evaluate(str(tiny["model"]), ["aime24"], tmp_path / "c", sources={"aime24": str(tiny["aime24"])},
+                 samples=2)

@@ -148,6 +148,18 @@ def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple
     return (0.0 if correct == 0 else centre - half), (1.0 if correct == n else centre + half)
 
 
+def pass_at_1_interval(per_item: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of pass@1 over k samples per item: the items are the independent units, so the Student-t interval
+    of the mean of their per-item pass rates, clipped to [0, 1] (k = 1 uses :func:`wilson_interval`)."""
+    from scipy import stats
+
+    x = np.asarray(per_item, float)
+    if len(x) < 2:
+        return 0.0, 1.0
+    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return max(0.0, float(x.mean() - half)), min(1.0, float(x.mean() + half))
+
+
 @dataclass(frozen=True)
 class Generation:
     text: str  # the continuation, cut before the first stop string
@@ -200,9 +212,11 @@ class TransformersGenerator(_Generator):
             else self.tokenizer.eos_token_id
 
     def generate(self, prompts: list[str], max_new_tokens: list[int], stop: list[str],
-                 min_tokens: int = 0) -> list[Generation]:
+                 min_tokens: int = 0, temperature: float = 0.0, seed: int = 0) -> list[Generation]:
         import torch
 
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 \
+            else {"do_sample": False}
         outs: list[Generation] = []
         for s in range(0, len(prompts), self.batch_size):
             chunk = prompts[s:s + self.batch_size]
@@ -213,8 +227,9 @@ class TransformersGenerator(_Generator):
                 outs += [Generation("", 0, True) for _ in chunk]
                 continue
             enc = enc.to(self.device)
+            torch.manual_seed(seed + s)  # sampling: each batch of prompts its own draws, the same on a rerun
             with torch.inference_mode():
-                ids = self.model.generate(**enc, do_sample=False, max_new_tokens=max(limits),
+                ids = self.model.generate(**enc, **sampling, max_new_tokens=max(limits),
                                           min_new_tokens=min_tokens or None, stop_strings=stop or None,
                                           tokenizer=self.tokenizer, pad_token_id=self.pad_id)
             for row, limit in zip(ids[:, enc["input_ids"].shape[1]:], limits, strict=True):
@@ -240,13 +255,14 @@ class VLLMGenerator(_Generator):
                        max_model_len=self.context)
 
     def generate(self, prompts: list[str], max_new_tokens: list[int], stop: list[str],
-                 min_tokens: int = 0) -> list[Generation]:
+                 min_tokens: int = 0, temperature: float = 0.0, seed: int = 0) -> list[Generation]:
         from vllm import SamplingParams
 
         budgets = clip_max_tokens([self.count_tokens(p) for p in prompts], max_new_tokens, self.context)
         todo = [k for k, b in enumerate(budgets) if b > 0]
-        params = [SamplingParams(temperature=0.0, max_tokens=budgets[k], min_tokens=min(min_tokens, budgets[k]),
-                                 stop=stop or None, skip_special_tokens=False) for k in todo]
+        params = [SamplingParams(temperature=temperature, top_p=1.0, seed=seed + k if temperature > 0 else None,
+                                 max_tokens=budgets[k], min_tokens=min(min_tokens, budgets[k]), stop=stop or None,
+                                 skip_special_tokens=False) for k in todo]
         outs = [Generation("", 0, True) for _ in prompts]
         for k, o in zip(todo, self.llm.generate([prompts[k] for k in todo], params), strict=True):
             done = o.outputs[0]
@@ -268,7 +284,7 @@ def auto_thinking_budgets(gen, prompts: list[str], answer_tokens: int) -> list[i
 
 
 def budget_forced_generate(gen, prompts: list[str], thinking_budget: int | list[int], num_waits: int,
-                           answer_tokens: int) -> list[str]:
+                           answer_tokens: int, temperature: float = 0.0, seed: int = 0) -> list[str]:
     """s1's budget forcing; returns each completion after its prompt: think ... Wait ... <|im_start|>answer ...
 
     Every generated thinking token counts against ``thinking_budget`` (one for all prompts, or one each); "Wait" is
@@ -284,7 +300,8 @@ def budget_forced_generate(gen, prompts: list[str], thinking_budget: int | list[
         if not active:
             break
         outs = gen.generate([prompts[i] + completions[i] for i in active], [left[i] for i in active], THINK_STOPS,
-                            min_tokens=1 if round_ else 0)  # s1: a forced continuation writes at least a token
+                            min_tokens=1 if round_ else 0,  # s1: a forced continuation writes at least a token
+                            temperature=temperature, seed=seed + 7919 * round_)
         still = []
         for i, o in zip(active, outs, strict=True):
             completions[i] += o.text
@@ -298,18 +315,24 @@ def budget_forced_generate(gen, prompts: list[str], thinking_budget: int | list[
         completions[i] = (c + ("" if c.endswith("\n") else "\n") + ANSWER_MARK + AFTER_LENGTH_STOP
                           if out_of_budget[i] else c + ANSWER_MARK)
     answers = gen.generate([p + c for p, c in zip(prompts, completions, strict=True)],
-                           [answer_tokens] * len(prompts), ["<|im_end|>"])
+                           [answer_tokens] * len(prompts), ["<|im_end|>"], temperature=temperature, seed=seed + 104729)
     return [c + a.text for c, a in zip(completions, answers, strict=True)]
 
 
 def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | None = None, backend: str = "auto",
              max_new_tokens: int = 32768, thinking_budget: int | str = 0, num_waits: int = 0, answer_tokens: int = 512,
              seed: int = 0, limit: int | None = None, batch_size: int = 8, dtype: str = "bfloat16",
-             tensor_parallel_size: int = 1, name: str | None = None, prompt: str = "ours") -> list[dict]:
+             tensor_parallel_size: int = 1, name: str | None = None, prompt: str = "ours", samples: int = 1,
+             temperature: float = 0.0) -> list[dict]:
     """Evaluate one model on the tasks; writes per-item JSONL and one record per task; returns the records.
-    ``thinking_budget``: 0 (no budget forcing), thinking tokens, or "auto" (:func:`auto_thinking_budgets`)."""
+    ``thinking_budget``: 0 (no budget forcing), thinking tokens, or "auto" (:func:`auto_thinking_budgets`).
+    ``samples`` > 1 draws that many answers per item at ``temperature`` (sample k seeded ``seed + k``) and reports
+    pass@1, the mean over items of each item's fraction of right answers, with :func:`pass_at_1_interval`."""
     if thinking_budget != "auto" and not (isinstance(thinking_budget, int) and thinking_budget >= 0):
         raise ValueError(f"thinking_budget {thinking_budget!r}: give 0 (off), a number of tokens, or auto")
+    if samples < 1 or temperature < 0 or (samples > 1 and temperature == 0):
+        raise ValueError(f"samples={samples}, temperature={temperature}: give samples >= 1, and a temperature > 0 "
+                         "for more than one sample (greedy decoding gives the same answer every time)")
     from bench.results.store import package_versions, write_json_atomic
 
     sources = sources or {}
@@ -323,35 +346,49 @@ def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | 
         t0 = time.perf_counter()
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": it.question}], tokenize=False,
                                                  add_generation_prompt=True) for it in task_items]
-        if thinking_budget == "auto":
-            completions = budget_forced_generate(gen, prompts, auto_thinking_budgets(gen, prompts, answer_tokens),
-                                                 num_waits, answer_tokens)
-        elif thinking_budget:
-            completions = budget_forced_generate(gen, prompts, thinking_budget, num_waits, answer_tokens)
-        else:
-            eos = tokenizer.eos_token or "<|im_end|>"
-            completions = [g.text for g in gen.generate(prompts, [max_new_tokens] * len(prompts), [eos])]
+        drawn = [_complete(gen, prompts, thinking_budget, num_waits, answer_tokens, max_new_tokens, temperature,
+                           seed + k) for k in range(samples)]
         lines, statuses = [], Counter()
-        for it, text in zip(task_items, completions, strict=True):
-            graded = grade(it, text)
-            statuses[graded.status] += 1
-            lines.append({"id": it.id, "gold": it.gold, "extracted": graded.answer, "correct": graded.correct,
-                          "status": graded.status, "generated_tokens": gen.count_tokens(text), "completion": text})
-        correct = sum(line["correct"] for line in lines)
+        for i, it in enumerate(task_items):
+            tries = []
+            for completions in drawn:
+                graded = grade(it, completions[i])
+                statuses[graded.status] += 1
+                tries.append({"extracted": graded.answer, "correct": graded.correct, "status": graded.status,
+                              "generated_tokens": gen.count_tokens(completions[i]), "completion": completions[i]})
+            line = {"id": it.id, "gold": it.gold, **tries[0]} if samples == 1 else \
+                {"id": it.id, "gold": it.gold, "correct": sum(t["correct"] for t in tries) / samples, "samples": tries}
+            lines.append(line)
         (out / f"{task}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-        n = len(task_items)
+        n, correct = len(task_items), sum(line["correct"] for line in lines)
+        interval = wilson_interval(correct, n) if samples == 1 else pass_at_1_interval([x["correct"] for x in lines])
         record = {"kind": "llm_eval", "model": model, "name": name or Path(model).name, "task": task,
-                  "title": TASKS[task].title, "n": n, "correct": correct, "unreadable": statuses["unreadable"],
-                  "contradictory": statuses["contradictory"], "grading_timeouts": statuses["timeout"],
-                  "accuracy": correct / n if n else 0.0, "ci95": list(wilson_interval(correct, n)),
+                  "title": TASKS[task].title, "n": n, "k": samples, "correct": correct,
+                  "unreadable": statuses["unreadable"], "contradictory": statuses["contradictory"],
+                  "grading_timeouts": statuses["timeout"], "accuracy": correct / n if n else 0.0,
+                  "ci95": list(interval),
                   "config": {"backend": type(gen).__name__, "max_new_tokens": max_new_tokens,
                              "thinking_budget": thinking_budget, "num_waits": num_waits,
                              "answer_tokens": answer_tokens, "seed": seed, "limit": limit, "prompt": prompt,
+                             "samples": samples, "temperature": temperature,
                              "source": sources.get(task) or TASKS[task].hf_id, "dtype": dtype},
                   "seconds": time.perf_counter() - t0, "versions": package_versions()}
         write_json_atomic(out / f"{task}.llmeval.json", record)
         records.append(record)
     return records
+
+
+def _complete(gen, prompts: list[str], thinking_budget: int | str, num_waits: int, answer_tokens: int,
+              max_new_tokens: int, temperature: float, seed: int) -> list[str]:
+    """One completion per prompt under the evaluation's protocol (greedy, or sampled with ``seed``)."""
+    if thinking_budget == "auto":
+        return budget_forced_generate(gen, prompts, auto_thinking_budgets(gen, prompts, answer_tokens), num_waits,
+                                      answer_tokens, temperature, seed)
+    if thinking_budget:
+        return budget_forced_generate(gen, prompts, thinking_budget, num_waits, answer_tokens, temperature, seed)
+    eos = gen.tokenizer.eos_token or "<|im_end|>"
+    return [g.text for g in gen.generate(prompts, [max_new_tokens] * len(prompts), [eos], temperature=temperature,
+                                         seed=seed)]
 
 
 def _generator(model: str, backend: str, dtype: str, batch_size: int, tp: int):

@@ -43,7 +43,9 @@ def protocol(config: dict) -> str:
         thinking = f"thinking {budget} tokens" + (f", {config['num_waits']} waits" if config.get("num_waits") else "")
     else:
         thinking = f"no budget forcing, {config.get('max_new_tokens')} tokens"
-    return f"prompt {config.get('prompt', 'ours')}, {thinking}, greedy"
+    k = config.get("samples", 1)
+    decoding = "greedy" if k == 1 else f"pass@1 over {k} samples at temperature {config.get('temperature'):g}"
+    return f"prompt {config.get('prompt', 'ours')}, {thinking}, {decoding}"
 
 
 def llm_table_rows(records: list[dict]) -> list[dict]:
@@ -55,7 +57,7 @@ def llm_table_rows(records: list[dict]) -> list[dict]:
         row = rows.setdefault(r["name"], {"model": r["name"], "paper": False, "protocols": set()})
         row["protocols"].add(protocol(r.get("config", {})))
         row[r["task"]] = {"accuracy": 100 * r["accuracy"], "low": 100 * lo, "high": 100 * hi, "n": r["n"],
-                          **{k: r.get(k, 0) for k in GRADING_COUNTS}}
+                          "k": r.get("k", 1), **{k: r.get(k, 0) for k in GRADING_COUNTS}}
     ours = [{**row, "protocol": " / ".join(sorted(row.pop("protocols")))} for row in rows.values()]
     with open(PAPER_LLM_SCORES) as f:
         paper = [{"model": p["model"], "paper": True, "protocol": PAPER_PROTOCOL,
@@ -70,7 +72,8 @@ def _cell(c: dict | None, latex: bool) -> str:
         return f"{c['accuracy']:.1f}"
     if latex:
         return f"{c['accuracy']:.1f} {{\\scriptsize [{c['low']:.1f}, {c['high']:.1f}]}}"
-    return f"{c['accuracy']:.1f} [{c['low']:.1f}, {c['high']:.1f}] (n={c['n']})"
+    return f"{c['accuracy']:.1f} [{c['low']:.1f}, {c['high']:.1f}] (n={c['n']}" + \
+        (f", k={c['k']})" if c.get("k", 1) > 1 else ")")
 
 
 def render_llm_markdown(rows: list[dict]) -> str:
@@ -94,8 +97,9 @@ def render_llm_latex(rows: list[dict]) -> str:
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "c" * len(TASK_COLUMNS) + "}",
                       r"\toprule", "Model & " + " & ".join(TASK_COLUMNS.values()) + r" \\", r"\midrule", *body,
                       r"\bottomrule", r"\end{tabular}",
-                      r"\caption{Accuracy (\%) with greedy decoding; brackets: 95\% Wilson interval. Rows marked "
-                      r"(paper) are the numbers reported by Qin \& Springenberg (2025). Protocols: " + protocols + "}",
+                      r"\caption{Accuracy (\%); brackets: 95\% interval (Wilson; for pass@1 over k samples, a t "
+                      r"interval over items). Rows marked (paper) are the numbers reported by Qin \& Springenberg "
+                      r"(2025). Protocols: " + protocols + "}",
                       r"\label{tab:llm}", r"\end{table}"]) + "\n"
 
 
