@@ -88,6 +88,41 @@ MATH = [
     ("equivalence", A + "Answer: 7.0", "7", True),
     ("equivalence", A + "Answer: 7.5", "7", False),
     ("equivalence", A + "Answer: 204 degrees", "204", True),
+    # the suite's own training format: "Answer: " and a write-up that ends in a box (the box is the answer)
+    ("write-up then box", A + "Answer: There are 3 cases to consider.\nCase 1 gives 4, case 2 gives 5 and case 3 "
+                              "gives 3.\nSo the total is \\boxed{12}.", "12", True),
+    ("write-up then box", A + "Answer: Let $x = 2$.\nThen $y = 5$, and so\n$$\\boxed{7}$$", "7", True),
+    ("write-up then box", A + "Answer: Let $x = 2$.\nThen $y = 5$, and so\n$$\\boxed{7}$$", "5", False),
+    ("write-up then box", A + "Answer: We use $A = \\frac{1}{2}bh$ with $b = 6$.\nThe area is \\boxed{15}.", "15",
+     True),
+    ("write-up then box", A + "Answer: First, 2 + 2 = 4.\nTherefore the final answer is \\boxed{9}.", "9", True),
+    ("write-up then box", A + "Answer: Summing the 4 terms:\n\\[\n1 + 2 + 3 + 4 = 10\n\\]\n\\boxed{10}", "10",
+     True),
+    ("write-up then box", A + "Answer:\nWe have $n = 6$ sides.\nHence \\boxed{720}.", "720", True),
+    # a hedge between different answers is never credited (the same value twice is no hedge)
+    ("hedge", A + "Answer: 42 or 43", "42", False),
+    ("hedge", A + "Answer: either 4 or 6", "4", False),
+    ("hedge", A + "The answer is 4 or 6.", "6", False),
+    ("hedge", A + "\\boxed{4} or \\boxed{6}", "6", False),
+    ("hedge", A + "Answer: 7 or 8, depending on the convention.", "7", False),
+    ("hedge", A + "Answer: 12 or 12.0", "12", True),
+    # a negated value is not the answer
+    ("negated value", A + "Answer: 9, not 8", "9", True),
+    ("negated value", A + "Answer: 9, not 8", "8", False),
+    ("negated value", A + "The answer is 15 rather than 16.", "15", True),
+    ("negated value", A + "The answer is 15 rather than 16.", "16", False),
+    ("negated value", A + "Answer: not 3 but 5", "5", True),
+    ("negated value", A + "Answer: 10 (not 100)", "10", True),
+    # formulas with a plus-minus or a union of inequalities
+    ("formula", A + "Answer: $x = \\frac{-1\\pm\\sqrt5}{2}$", "\\frac{-1\\pm\\sqrt{5}}{2}", True),
+    ("formula", A + "\\boxed{\\frac{-1 \\pm \\sqrt{5}}{2}}", "\\frac{-1\\pm\\sqrt{5}}{2}", True),
+    ("formula", A + "Answer: $x<-1 \\text{ or } x>3$", "(-\\infty,-1)\\cup(3,\\infty)", True),
+    ("formula", A + "\\boxed{x<-1 \\text{ or } x>3}", "(-\\infty,-1)\\cup(3,\\infty)", True),
+    ("formula", A + "Answer: $x<-1 \\text{ or } x>4$", "(-\\infty,-1)\\cup(3,\\infty)", False),
+    # several values boxed apart for a gold of several values
+    ("several boxes", A + "The roots are \\boxed{2} and \\boxed{3}.", "2, 3", True),
+    ("several boxes", A + "So $x = \\boxed{-1}$ or $x = \\boxed{4}$.", "-1, 4", True),
+    ("several boxes", A + "The roots are \\boxed{2} and \\boxed{5}.", "2, 3", False),
 ]
 
 # Synthetic four-option questions: (options, correct letter)
@@ -155,4 +190,21 @@ CHOICE = [
     ("unreadable", A + "Answer: E", SPEED, "A", False),
     ("unreadable", "Let me think... A seems wrong... C is plausible", SPEED, "C", False),
     ("unreadable", A + "Answer: all of them", SPEED, "A", False),
+    # the letter on a line after "Answer:"
+    ("letter next line", A + "Answer:\nC", SPEED, "C", True),
+    ("letter next line", A + "Answer:\n\n(C)", SPEED, "C", True),
+    ("letter next line", A + "**Answer:**\n**C**", SPEED, "C", True),
+    ("letter next line", A + "Final Answer:\n\nD", SPEED, "D", True),
+    ("letter next line", A + "Answer:\nB", SPEED, "C", False),
+    # an option's text in a box
+    ("boxed option text", A + "\\boxed{12\\,\\mathrm{m/s}}", SPEED, "C", True),
+    ("boxed option text", A + "\\boxed{12 \\text{ m/s}}", SPEED, "C", True),
+    ("boxed option text", A + "\\boxed{8\\,\\mathrm{m/s}}", SPEED, "C", False),
+    ("boxed option text", A + "\\boxed{14}", NUMBERS, "B", True),
+    ("boxed option text", A + "\\boxed{\\text{It lowers the activation energy}}", ENZYME, "A", True),
+    # a hedge between letters is never credited
+    ("hedge", A + "\\boxed{B} or \\boxed{C}", SPEED, "C", False),
+    ("hedge", A + "Answer: B or C", SPEED, "C", False),
+    ("hedge", A + "The answer is either A or D.", SPEED, "D", False),
+    ("hedge", A + "Answer: C (or possibly B)", SPEED, "C", False),
 ]

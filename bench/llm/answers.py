@@ -65,9 +65,9 @@ _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "sev
          "ninety": 90}
 
 
-def boxed_contents(text: str) -> list[str]:
-    """Every ``\\boxed{...}`` / ``\\fbox{...}`` content in order (braces balanced; an unclosed one is skipped), and
-    ``\\boxed 5`` written without braces (the token after it)."""
+def boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every ``\\boxed{...}`` / ``\\fbox{...}`` in order (braces balanced; an unclosed one
+    is skipped), and of ``\\boxed 5`` written without braces (the token after it)."""
     found = []
     for m in _BOX_START.finditer(text):
         start = m.end()
@@ -76,11 +76,34 @@ def boxed_contents(text: str) -> list[str]:
             for i in range(start, len(text)):
                 depth += {"{": 1, "}": -1}.get(text[i], 0)
                 if depth == 0:
-                    found.append(text[start + 1:i].strip())
+                    found.append((m.start(), i + 1, text[start + 1:i].strip()))
                     break
         elif bare := re.match(r"[^\s$\\{}]+", text[start:]):
-            found.append(bare.group(0).rstrip(".,"))
+            found.append((m.start(), start + bare.end(), bare.group(0).rstrip(".,")))
     return found
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Every box's content in order (:func:`boxes`)."""
+    return [content for _, _, content in boxes(text)]
+
+
+# the text between two boxes that makes them one answer of several values ("\boxed{2} and \boxed{3}",
+# "$x = \boxed{-1}$ or $x = \boxed{4}$"): a list or alternatives, nothing else
+_JOINED = re.compile(r"(?i)\s*\$?\s*(?:,|;|and|or|,\s*and|,\s*or|\\quad|\\text\{\s*(?:and|or)\s*\})\s*\$?\s*"
+                     r"(?:[a-z]\s*=\s*)?")
+
+
+def final_box_group(section: str) -> list[str]:
+    """The contents of the last box and of the boxes just before it that the text joins to it as a list or
+    alternatives ("\\boxed{4} or \\boxed{6}"): one element for a single final box, none without a box."""
+    found = boxes(section)
+    group = found[-1:]
+    for earlier in reversed(found[:-1]):
+        if not _JOINED.fullmatch(section[earlier[1]:group[0][0]]):
+            break
+        group.insert(0, earlier)
+    return [content for _, _, content in group]
 
 
 def number_from_words(text: str) -> str | None:
@@ -111,10 +134,10 @@ def clean_math(text: str | None) -> str | None:
         s = boxes[-1]
     s = re.sub(r"(?<=[\w)\]}])\s*\*\*\s*(?=[\w(\[{-])", "^", s)  # 2**10: a power (Python's), not bold
     s = s.replace("**", "").replace("__", "").strip()  # what is left of ** / __ is markdown
-    words = _prose_words(s)
+    s = _NEGATED_VALUE.sub(" ", s).strip()  # "9, not 8", "15 rather than 16": the negated value is no answer
     formulas = [next(g for g in m.groups() if g is not None) for m in _INLINE_MATH.finditer(s)]
     numbers = _NUMBER.findall(_INLINE_MATH.sub(" ", s))
-    if len(words) >= 2 or (words and (formulas or numbers)):  # a sentence: its last formula or number
+    if is_sentence(s):  # a sentence: its last formula or number
         if formulas:
             s = formulas[-1]
         elif numbers:
@@ -128,7 +151,42 @@ def clean_math(text: str | None) -> str | None:
     text_only = re.fullmatch(r"\\text(?:bf)?\{([^{}]*)\}", s)
     if (word := number_from_words(text_only.group(1) if text_only else s)) is not None:
         return word
-    return s or None
+    s = re.sub(r"^[A-Za-z]\s*=\s*(?=[^=]+$)", "", s)  # "x = 5": the value, whatever math-verify makes of "x ="
+    return inequalities_as_intervals(s) or None
+
+
+_BOUND = r"(-?[\w.\\{}]+)"
+_ONE_SIDE = {r"<": "(-\\infty, {b})", r"\\le|\\leq|<=": "(-\\infty, {b}]", r">": "({b}, \\infty)",
+             r"\\ge|\\geq|>=": "[{b}, \\infty)"}
+
+
+def inequalities_as_intervals(text: str) -> str:
+    """A union of one-variable inequalities ("x<-1 \\text{ or } x>3") as intervals joined by \\cup, which
+    math-verify compares with a gold in interval notation (it does not read "or"); other text unchanged."""
+    parts = re.split(r"\s*(?:\\text\{\s*or\s*\}|\\lor|\\vee|\bor\b)\s*", text)
+    if len(parts) < 2:
+        return text
+    intervals, variables = [], set()
+    for part in parts:
+        for op, shape in _ONE_SIDE.items():
+            if m := re.fullmatch(rf"\s*([A-Za-z])\s*(?:{op})\s*{_BOUND}\s*", part):
+                variables.add(m.group(1))
+                intervals.append(shape.format(b=m.group(2)))
+                break
+        else:
+            return text
+    return "\\cup ".join(intervals) if len(variables) == 1 else text
+
+
+_NEGATED_VALUE = re.compile(r"(?i)[,;]?\s*\(?\b(?:not|rather\s+than|instead\s+of)\s+"
+                            r"(?:\$[^$]*\$|-?\d[\d,./]*)\)?")
+
+
+def is_sentence(text: str) -> bool:
+    """Whether ``text`` is prose around a value ("There are 3 cases.") rather than the value itself ("3", "$x+1$")."""
+    words = _prose_words(text)
+    return len(words) >= 2 or bool(words and (_INLINE_MATH.search(text) or _NUMBER.search(_INLINE_MATH.sub(" ",
+                                                                                                      text))))
 
 
 def _last_number_word(sentence: str) -> str | None:
@@ -139,9 +197,16 @@ def _last_number_word(sentence: str) -> str | None:
     return None
 
 
-def answer_statements(section: str) -> list[str]:
-    """The answer each answer statement of ``section`` gives, cleaned (``clean_math``), in order: from the rest of
-    its line, or — when that holds none — from the first following non-empty line that does (up to five on)."""
+@dataclass(frozen=True)
+class Statement:
+    at: int  # where its marker ends in the answer section
+    text: str  # the text the answer was read from: the rest of the marker's line, or a following line
+    answer: str  # that answer, cleaned (clean_math)
+
+
+def statements_of(section: str) -> list[Statement]:
+    """Every answer statement of ``section`` with the answer it gives: from the rest of its line, or — when that
+    holds none — from the first following non-empty line that does (up to five on)."""
     found = []
     for m in _STATEMENT.finditer(section):
         rest_of_line, _, after = section[m.end():].partition("\n")
@@ -149,22 +214,55 @@ def answer_statements(section: str) -> list[str]:
             if k and _STATEMENT.search(line):
                 break  # the next statement speaks for itself
             if (answer := clean_math(line)) is not None:
-                found.append(answer)
+                found.append(Statement(m.end(), line, answer))
                 break
     return found
+
+
+def answer_statements(section: str) -> list[str]:
+    """The answer each answer statement of ``section`` gives, cleaned, in order (:func:`statements_of`)."""
+    return [st.answer for st in statements_of(section)]
+
+
+def _final_statement(text: str) -> Statement | None:
+    """The answer statement a reader takes as final: the last one, except that a write-up ending in a box ("Answer:
+    There are 3 cases. ... so \\boxed{12}") is not a statement of 3 — a sentence before the last box is a step."""
+    section = answer_section(text)
+    found = boxes(section)
+    statements = [st for st in statements_of(section)
+                  if not found or st.at > found[-1][0] or not is_sentence(st.text)]
+    return statements[-1] if statements else None
 
 
 def read_math(text: str) -> tuple[str | None, str | None]:
     """(last boxed answer, last answer statement) of the answer section, cleaned; either may be None."""
     section = answer_section(text)
-    boxes = [b for b in map(clean_math, boxed_contents(section)) if b is not None]
-    statements = answer_statements(section)
-    if not statements and has_answer_section(text):
+    box_values = [b for b in map(clean_math, boxed_contents(section)) if b is not None]
+    final = _final_statement(text)
+    statement = final.answer if final else None
+    if final is None and has_answer_section(text):
         lines = [ln for ln in section.split("\n") if ln.strip()]
         if len(lines) == 1:  # a bare answer after the answer mark: "42", "$\frac{1}{2}$"
-            statements = [s] if (s := clean_math(lines[0])) is not None else []
-    box, statement = (boxes[-1] if boxes else None), (statements[-1] if statements else None)
+            statement = clean_math(lines[0])
+    box = box_values[-1] if box_values else None
     return (box or statement), (statement if box else None)
+
+
+_VALUE = r"(\$[^$]+\$|-?\d[\d,./]*)"
+_ALTERNATIVES = re.compile(rf"(?i)^[\s*_]*(?:either\s+)?{_VALUE}\s*,?\s*(?:or|and)\s+{_VALUE}")
+
+
+def math_values(text: str) -> list[str]:
+    """The values the final answer gives: several when its boxes are one list ("\\boxed{2} and \\boxed{3}") or
+    its statement lists or offers several ("4 or 6", "either 4 or 6"); one otherwise; none when it gives none."""
+    section = answer_section(text)
+    if boxes(section):
+        return [v for v in map(clean_math, final_box_group(section)) if v is not None]
+    final = _final_statement(text)
+    if final is not None and (m := _ALTERNATIVES.match(final.text.replace("**", ""))):
+        return [v for v in map(clean_math, m.groups()) if v is not None]
+    answer, _ = read_math(text)
+    return [] if answer is None else [answer]
 
 
 # -- grading math ----------------------------------------------------------------------------------------------------
@@ -258,14 +356,43 @@ def grade_math(predicted: str | None, gold: str) -> bool:
     return _same(predicted, gold)
 
 
+def gold_values(gold: str) -> list[str]:
+    """A gold answer of several values ("2, 3": roots, solutions) as its values; one value otherwise (a tuple
+    "(1, 2)" or an interval stays one; "1,000" has no space after its comma)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(gold):
+        depth += ch in "([{" and 1 or ch in ")]}" and -1 or 0
+        if ch == "," and depth == 0 and gold[i + 1:i + 2].isspace():
+            parts.append(gold[start:i].strip())
+            start = i + 1
+    return parts + [gold[start:].strip()]
+
+
+def _values_match(values: list[str], golds: list[str]) -> bool:
+    """Each gold value given by exactly one of the values (in any order)."""
+    left = list(values)
+    for g in golds:
+        hit = next((v for v in left if _same(v, g)), None)
+        if hit is None:
+            return False
+        left.remove(hit)
+    return not left
+
+
 def grade_math_output(text: str, gold: str) -> Graded:
-    """Grade a whole math output: unreadable, contradictory (boxed vs stated), timeout or graded."""
+    """Grade a whole math output: unreadable, contradictory (boxed vs stated, or a hedge between different values:
+    "4 or 6"), timeout or graded. A gold of several values is matched by an answer that gives exactly those."""
     answer, other = read_math(text)
     if answer is None:
         return Graded(None, False, "unreadable")
     try:
         if other is not None and not _same(answer, other):
             return Graded(f"{answer} | {other}", False, "contradictory")
+        values, golds = math_values(text), gold_values(gold)
+        if len(golds) > 1 and len(values) > 1:
+            return Graded(", ".join(values), _values_match(values, golds), "graded")
+        if len(values) > 1 and not all(_same(values[0], v) for v in values[1:]):
+            return Graded(" | ".join(values), False, "contradictory")  # a hedge: no answer to credit
         return Graded(answer, grade_math(answer, gold), "graded")
     except GradingTimeout:
         return Graded(answer, False, "timeout")
@@ -306,10 +433,16 @@ def _statement_letter(rest: str) -> str | None:
     return letter.upper()
 
 
+def _plain(text: str) -> str:
+    """LaTeX's spacing and text macros as plain text: ``12\\,\\mathrm{m/s}`` -> ``12 m/s``."""
+    text = re.sub(r"\\(?:mathrm|text|textbf|mathbf|operatorname)\{([^{}]*)\}", r"\1", text)
+    return re.sub(r"\\[,;:! ]|~", " ", text)
+
+
 def _option_of_text(text: str, options: tuple[str, ...]) -> str | None:
     """The letter of the one option whose text the answer gives (exactly, else as a whole phrase); None otherwise."""
     def norm(s: str) -> str:
-        return re.sub(r"\s+", " ", s.replace("$", "").replace("**", "")).strip().strip(".").strip().lower()
+        return re.sub(r"\s+", " ", _plain(s).replace("$", "").replace("**", "")).strip().strip(".").strip().lower()
 
     said = norm(text)
     if not said or not options:
@@ -322,21 +455,42 @@ def _option_of_text(text: str, options: tuple[str, ...]) -> str | None:
     return LETTERS[within[0]] if len(within) == 1 else None
 
 
+_LETTER_HEDGE = re.compile(r"(?i)(?<![A-Za-z])\(?([A-D])\)?\s*\(?\s*(?:or|and/or)\s+(?:possibly\s+|maybe\s+|"
+                           r"perhaps\s+)?\(?([A-D])(?![A-Za-z])")
+
+
+def _statement_rest(section: str, end: int) -> str:
+    """What an answer statement says: the rest of its line, or — when that is empty or only markdown ("Answer:\\nC",
+    "**Answer:**\\n**C**") — the next non-empty line."""
+    rest, _, after = section[end:].partition("\n")
+    if re.sub(r"[\s*_:#]", "", rest):
+        return rest
+    return next((ln for ln in after.split("\n") if ln.strip()), "")
+
+
 def read_choice(text: str, options: tuple[str, ...] = ()) -> tuple[str | None, str | None]:
     """(letter of the last box, letter of the last answer statement) of a multiple-choice output; when neither
-    names a letter, the first is what a bare answer or an option's text names."""
+    names a letter, the first is what a bare answer or an option's text (also boxed) names. A hedge between two
+    letters ("B or C", "\\boxed{B} or \\boxed{C}", "C (or possibly B)") gives both, so it is never credited."""
     section = answer_section(text)
     negated = {a or b for a, b in _NEGATED.findall(section)}
+    group = [x for x in map(letter_of, final_box_group(section)) if x is not None and x not in negated]
+    if len(set(group)) > 1:
+        return group[-1], group[0]
     box_letters = [x for x in map(letter_of, boxed_contents(section)) if x is not None and x not in negated]
-    statements = [section[m.end():].split("\n")[0] for m in _STATEMENT.finditer(section)]
+    statements = [_statement_rest(section, m.end()) for m in _STATEMENT.finditer(section)]
     stated = [x for x in map(_statement_letter, statements) if x is not None]
     box, statement = (box_letters[-1] if box_letters else None), (stated[-1] if stated else None)
+    if statement and (hedge := _LETTER_HEDGE.search(statements[-1])) and hedge.group(1).upper() != \
+            hedge.group(2).upper():
+        return hedge.group(1).upper(), hedge.group(2).upper()
     if box or statement:
         return (box or statement), (statement if box else None)
     lines = [ln for ln in section.split("\n") if ln.strip()]
     if has_answer_section(text) and len(lines) <= 2 and (bare := letter_of(lines[0] if lines else None)):
         return bare, None
-    for said in reversed([s for s in statements if s.strip()] or (lines[-1:] if has_answer_section(text) else [])):
+    said_last = [s for s in statements if s.strip()] or (lines[-1:] if has_answer_section(text) else [])
+    for said in reversed(boxed_contents(section)[-1:] + said_last):
         if (letter := _option_of_text(said, options)) is not None:
             return letter, None
     return None, None
