@@ -609,11 +609,15 @@ def llm_eval(
     samples: Annotated[int, typer.Option(help="Answers sampled per item (pass@1 over them, with a t interval over "
                                          "items); 1 = greedy.")] = 1,
     temperature: Annotated[float, typer.Option(help="Sampling temperature for --samples > 1 (0 = greedy).")] = 0.0,
+    thinking_budgets: Annotated[str | None, typer.Option(help="The paper's Figure 2: evaluate at each of these "
+                                                         "thinking budgets (e.g. none,512,1024,2048,4096,8192; none = "
+                                                         "without budget forcing), one folder of records each under "
+                                                         "--out, resuming budgets already done.")] = None,
 ) -> None:
     """Evaluation on AIME 2024, MATH500 and GPQA Diamond (greedy, or pass@1 over sampled answers), graded with
     math-verify."""
     from bench.llm.data import LLMDataError
-    from bench.llm.evaluate import evaluate
+    from bench.llm.evaluate import evaluate, evaluate_budget_series
 
     sources = {}
     for item in data:
@@ -621,18 +625,34 @@ def llm_eval(
             _fail(f"--data {item!r}: expected task=PATH, e.g. --data aime24=aime_2024.parquet")
         task, path = item.split("=", 1)
         sources[task.strip()] = path
-    budget: int | str = thinking_budget if thinking_budget == "auto" else \
-        int(thinking_budget) if thinking_budget.isdigit() else _fail(
-            f"--thinking-budget {thinking_budget!r}: give 0 (off), a number of thinking tokens, or auto")
+    def parse_budget(text: str, flag: str) -> int | str:
+        if text in ("auto", "none"):
+            return 0 if text == "none" else text
+        if text.isdigit():
+            return int(text)
+        _fail(f"{flag} {text!r}: give 0 (off), a number of thinking tokens, or auto")
+
+    budget = parse_budget(thinking_budget, "--thinking-budget")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     try:
-        records = evaluate(model, [t.strip() for t in tasks.split(",") if t.strip()], out, sources, backend,
-                           max_new_tokens, budget, num_waits, answer_tokens, seed, limit, batch_size, dtype,
-                           tensor_parallel_size, name, prompt, samples, temperature)
+        if thinking_budgets:
+            records = evaluate_budget_series(
+                model, task_list, out, [parse_budget(b.strip(), "--thinking-budgets") for b in
+                                        thinking_budgets.split(",")],
+                sources=sources, backend=backend, max_new_tokens=max_new_tokens, num_waits=num_waits,
+                answer_tokens=answer_tokens, seed=seed, limit=limit, batch_size=batch_size, dtype=dtype,
+                tensor_parallel_size=tensor_parallel_size, name=name, prompt=prompt, samples=samples,
+                temperature=temperature)
+        else:
+            records = evaluate(model, task_list, out, sources, backend, max_new_tokens, budget, num_waits,
+                               answer_tokens, seed, limit, batch_size, dtype, tensor_parallel_size, name, prompt,
+                               samples, temperature)
     except (LLMDataError, ImportError, ValueError) as e:
         _fail(str(e))
     for r in records:
         lo, hi = r["ci95"]
-        typer.echo(f"{r['title']:>13}: {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] "
+        which = f" (thinking budget {r['config']['thinking_budget'] or 'none'})" if thinking_budgets else ""
+        typer.echo(f"{r['title']:>13}{which}: {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] "
                    f"({r['correct']:g}/{r['n']}{f', pass@1 over {samples} samples' if samples > 1 else ''}; "
                    f"unreadable {r['unreadable']}, self-contradicting "
                    f"{r['contradictory']}, grading timeouts {r['grading_timeouts']})")

@@ -540,6 +540,10 @@ def test_smoke_command_runs_end_to_end(tmp_path):
     result = CliRunner().invoke(app, ["llm", "smoke", "--out", str(tmp_path / "smoke"), "--steps", "12"])
     assert result.exit_code == 0, result.output
     assert "nll" in result.output and (tmp_path / "smoke" / "eval" / "aime24.llmeval.json").exists()
+    report = tmp_path / "smoke" / "report"  # the budget series on the trained tiny model, as the paper's Figure 2
+    assert (report / "budget_forcing.png").stat().st_size > 0 and "budget forcing" in (report / "report.md").read_text()
+    rows = (report / "budget_forcing.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 and rows[0].startswith("task,title,model,budget,thinking_tokens_mean")
 
 
 def test_no_gpqa_item_is_in_the_repository():
@@ -802,3 +806,57 @@ def test_k_sampled_answers_give_pass_at_1_reproducibly(tiny, tmp_path):
     with pytest.raises(ValueError, match="a temperature > 0 for more than one sample"):
         evaluate(str(tiny["model"]), ["aime24"], tmp_path / "c", sources={"aime24": str(tiny["aime24"])},
                  samples=2)
+
+
+class ThinkingScript:
+    """A generator over the tiny model's tokenizer whose thinking is known: each thinking round writes 6 tokens and
+    stops on its own (one character is one token), an unforced answer thinks 20 tokens, every answer says 7."""
+
+    context = 4096
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, 0
+
+    def count_tokens(self, text):
+        return len(text)
+
+    def generate(self, prompts, max_new_tokens, stop, min_tokens=0, temperature=0.0, seed=0):
+        from bench.llm.evaluate import THINK_STOPS, Generation
+
+        self.calls += 1
+        if stop == THINK_STOPS:
+            return [Generation("x" * min(6, m), min(6, m), m < 6) for m in max_new_tokens]
+        unforced = "<|im_start|>think" + "y" * 20 + "<|im_start|>answer\nAnswer: \\boxed{7}"
+        return [Generation("Answer: \\boxed{7}", 17, False) if p.endswith(("<|im_start|>answer", "Final Answer:"))
+                else Generation(unforced, len(unforced), False) for p in prompts]
+
+
+def test_a_budget_series_records_thinking_tokens_and_waits_and_draws_figure_2(tiny, tmp_path):
+    """Budgets 4, 8 and 16 with one Wait: 4 thinking tokens (cut, no Wait), 8 (6, Wait, 2 cut), 12 (6, Wait, 6);
+    without forcing the model's own 20. Records, the figure's CSV and a resumed series agree."""
+    import csv
+
+    from transformers import AutoTokenizer
+
+    from bench.llm.evaluate import evaluate_budget_series
+    from bench.reports.report import build_report
+
+    gen = ThinkingScript(AutoTokenizer.from_pretrained(tiny["model"]))
+    series = dict(sources={"aime24": str(tiny["aime24"])}, num_waits=1, answer_tokens=20, name="scripted", gen=gen)
+    records = evaluate_budget_series("scripted", ["aime24"], tmp_path / "series", [0, 4, 8, 16], **series)
+    assert [(r["config"]["thinking_budget"], r["thinking_tokens_mean"], r["waits_mean"]) for r in records] == [
+        (0, 20.0, 0.0), (4, 4.0, 0.0), (8, 8.0, 1.0), (16, 12.0, 1.0)]
+    items = [json.loads(x) for x in (tmp_path / "series" / "budget-8" / "aime24.jsonl").read_text().splitlines()]
+    assert all(x["thinking_tokens"] == 8 and x["waits"] == 1 for x in items) and len(items) == 6
+    assert records[1]["thinking_tokens_quantiles"] == {"p10": 4.0, "p50": 4.0, "p90": 4.0}
+    calls = gen.calls
+    assert evaluate_budget_series("scripted", ["aime24"], tmp_path / "series", [0, 4, 8, 16], **series) == records
+    assert gen.calls == calls  # every budget was done: nothing generated again
+    build_report([tmp_path / "series"], tmp_path / "report")
+    with open(tmp_path / "report" / "budget_forcing.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["budget"], float(r["thinking_tokens_mean"]), float(r["waits_mean"])) for r in rows] == [
+        ("4", 4.0, 0.0), ("8", 8.0, 1.0), ("16", 12.0, 1.0), ("0", 20.0, 0.0)]
+    for row, record in zip(rows, records[1:] + records[:1], strict=True):
+        assert float(row["accuracy"]) == pytest.approx(100 * record["accuracy"])
+    assert (tmp_path / "report" / "budget_forcing.png").stat().st_size > 0

@@ -283,8 +283,21 @@ def auto_thinking_budgets(gen, prompts: list[str], answer_tokens: int) -> list[i
     return [max(gen.context - gen.count_tokens(p) - marks - answer_tokens, 1) for p in prompts]
 
 
+class Completion(str):
+    """A completion's text, with the thinking tokens the model generated for it (forced "Wait"s and marks not
+    counted) and the "Wait"s budget forcing appended."""
+
+    thinking_tokens: int
+    waits: int
+
+    def __new__(cls, text: str, thinking_tokens: int, waits: int) -> Completion:
+        self = super().__new__(cls, text)
+        self.thinking_tokens, self.waits = thinking_tokens, waits
+        return self
+
+
 def budget_forced_generate(gen, prompts: list[str], thinking_budget: int | list[int], num_waits: int,
-                           answer_tokens: int, temperature: float = 0.0, seed: int = 0) -> list[str]:
+                           answer_tokens: int, temperature: float = 0.0, seed: int = 0) -> list[Completion]:
     """s1's budget forcing; returns each completion after its prompt: think ... Wait ... <|im_start|>answer ...
 
     Every generated thinking token counts against ``thinking_budget`` (one for all prompts, or one each); "Wait" is
@@ -294,6 +307,7 @@ def budget_forced_generate(gen, prompts: list[str], thinking_budget: int | list[
     """
     completions = [THINK_START] * len(prompts)
     left = list(thinking_budget) if isinstance(thinking_budget, list) else [thinking_budget] * len(prompts)
+    thought, waits = [0] * len(prompts), [0] * len(prompts)
     out_of_budget = [False] * len(prompts)
     active = list(range(len(prompts)))
     for round_ in range(num_waits + 1):
@@ -306,9 +320,11 @@ def budget_forced_generate(gen, prompts: list[str], thinking_budget: int | list[
         for i, o in zip(active, outs, strict=True):
             completions[i] += o.text
             left[i] -= o.tokens
+            thought[i] += o.tokens
             out_of_budget[i] = o.length_stop
             if not o.length_stop and left[i] > 0 and round_ < num_waits:
                 completions[i] += "Wait"
+                waits[i] += 1
                 still.append(i)
         active = still
     for i, c in enumerate(completions):
@@ -316,18 +332,29 @@ def budget_forced_generate(gen, prompts: list[str], thinking_budget: int | list[
                           if out_of_budget[i] else c + ANSWER_MARK)
     answers = gen.generate([p + c for p, c in zip(prompts, completions, strict=True)],
                            [answer_tokens] * len(prompts), ["<|im_end|>"], temperature=temperature, seed=seed + 104729)
-    return [c + a.text for c, a in zip(completions, answers, strict=True)]
+    return [Completion(c + a.text, thought[i], waits[i]) for i, (c, a) in enumerate(zip(completions, answers,
+                                                                                      strict=True))]
+
+
+def thinking_tokens(gen, completion: str) -> int:
+    """Thinking tokens of a completion: as generated under budget forcing, else those of what precedes the answer
+    mark (all of it when there is none)."""
+    if isinstance(completion, Completion):
+        return completion.thinking_tokens
+    thinking = completion.split(ANSWER_MARK)[0].removeprefix(THINK_START)
+    return gen.count_tokens(thinking)
 
 
 def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | None = None, backend: str = "auto",
              max_new_tokens: int = 32768, thinking_budget: int | str = 0, num_waits: int = 0, answer_tokens: int = 512,
              seed: int = 0, limit: int | None = None, batch_size: int = 8, dtype: str = "bfloat16",
              tensor_parallel_size: int = 1, name: str | None = None, prompt: str = "ours", samples: int = 1,
-             temperature: float = 0.0) -> list[dict]:
+             temperature: float = 0.0, gen=None) -> list[dict]:
     """Evaluate one model on the tasks; writes per-item JSONL and one record per task; returns the records.
     ``thinking_budget``: 0 (no budget forcing), thinking tokens, or "auto" (:func:`auto_thinking_budgets`).
     ``samples`` > 1 draws that many answers per item at ``temperature`` (sample k seeded ``seed + k``) and reports
-    pass@1, the mean over items of each item's fraction of right answers, with :func:`pass_at_1_interval`."""
+    pass@1, the mean over items of each item's fraction of right answers, with :func:`pass_at_1_interval`. ``gen``:
+    a generator already loaded (a budget series evaluates one model many times)."""
     if thinking_budget != "auto" and not (isinstance(thinking_budget, int) and thinking_budget >= 0):
         raise ValueError(f"thinking_budget {thinking_budget!r}: give 0 (off), a number of tokens, or auto")
     if samples < 1 or temperature < 0 or (samples > 1 and temperature == 0):
@@ -338,7 +365,7 @@ def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | 
     sources = sources or {}
     # fail on bad data before loading a model
     items = {t: load_task(t, sources.get(t), seed, limit, prompt) for t in tasks}
-    gen = _generator(model, backend, dtype, batch_size, tensor_parallel_size)
+    gen = gen or _generator(model, backend, dtype, batch_size, tensor_parallel_size)
     tokenizer = gen.tokenizer
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -355,18 +382,25 @@ def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | 
                 graded = grade(it, completions[i])
                 statuses[graded.status] += 1
                 tries.append({"extracted": graded.answer, "correct": graded.correct, "status": graded.status,
-                              "generated_tokens": gen.count_tokens(completions[i]), "completion": completions[i]})
+                              "generated_tokens": gen.count_tokens(completions[i]),
+                              "thinking_tokens": thinking_tokens(gen, completions[i]),
+                              "waits": getattr(completions[i], "waits", 0), "completion": str(completions[i])})
             line = {"id": it.id, "gold": it.gold, **tries[0]} if samples == 1 else \
                 {"id": it.id, "gold": it.gold, "correct": sum(t["correct"] for t in tries) / samples, "samples": tries}
             lines.append(line)
         (out / f"{task}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         n, correct = len(task_items), sum(line["correct"] for line in lines)
+        thought = [t["thinking_tokens"] for line in lines for t in line.get("samples", [line])]
+        waits = [t["waits"] for line in lines for t in line.get("samples", [line])]
         interval = wilson_interval(correct, n) if samples == 1 else pass_at_1_interval([x["correct"] for x in lines])
         record = {"kind": "llm_eval", "model": model, "name": name or Path(model).name, "task": task,
                   "title": TASKS[task].title, "n": n, "k": samples, "correct": correct,
                   "unreadable": statuses["unreadable"], "contradictory": statuses["contradictory"],
                   "grading_timeouts": statuses["timeout"], "accuracy": correct / n if n else 0.0,
-                  "ci95": list(interval),
+                  "ci95": list(interval), "thinking_tokens_mean": float(np.mean(thought)) if thought else 0.0,
+                  "thinking_tokens_quantiles": {f"p{q}": float(np.percentile(thought, q)) if thought else 0.0
+                                                for q in (10, 50, 90)},
+                  "waits_mean": float(np.mean(waits)) if waits else 0.0,
                   "config": {"backend": type(gen).__name__, "max_new_tokens": max_new_tokens,
                              "thinking_budget": thinking_budget, "num_waits": num_waits,
                              "answer_tokens": answer_tokens, "seed": seed, "limit": limit, "prompt": prompt,
@@ -375,6 +409,30 @@ def evaluate(model: str, tasks: list[str], out: Path, sources: dict[str, str] | 
                   "seconds": time.perf_counter() - t0, "versions": package_versions()}
         write_json_atomic(out / f"{task}.llmeval.json", record)
         records.append(record)
+    return records
+
+
+def budget_folder(out: Path, budget: int | str) -> Path:
+    """Where a budget series keeps the records of one thinking budget (0: without budget forcing)."""
+    return Path(out) / f"budget-{budget or 'none'}"
+
+
+def evaluate_budget_series(model: str, tasks: list[str], out: Path, budgets: list[int | str], gen=None,
+                           **options) -> list[dict]:
+    """The paper's Figure 2: the model evaluated at each thinking budget (0 = without budget forcing, "auto"), one
+    folder of records per budget under ``out`` (:func:`budget_folder`). A budget whose records are all there is not
+    evaluated again, so a series resumes where it stopped. ``options``: those of :func:`evaluate`."""
+    records = []
+    for budget in budgets:
+        folder = budget_folder(out, budget)
+        done = [folder / f"{task}.llmeval.json" for task in tasks]
+        if all(f.exists() for f in done):
+            records += [json.loads(f.read_text()) for f in done]
+            continue
+        if gen is None:
+            gen = _generator(model, options.get("backend", "auto"), options.get("dtype", "bfloat16"),
+                             options.get("batch_size", 8), options.get("tensor_parallel_size", 1))
+        records += evaluate(model, tasks, folder, thinking_budget=budget, gen=gen, **options)
     return records
 
 

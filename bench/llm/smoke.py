@@ -105,12 +105,15 @@ def make_inputs(folder: Path, n_train: int = 32, n_eval: int = 8, seed: int = 0,
 
 
 def smoke(out: Path, steps: int = 20, objective: str = "iw_sft", seed: int = 0, thinking_budget: int = 24,
-          num_waits: int = 1) -> dict:
-    """prepare -> ref-logps -> train -> eval on the tiny model; returns timings and the final loss and accuracies."""
+          num_waits: int = 1, budgets: tuple[int, ...] = (8, 16, 32)) -> dict:
+    """prepare -> ref-logps -> train -> eval on the tiny model, then a budget-forcing series of the trained model at
+    ``budgets`` and without forcing, reported as the paper's Figure 2 (``out/report/budget_forcing.png``); returns
+    timings and the final loss and accuracies."""
     from bench.llm.data import prepare
-    from bench.llm.evaluate import evaluate
+    from bench.llm.evaluate import evaluate, evaluate_budget_series
     from bench.llm.reference import compute_ref_logps
     from bench.llm.train import LLMTrainConfig, read_log, train
+    from bench.reports.report import build_report
 
     out = Path(out)
     timings, t0 = {}, time.perf_counter()
@@ -134,5 +137,10 @@ def smoke(out: Path, steps: int = 20, objective: str = "iw_sft", seed: int = 0, 
                        backend="transformers", max_new_tokens=48, thinking_budget=thinking_budget,
                        num_waits=num_waits, answer_tokens=12, seed=seed, dtype="float32", name=f"tiny-{objective}")
     timings["eval"] = time.perf_counter() - t0 - sum(timings.values())
+    evaluate_budget_series(str(model_dir), ["aime24"], out / "budgets", [0, *budgets],
+                           sources={"aime24": str(paths["aime24"])}, backend="transformers", max_new_tokens=48,
+                           num_waits=num_waits, answer_tokens=12, seed=seed, dtype="float32", name=f"tiny-{objective}")
+    build_report([out / "budgets"], out / "report")
+    timings["budget_series"] = time.perf_counter() - t0 - sum(timings.values())
     return {"timings": timings, "first_nll": log[0]["nll"], "last_nll": log[-1]["nll"], "steps": len(log),
             "accuracy": {r["task"]: r["accuracy"] for r in records}, "model": str(model_dir)}

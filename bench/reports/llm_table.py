@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import defaultdict
 from pathlib import Path
 
 from bench.reports.latex import latex_escape
@@ -49,16 +50,16 @@ def protocol(config: dict) -> str:
 
 
 def llm_table_rows(records: list[dict]) -> list[dict]:
-    """One row per model name: task -> {accuracy, low, high, n} in %, the newest record winning a duplicate, and the
-    protocol(s) its records were evaluated with."""
-    rows: dict[str, dict] = {}
+    """One row per model name and protocol (a budget series: one per budget): task -> {accuracy, low, high, n, k}
+    in %, the newest record winning a duplicate."""
+    rows: dict[tuple[str, str], dict] = {}
     for r in records:
         lo, hi = r["ci95"]
-        row = rows.setdefault(r["name"], {"model": r["name"], "paper": False, "protocols": set()})
-        row["protocols"].add(protocol(r.get("config", {})))
+        how = protocol(r.get("config", {}))
+        row = rows.setdefault((r["name"], how), {"model": r["name"], "paper": False, "protocol": how})
         row[r["task"]] = {"accuracy": 100 * r["accuracy"], "low": 100 * lo, "high": 100 * hi, "n": r["n"],
                           "k": r.get("k", 1), **{k: r.get(k, 0) for k in GRADING_COUNTS}}
-    ours = [{**row, "protocol": " / ".join(sorted(row.pop("protocols")))} for row in rows.values()]
+    ours = list(rows.values())
     with open(PAPER_LLM_SCORES) as f:
         paper = [{"model": p["model"], "paper": True, "protocol": PAPER_PROTOCOL,
                   **{t: {"accuracy": float(p[t])} for t in TASK_COLUMNS}} for p in csv.DictReader(f)]
@@ -113,6 +114,22 @@ def llm_table_csv(rows: list[dict]) -> str:
             vals += [f"{c[k]:.4g}" if k in c else "" for k in ("accuracy", "low", "high", "n")]
         lines.append(",".join(f'"{v}"' if "," in v else v for v in vals))
     return "\n".join(lines) + "\n"
+
+
+def budget_forcing_rows(records: list[dict]) -> list[dict]:
+    """The paper's Figure 2 as data: per (task, model, thinking budget) the accuracy (%, with its interval) and the
+    mean thinking tokens its answers used; budget 0 is the model without budget forcing. Only models evaluated at
+    two or more budgets (a series: `bench llm eval --thinking-budgets`)."""
+    rows = [{"task": r["task"], "title": r.get("title", r["task"]), "model": r["name"],
+             "budget": r["config"].get("thinking_budget", 0),
+             "thinking_tokens_mean": r.get("thinking_tokens_mean"), "waits_mean": r.get("waits_mean"),
+             "accuracy": 100 * r["accuracy"], "low": 100 * r["ci95"][0], "high": 100 * r["ci95"][1], "n": r["n"]}
+            for r in records if r.get("thinking_tokens_mean") is not None]
+    budgets = defaultdict(set)
+    for r in rows:
+        budgets[r["model"]].add(r["budget"])
+    return sorted((r for r in rows if len(budgets[r["model"]]) > 1),
+                  key=lambda r: (r["task"], r["model"], r["thinking_tokens_mean"]))
 
 
 def write_llm_tables(records: list[dict], out: Path) -> str:

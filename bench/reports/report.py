@@ -19,7 +19,7 @@ import numpy as np
 from bench.algorithms import ALGORITHMS, DISPLAY_NAMES
 from bench.reports import statistics as st
 from bench.reports.latex import latex_escape
-from bench.reports.llm_table import load_llm_records, write_llm_tables
+from bench.reports.llm_table import budget_forcing_rows, load_llm_records, write_llm_tables
 from bench.results.store import RunRecord, load_records
 from bench.specs import REPORT_FAMILY_ORDER, get_spec
 
@@ -699,9 +699,10 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
         raise ValueError(f"no complete run records with a score under {', '.join(map(str, paths))} "
                          f"({len(records)} records read, {len(unreadable)} unreadable; left out: "
                          f"{dict(reasons) or 'none'})")
-    llm_md = write_llm_tables(llm_records, out) if llm_records else None
+    llm_md = _llm_section(write_llm_tables(llm_records, out), _budget_forcing(budget_forcing_rows(llm_records),
+                                                                                out)) if llm_records else None
     if not cells:
-        (out / "report.md").write_text("# Results\n" + _llm_section(llm_md))
+        (out / "report.md").write_text("# Results\n" + llm_md)
         return {"records": len(llm_records), "unreadable": unreadable, "not_records": not_records, "cells": 0,
                 "figures": [], "out": out}
     algos, groups = main_table_rows(selection.cells, alpha, holm)
@@ -727,15 +728,59 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
                 (out / f"{stem}.{ext}").unlink(missing_ok=True)
     (out / "report.md").write_text(_report_markdown(records, unreadable, selection, algos, groups, alpha, holm, sm,
                                                     agg, poi, comparison, figures, n_resamples)
-                                   + (_llm_section(llm_md) if llm_md else ""))
+                                   + (llm_md or ""))
     return {"records": len(records) + len(llm_records), "unreadable": unreadable, "not_records": not_records,
             "cells": len(cells), "figures": figures, "out": out, "selection": selection}
 
 
-def _llm_section(table_md: str) -> str:
-    return ("\n## Reasoning (LLM)\n\n" + table_md + "\nAccuracy (%), greedy decoding, 95% Wilson interval and items "
-            "per cell; rows marked (paper) are the paper's Table 1. Files: [llm_table.tex](llm_table.tex), "
-            "[llm_table.md](llm_table.md), [llm_table.csv](llm_table.csv).\n")
+def _budget_forcing(rows: list[dict], out: Path) -> str:
+    """The paper's Figure 2 (budget_forcing.png/.pdf: per task, accuracy against the mean thinking tokens, one line
+    per model over its budgets, the unforced point apart) and its values (budget_forcing.csv); the Markdown that
+    shows them, or nothing without a budget series."""
+    _write_csv(out / "budget_forcing.csv", rows)
+    for ext in ("png", "pdf"):
+        (out / f"budget_forcing.{ext}").unlink(missing_ok=True)
+    if not rows:
+        return ""
+    plt, sns = _plt()
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    colors = dict(zip(models, sns.color_palette("tab10", len(models)), strict=True))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(COLUMN_IN if len(tasks) == 1 else TEXT_IN, 2.3), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for k, model in enumerate(models):
+            mine = [r for r in rows if r["task"] == task and r["model"] == model]
+            forced = [r for r in mine if r["budget"] not in (0, "auto")]
+            style = {"color": colors[model], "linestyle": LINESTYLES[k % len(LINESTYLES)],
+                     "marker": MARKERS[k % len(MARKERS)]}
+            if forced:
+                x = [r["thinking_tokens_mean"] for r in forced]
+                ax.plot(x, [r["accuracy"] for r in forced], lw=1.2, ms=4, label=model, **style)
+                ax.fill_between(x, [r["low"] for r in forced], [r["high"] for r in forced], color=colors[model],
+                                alpha=0.15, lw=0)
+            for r in (r for r in mine if r["budget"] in (0, "auto")):
+                ax.errorbar([r["thinking_tokens_mean"]], [r["accuracy"]], yerr=[[r["accuracy"] - r["low"]],
+                            [r["high"] - r["accuracy"]]], color=colors[model], marker="*", ms=8, ls="none",
+                            label=f"{model}, no budget forcing")
+        ax.set(title=next(r for r in rows if r["task"] == task)["title"], xlabel="average thinking tokens",
+               ylabel="accuracy (%)")
+    axes[0][0].legend(fontsize=5)
+    fig.suptitle("Budget forcing: accuracy (95% interval) against the thinking tokens used", fontsize=7)
+    fig.tight_layout()
+    names = _save(fig, out, "budget_forcing")
+    plt.close(fig)
+    return ("\n### Budget forcing (the paper's Figure 2)\n\n" f"![budget forcing]({names[1]})\n\n"
+            "Per task, accuracy against the average number of thinking tokens the answers used, one line per model "
+            "over its thinking budgets (shaded: 95% interval), a star for the model without budget forcing. Values: "
+            "[budget_forcing.csv](budget_forcing.csv); figure: [png](budget_forcing.png), "
+            "[pdf](budget_forcing.pdf).\n")
+
+
+def _llm_section(table_md: str, figure_md: str) -> str:
+    return ("\n## Reasoning (LLM)\n\n" + table_md + "\nAccuracy (%) with its 95% interval (Wilson; for pass@1 over "
+            "k samples a t interval over items), items n (and samples k) per cell, each row's protocol beside it; "
+            "rows marked (paper) are the paper's Table 1. Files: [llm_table.tex](llm_table.tex), "
+            "[llm_table.md](llm_table.md), [llm_table.csv](llm_table.csv).\n" + figure_md)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
