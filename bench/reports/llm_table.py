@@ -41,7 +41,8 @@ def protocol(config: dict) -> str:
     if budget == "auto":
         thinking = "thinking auto"
     elif budget:
-        thinking = f"thinking {budget} tokens" + (f", {config['num_waits']} waits" if config.get("num_waits") else "")
+        waits = config.get("num_waits", 0)
+        thinking = f"thinking {budget} tokens" + (f", {waits} wait{'s' * (waits > 1)}" if waits else "")
     else:
         thinking = f"no budget forcing, {config.get('max_new_tokens')} tokens"
     k = config.get("samples", 1)
