@@ -15,11 +15,16 @@ model never wrote one. What counts as the model's final answer there, in the ord
 
 Self-contradiction: when the last boxed answer and the last answer statement disagree (math: not equivalent by
 math-verify; choice: different letters), the output is counted WRONG with status "contradictory" — a reader cannot
-tell which one the model means. math-verify runs in a worker process of its own under a wall-time limit, whatever
-thread grades (a bignum such as 9^{9^{9}} holds the GIL, so no in-process limit can stop it): a comparison that runs
-out of time is retried once with a longer limit and, if it runs out again, the worker is killed (and restarted for
-the next item) and the output is reported with status "timeout" (counted apart, never silently graded wrong
-without saying so).
+tell which one the model means; so is a hedge between different answers ("42 or 43", "\\boxed{B} or \\boxed{C}",
+"C (or possibly B)"). A write-up that ends in a box ("Answer: There are 3 cases. ... \\boxed{12}") is the box's
+answer: a sentence before the last box is a step, not a statement. A negated value ("9, not 8") is not the answer;
+boxes joined by "and"/"or" are one answer of several values, matched against a gold of several values ("2, 3");
+a union of one-variable inequalities is compared as intervals.
+
+math-verify runs in a worker process of its own under a wall-time limit, whatever thread grades (a bignum such as
+9^{9^{9}} holds the GIL, so no in-process limit can stop it): a comparison that runs out of time is retried once
+with a longer limit and, if it runs out again, the worker is killed (and restarted for the next item) and the
+output is reported with status "timeout" (counted apart, never silently graded wrong without saying so).
 """
 
 from __future__ import annotations
@@ -361,7 +366,7 @@ def gold_values(gold: str) -> list[str]:
     "(1, 2)" or an interval stays one; "1,000" has no space after its comma)."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(gold):
-        depth += ch in "([{" and 1 or ch in ")]}" and -1 or 0
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(ch, 0)
         if ch == "," and depth == 0 and gold[i + 1:i + 2].isspace():
             parts.append(gold[start:i].strip())
             start = i + 1
