@@ -12,22 +12,18 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-def _chunk_logps(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor) -> torch.Tensor:
-    logits = head(hidden).float()
+def _chunk_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = (hidden @ weight.t()).float()
     return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def chunked_token_logps(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor,
+def chunked_token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                         chunk_size: int = 1024) -> torch.Tensor:
-    """log softmax(head(hidden))[targets] for hidden (N, H), the output head (H -> V), targets (N,) -> (N,) float32.
-
-    The head is called as a module, per chunk: a sharded head (its own FSDP2 unit, as accelerate wraps an untied
-    head; a ZeRO-3 partition) is gathered by its own hooks — reading its weight directly would see the shard."""
-    needs_grad = hidden.requires_grad or any(p.requires_grad for p in head.parameters())
+    """log softmax(hidden @ weight^T)[targets] for hidden (N, H), weight (V, H), targets (N,) -> (N,) float32."""
     out = []
     for start in range(0, hidden.shape[0], chunk_size):
-        args = (hidden[start:start + chunk_size], head, targets[start:start + chunk_size])
-        if torch.is_grad_enabled() and needs_grad:
+        args = (hidden[start:start + chunk_size], weight, targets[start:start + chunk_size])
+        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
             out.append(checkpoint(_chunk_logps, *args, use_reentrant=False))
         else:
             out.append(_chunk_logps(*args))
@@ -53,8 +49,8 @@ class TokenLogProbs(nn.Module):
     """A causal LM whose forward returns the packed log-probs of the loss tokens instead of logits.
 
     Wrapping the LM (rather than calling its parts from the training loop) keeps the output head inside one module
-    forward, which FSDP and DeepSpeed ZeRO-3 need to gather its sharded weight; the head is called as a module, chunk
-    by chunk, so that its own FSDP2 unit (accelerate gives an untied head one) is gathered too.
+    forward, which FSDP and DeepSpeed ZeRO-3 need to gather its sharded weight; the head module itself is called
+    once, so that its own FSDP2 unit (accelerate gives an untied head one) is gathered too.
     """
 
     def __init__(self, lm: nn.Module, chunk_size: int = 1024):
@@ -79,7 +75,13 @@ class TokenLogProbs(nn.Module):
                 lengths: torch.Tensor) -> torch.Tensor:
         hidden = self.lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         h, y = pack_targets(hidden, input_ids, loss_start, lengths)
-        return chunked_token_logps(h, self.lm.get_output_embeddings(), y, self.chunk_size)
+        head = self.lm.get_output_embeddings()
+        # A sharded head — its own FSDP2 unit, as accelerate makes an untied one — is gathered by its own hooks: one
+        # call (of a single row) gathers it, and it stays gathered for the chunks (accelerate's head unit is not
+        # resharded after forward). One call, not one per chunk: every process then makes the same collectives
+        # whatever its number of chunks, and the head's gradient is reduced once, after the backward.
+        head(h[:1].detach())
+        return chunked_token_logps(h, head.weight, y, self.chunk_size)
 
 
 def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
