@@ -151,9 +151,10 @@ class _FailsHere(LinearPolicy):
 def test_an_error_in_this_process_stops_the_workers():
     import multiprocessing
 
+    before = set(multiprocessing.active_children())  # another test's kept workers (the grader's, spawned evaluation)
     with pytest.raises(FloatingPointError, match="policy broke here"):
         evaluate(_FailsHere(), "Hopper-v5", episodes=40, seed=0, num_envs=1, workers=2)
-    assert multiprocessing.active_children() == []
+    assert set(multiprocessing.active_children()) <= before  # this evaluation's workers are gone
 
 
 def test_the_cuda_path_spawns_workers_with_cpu_copies_and_gives_the_scores_of_one_process(hopper_minari_dataset):
