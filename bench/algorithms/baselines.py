@@ -288,6 +288,7 @@ class D3rlpyLearner:
     def __init__(self, algo: Any, build: Callable[[str], Any]):
         self.algo = algo
         self.build = build  # device -> a new algorithm of the same config and dataset, untrained
+        self._cpu_algo = None  # the CPU twin cpu_copy loads these weights into, built once
 
     def state_dict(self) -> dict:
         buf = io.BytesIO()
@@ -315,15 +316,16 @@ class D3rlpyLearner:
         return self.algo.predict(np.asarray(observations, dtype=np.float32))
 
     def cpu_copy(self) -> D3rlpyPolicy:
-        """The algorithm built again on the CPU with these weights (d3rlpy's own save / load, as a checkpoint
+        """The algorithm on the CPU (built once) with these weights (d3rlpy's own save / load, as a checkpoint
         moves between devices), for evaluation processes spawned while this one uses CUDA."""
-        with torch.random.fork_rng(devices=[]):  # building draws initial weights: the run's generator stays put
-            algo = self.build("cpu")
+        if self._cpu_algo is None:
+            with torch.random.fork_rng(devices=[]):  # building draws initial weights: the run's generator stays put
+                self._cpu_algo = self.build("cpu")
         buf = io.BytesIO()
         self.algo.impl.save_model(buf)
         buf.seek(0)
-        algo.impl.load_model(buf)
-        return D3rlpyPolicy(algo)
+        self._cpu_algo.impl.load_model(buf)
+        return D3rlpyPolicy(self._cpu_algo)
 
 
 @dataclass

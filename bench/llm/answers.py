@@ -257,17 +257,17 @@ _VALUE = r"(\$[^$]+\$|-?\d[\d,./]*)"
 _ALTERNATIVES = re.compile(rf"(?i)^[\s*_]*(?:either\s+)?{_VALUE}\s*,?\s*(?:or|and)\s+{_VALUE}")
 
 
-def math_values(text: str) -> list[str]:
-    """The values the final answer gives: several when its boxes are one list ("\\boxed{2} and \\boxed{3}") or
-    its statement lists or offers several ("4 or 6", "either 4 or 6"); one otherwise; none when it gives none."""
+def math_values(text: str, answer: str) -> list[str]:
+    """The values the final answer (``answer``, as :func:`read_math` reads it) gives: several when its boxes are one
+    list ("\\boxed{2} and \\boxed{3}") or its statement lists or offers several ("4 or 6", "either 4 or 6");
+    ``answer`` alone otherwise."""
     section = answer_section(text)
     if boxes(section):
         return [v for v in map(clean_math, final_box_group(section)) if v is not None]
     final = _final_statement(text)
     if final is not None and (m := _ALTERNATIVES.match(final.text.replace("**", ""))):
         return [v for v in map(clean_math, m.groups()) if v is not None]
-    answer, _ = read_math(text)
-    return [] if answer is None else [answer]
+    return [answer]
 
 
 # -- grading math ----------------------------------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def grade_math_output(text: str, gold: str) -> Graded:
     try:
         if other is not None and not _same(answer, other):
             return Graded(f"{answer} | {other}", False, "contradictory")
-        values, golds = math_values(text), gold_values(gold)
+        values, golds = math_values(text, answer), gold_values(gold)
         if len(golds) > 1 and len(values) > 1:
             return Graded(", ".join(values), _values_match(values, golds), "graded")
         if len(values) > 1 and not all(_same(values[0], v) for v in values[1:]):

@@ -8,6 +8,7 @@ that links it. Aggregates follow rliable's definitions (``statistics``).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from collections import Counter, defaultdict
@@ -155,6 +156,11 @@ def ordered_envs(envs) -> list[tuple[str, list[str]]]:
         groups[family_of(env)].append(env)
     families = [f for f in REPORT_FAMILY_ORDER if f in groups] + sorted(set(groups) - set(REPORT_FAMILY_ORDER))
     return [(f, groups[f]) for f in families]
+
+
+def table_order(envs) -> list[str]:
+    """The datasets in the paper's row order (:func:`ordered_envs`, families flattened)."""
+    return [e for _, group in ordered_envs(envs) for e in group]
 
 
 # -- main table ---------------------------------------------------------------------------------------------------
@@ -315,9 +321,9 @@ class ScoreMatrices:
     def tasks_of(self, algo: str) -> list[str]:
         return [t for t in self.task_order if (t, algo) in self.scores]
 
-    @property
+    @functools.cached_property
     def task_order(self) -> list[str]:
-        return [e for _, group in ordered_envs(t for t, _ in self.scores) for e in group]
+        return table_order(t for t, _ in self.scores)
 
     def matrix(self, algo: str, tasks: list[str]) -> np.ndarray:
         """(runs x tasks): each task's runs in its first rows, NaN below where it has fewer."""
@@ -380,8 +386,8 @@ def score_matrices(cells: dict[tuple[str, str], Cell]) -> ScoreMatrices:
         return len(tasks) * sum(tasks <= own[a] for a in algos), len(tasks), tuple(sorted(tasks))
 
     best = max(candidates, key=coverage) if candidates else frozenset()
-    order = [e for _, group in ordered_envs(t for t, _ in scores) for e in group]
-    return ScoreMatrices(scores, [t for t in order if t in best], [a for a in algos if best <= own[a]],
+    return ScoreMatrices(scores, [t for t in table_order(t for t, _ in scores) if t in best],
+                         [a for a in algos if best <= own[a]],
                          [a for a in algos if not best <= own[a]])
 
 
@@ -513,7 +519,7 @@ def _per_dataset_lines(df, y: str, ylabel: str, every_algo: list[str], out: Path
     """One panel per dataset of ``df`` (dataset, algo, seed, step, ``y``): mean over seeds, ± 1 std shaded, one
     legend for all panels naming each algorithm's runs."""
     plt, sns = _plt()
-    envs = [e for _, group in ordered_envs(df.dataset.unique()) for e in group]
+    envs = table_order(df.dataset.unique())
     algos = ordered_algos(df.algo.unique())
     styles = _styles(sns, every_algo)
     cols = min(3, len(envs))
