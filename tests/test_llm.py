@@ -859,3 +859,42 @@ def test_a_budget_series_records_thinking_tokens_and_waits_and_draws_figure_2(ti
     for row, record in zip(rows, records[1:] + records[:1], strict=True):
         assert float(row["accuracy"]) == pytest.approx(100 * record["accuracy"])
     assert (tmp_path / "report" / "budget_forcing.png").stat().st_size > 0
+
+
+def test_damaged_llm_files_are_named_and_the_rest_is_kept(tiny, tmp_path):
+    """A budget series redoes the one budget whose record was cut short (the others are read back, not generated);
+    bench report lists a damaged evaluation record as unreadable and tabulates the rest; a damaged
+    trainer_state.json stops training in one line naming it, the saved state beside it untouched."""
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from bench.llm.evaluate import evaluate_budget_series
+    from bench.llm.train import train
+
+    gen = ThinkingScript(AutoTokenizer.from_pretrained(tiny["model"]))
+    series = dict(sources={"aime24": str(tiny["aime24"])}, num_waits=1, answer_tokens=20, name="scripted", gen=gen)
+    first = evaluate_budget_series("scripted", ["aime24"], tmp_path / "series", [4, 8], **series)
+    damaged = tmp_path / "series" / "budget-8" / "aime24.llmeval.json"
+    kept = (tmp_path / "series" / "budget-4" / "aime24.llmeval.json").read_bytes()
+    damaged.write_text(damaged.read_text()[:50])
+    calls = gen.calls
+    again = evaluate_budget_series("scripted", ["aime24"], tmp_path / "series", [4, 8], **series)
+    assert gen.calls > calls and json.loads(damaged.read_text())["thinking_tokens_mean"] == 8.0
+    assert (tmp_path / "series" / "budget-4" / "aime24.llmeval.json").read_bytes() == kept
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in first]
+
+    damaged.write_text("[1, 2]")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "series"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert f"skipped unreadable record {damaged}: TypeError: it holds a JSON list, not an object" in result.output
+    assert "| scripted | " in (tmp_path / "report" / "llm_table.md").read_text()
+
+    out = tmp_path / "train"
+    train(_train_cfg(tiny, out, max_steps=2))
+    state = out / "trainer_state.json"
+    state.write_text(state.read_text()[:20])
+    saved = sorted(p.name for p in (out / "state-2").iterdir())
+    with pytest.raises(LLMDataError, match=r"trainer_state\.json is damaged \(JSONDecodeError.*Move it aside"):
+        train(_train_cfg(tiny, out, max_steps=4))
+    assert sorted(p.name for p in (out / "state-2").iterdir()) == saved

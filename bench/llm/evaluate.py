@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -425,14 +426,27 @@ def evaluate_budget_series(model: str, tasks: list[str], out: Path, budgets: lis
     records = []
     for budget in budgets:
         folder = budget_folder(out, budget)
-        done = [folder / f"{task}.llmeval.json" for task in tasks]
-        if all(f.exists() for f in done):
-            records += [json.loads(f.read_text()) for f in done]
+        if (done := _read_records([folder / f"{task}.llmeval.json" for task in tasks])) is not None:
+            records += done
             continue
         if gen is None:
             gen = _generator(model, options.get("backend", "auto"), options.get("dtype", "bfloat16"),
                              options.get("batch_size", 8), options.get("tensor_parallel_size", 1))
         records += evaluate(model, tasks, folder, thinking_budget=budget, gen=gen, **options)
+    return records
+
+
+def _read_records(paths: list[Path]) -> list[dict] | None:
+    """The records at ``paths``; None when one is missing, or damaged (named on stderr: its budget is redone)."""
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            print(f"{path} is damaged ({type(e).__name__}: {e}); evaluating its budget again", file=sys.stderr)
+            return None
     return records
 
 

@@ -133,9 +133,13 @@ class _State:
         self.path = out / "trainer_state.json"
         self.step, self.state_dir, self.lagged, self.scheduler = 0, None, {}, None
         if self.path.exists():
-            s = json.loads(self.path.read_text())
-            self.step, self.state_dir, self.lagged, self.scheduler = (s["step"], s["state_dir"], s["lagged"],
-                                                                      s.get("scheduler"))
+            try:
+                s = json.loads(self.path.read_text())
+                self.step, self.state_dir, self.lagged, self.scheduler = (s["step"], s["state_dir"], s["lagged"],
+                                                                          s.get("scheduler"))
+            except (ValueError, KeyError, TypeError) as e:
+                raise LLMDataError(f"{self.path} is damaged ({type(e).__name__}: {e}); nothing was loaded. Move it "
+                                   "aside to start afresh (the saved states beside it stay)") from None
 
     def write(self) -> None:
         tmp = self.path.with_suffix(".tmp")

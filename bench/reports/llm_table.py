@@ -16,18 +16,33 @@ from bench.reports.latex import latex_escape
 TASK_COLUMNS = {"aime24": "AIME 2024", "math500": "MATH500", "gpqa_diamond": "GPQA Diamond"}
 PAPER_LLM_SCORES = Path(__file__).with_name("paper_llm_scores.csv")
 SUFFIX = ".llmeval.json"
+LLM_RECORD_KEYS = {"name", "task", "n", "accuracy", "ci95", "config"}
 # outputs counted wrong for a reason a reader should see beside the accuracy (bench/llm/answers.py)
 GRADING_COUNTS = {"unreadable": "no answer found", "contradictory": "self-contradicting",
                   "grading_timeouts": "math-verify timed out"}
 
 
-def load_llm_records(paths: list[Path]) -> list[dict]:
+def load_llm_records(paths: list[Path], unreadable: list[tuple[Path, str]] | None = None) -> list[dict]:
+    """Every ``*.llmeval.json`` under ``paths``; one that is damaged (not JSON, not an object) is appended to
+    ``unreadable`` with the reason, and the others are read."""
     records = []
     for root in map(Path, paths):
         files = [root] if root.is_file() else sorted(root.rglob(f"*{SUFFIX}"))
         for f in files:
-            if f.name.endswith(SUFFIX):
-                records.append(json.loads(f.read_text()))
+            if not f.name.endswith(SUFFIX):
+                continue
+            try:
+                record = json.loads(f.read_text())
+                if not isinstance(record, dict):
+                    raise TypeError(f"it holds a JSON {type(record).__name__}, not an object")
+                if missing := sorted(LLM_RECORD_KEYS - record.keys()):
+                    raise TypeError(f"it lacks {', '.join(missing)}")
+            except (OSError, ValueError, TypeError) as e:
+                if unreadable is None:
+                    raise
+                unreadable.append((f, f"{type(e).__name__}: {e}"))
+                continue
+            records.append(record)
     return records
 
 

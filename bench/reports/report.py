@@ -699,7 +699,7 @@ def build_report(paths: list[Path], out: Path, alpha: float = 0.05, holm: bool =
     records, unreadable = load_records(paths, not_records)
     selection = select_runs(records, score, mix_configs)
     cells = {k: c for k, c in selection.cells.items() if c.n}
-    llm_records = load_llm_records(paths)
+    llm_records = load_llm_records(paths, unreadable)
     if not cells and not llm_records:
         reasons = Counter(reason.split(":")[0] for _, reason in selection.left_out)
         raise ValueError(f"no complete run records with a score under {', '.join(map(str, paths))} "
